@@ -1,0 +1,234 @@
+// Signaling protocol v1 (docs/protocol.md): message constructors and validation.
+// Pure functions, no DOM and no browser APIs, so it also runs under node.
+
+export const PROTOCOL_VERSION = 1;
+
+export const SOURCES = Object.freeze(['microphone', 'camera', 'screen']);
+export const KINDS = Object.freeze(['audio', 'video']);
+export const PC_NAMES = Object.freeze(['publish', 'subscribe']);
+export const LEAVE_REASONS = Object.freeze(['left', 'timeout', 'disconnected', 'kicked']);
+
+export const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+export const MAX_NAME_CHARS = 64;
+export const MAX_CHAT_CHARS = 2000;
+export const DEFAULT_HEARTBEAT_INTERVAL_S = 2;
+export const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+
+export class ProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+// Length in characters (code points), as the server counts "1–64 chars".
+const charCount = (s) => [...s].length;
+
+export function isValidRoom(room) {
+  return typeof room === 'string' && ROOM_RE.test(room);
+}
+
+export function isValidName(name) {
+  return typeof name === 'string' && name.trim() !== '' && charCount(name) <= MAX_NAME_CHARS;
+}
+
+/** The server's id of a track we publish: `<participant id>-<mid of its publish m-section>`. */
+export function ownTrackId(participantId, mid) {
+  return `${participantId}-${mid}`;
+}
+
+// ---------------------------------------------------------------------------
+// Client → server
+
+export function join(room, name) {
+  if (!isValidRoom(room)) throw new ProtocolError('room must be 1–64 characters of A-Z a-z 0-9 _ - .');
+  if (!isValidName(name)) throw new ProtocolError(`name must be 1–${MAX_NAME_CHARS} characters`);
+  return { type: 'join', room, name };
+}
+
+/** `sources` maps mid → "microphone" | "camera" | "screen"; omitted when empty. */
+export function offer(sdp, sources) {
+  requireString(sdp, 'sdp');
+  const msg = { type: 'offer', pc: 'publish', sdp };
+  if (sources && Object.keys(sources).length) {
+    for (const [mid, source] of Object.entries(sources)) {
+      if (!SOURCES.includes(source)) throw new ProtocolError(`bad source ${source} for mid ${mid}`);
+    }
+    msg.sources = { ...sources };
+  }
+  return msg;
+}
+
+export function answer(sdp) {
+  requireString(sdp, 'sdp');
+  return { type: 'answer', pc: 'subscribe', sdp };
+}
+
+/** `cand` is an RTCIceCandidate (or its toJSON()) or null for end of candidates. */
+export function candidate(pc, cand) {
+  if (!PC_NAMES.includes(pc)) throw new ProtocolError(`bad pc ${pc}`);
+  return { type: 'candidate', pc, candidate: candidateToWire(cand) };
+}
+
+export function candidateToWire(cand) {
+  if (!cand || !cand.candidate) return null; // an empty candidate string also means "end"
+  return {
+    candidate: cand.candidate,
+    sdp_mid: cand.sdpMid ?? null,
+    sdp_mline_index: cand.sdpMLineIndex ?? null,
+  };
+}
+
+/** The inverse of candidateToWire: an RTCIceCandidateInit, or null. */
+export function candidateFromWire(w) {
+  if (!w) return null;
+  return { candidate: w.candidate, sdpMid: w.sdp_mid ?? null, sdpMLineIndex: w.sdp_mline_index ?? null };
+}
+
+export function mute(track, muted) {
+  requireString(track, 'track');
+  return { type: 'mute', track, muted: Boolean(muted) };
+}
+
+export function chat(text) {
+  if (typeof text !== 'string' || text.length === 0 || charCount(text) > MAX_CHAT_CHARS) {
+    throw new ProtocolError(`chat text must be 1–${MAX_CHAT_CHARS} characters`);
+  }
+  return { type: 'chat', text };
+}
+
+export const ping = () => ({ type: 'ping' });
+export const leave = () => ({ type: 'leave' });
+
+/** JSON-encode a client message, refusing frames the server would reject as too large. */
+export function encode(msg, maxBytes = DEFAULT_MAX_MESSAGE_BYTES) {
+  const text = JSON.stringify(msg);
+  const bytes = new TextEncoder().encode(text).length;
+  if (bytes > maxBytes) throw new ProtocolError(`${msg.type} message is ${bytes} bytes, over the limit of ${maxBytes}`);
+  return text;
+}
+
+// ---------------------------------------------------------------------------
+// Server → client
+
+/**
+ * Parse and validate one server frame. Returns the message object (unknown
+ * fields kept) or throws ProtocolError. Missing optional fields get defaults.
+ */
+export function parse(text) {
+  let msg;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    throw new ProtocolError('frame is not JSON');
+  }
+  if (!isObject(msg)) throw new ProtocolError('frame is not a JSON object');
+  const check = SERVER_MESSAGES[msg.type];
+  if (!check) throw new ProtocolError(`unknown message type ${JSON.stringify(msg.type)}`);
+  check(msg);
+  return msg;
+}
+
+const SERVER_MESSAGES = {
+  joined(m) {
+    if (m.protocol !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol ${m.protocol}`);
+    requireString(m.id, 'id');
+    requireString(m.room, 'room');
+    requireArray(m.participants, 'participants').forEach(checkParticipant);
+    m.ice_servers = m.ice_servers == null ? [] : requireArray(m.ice_servers, 'ice_servers');
+    m.heartbeat_interval_s = positiveNumber(m.heartbeat_interval_s, DEFAULT_HEARTBEAT_INTERVAL_S);
+    m.max_message_bytes = positiveNumber(m.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+  },
+  'participant-joined'(m) {
+    checkParticipant(m.participant);
+  },
+  'participant-left'(m) {
+    requireString(m.id, 'id');
+  },
+  'track-published'(m) {
+    requireString(m.participant, 'participant');
+    checkTrack(m.track);
+  },
+  'track-unpublished'(m) {
+    requireString(m.participant, 'participant');
+    requireString(m.track, 'track');
+  },
+  answer(m) {
+    requirePc(m, 'publish');
+    requireString(m.sdp, 'sdp');
+  },
+  offer(m) {
+    requirePc(m, 'subscribe');
+    requireString(m.sdp, 'sdp');
+    m.consumers = m.consumers == null ? [] : requireArray(m.consumers, 'consumers');
+    for (const c of m.consumers) {
+      if (!isObject(c)) throw new ProtocolError('consumer is not an object');
+      requireString(c.mid, 'consumer.mid');
+      requireString(c.participant, 'consumer.participant');
+      requireString(c.track, 'consumer.track');
+      requireOneOf(c.kind, KINDS, 'consumer.kind');
+      if (c.source == null) c.source = c.kind === 'audio' ? 'microphone' : 'camera';
+      requireOneOf(c.source, SOURCES, 'consumer.source');
+    }
+  },
+  mute(m) {
+    requireString(m.participant, 'participant');
+    requireString(m.track, 'track');
+    if (typeof m.muted !== 'boolean') throw new ProtocolError('muted must be a boolean');
+  },
+  chat(m) {
+    requireString(m.from, 'from');
+    requireString(m.text, 'text');
+    if (typeof m.name !== 'string') m.name = '';
+    if (typeof m.ts_ms !== 'number') m.ts_ms = Date.now();
+  },
+  pong() {},
+  error(m) {
+    requireString(m.code, 'code');
+    if (typeof m.message !== 'string') m.message = '';
+  },
+};
+
+function checkParticipant(p) {
+  if (!isObject(p)) throw new ProtocolError('participant is not an object');
+  requireString(p.id, 'participant.id');
+  if (typeof p.name !== 'string') p.name = '';
+  p.tracks = p.tracks == null ? [] : requireArray(p.tracks, 'participant.tracks');
+  p.tracks.forEach(checkTrack);
+}
+
+function checkTrack(t) {
+  if (!isObject(t)) throw new ProtocolError('track is not an object');
+  requireString(t.id, 'track.id');
+  requireOneOf(t.kind, KINDS, 'track.kind');
+  if (t.source == null) t.source = t.kind === 'audio' ? 'microphone' : 'camera';
+  requireOneOf(t.source, SOURCES, 'track.source');
+  t.muted = Boolean(t.muted);
+}
+
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function requireString(v, field) {
+  if (typeof v !== 'string' || v === '') throw new ProtocolError(`${field} must be a non-empty string`);
+  return v;
+}
+
+function requireArray(v, field) {
+  if (!Array.isArray(v)) throw new ProtocolError(`${field} must be an array`);
+  return v;
+}
+
+function requireOneOf(v, allowed, field) {
+  if (!allowed.includes(v)) throw new ProtocolError(`${field} must be one of ${allowed.join(', ')}`);
+  return v;
+}
+
+function requirePc(m, expected) {
+  if (m.pc !== expected) throw new ProtocolError(`${m.type} must have pc "${expected}", got ${JSON.stringify(m.pc)}`);
+}
+
+function positiveNumber(v, fallback) {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
+}

@@ -1,0 +1,337 @@
+"""A Python participant for the SFU, for tests, benchmarks and bots.
+
+It speaks the signaling protocol (docs/protocol.md), publishes *pre-encoded* media (a VP8 and
+an Opus clip encoded once with PyAV and cached on disk, then packetized by aiortc with no
+encoder running), and receives media without decoding: incoming RTP is counted by the same
+tap the server uses, before aiortc's jitter buffer and decoder.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import json
+import math
+import os
+import pickle
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+from aiortc import MediaStreamTrack, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
+
+from .media.keyframe import vp8_keyframe_start
+from .media.rtp import MalformedPacket, parse_rtp
+from .rtc import aiortc_glue as glue
+
+VIDEO_CLOCK = 90000
+AUDIO_CLOCK = 48000
+CACHE_DIR = Path(os.environ.get("SFU_CLIP_CACHE", Path.home() / ".cache" / "sfu-clips"))
+
+
+# -- pre-encoded clips -------------------------------------------------------------------
+
+
+@dataclass
+class Clip:
+    """Encoded frames: (payload bytes, is_keyframe), played at ``fps`` in a loop."""
+
+    kind: str
+    fps: float
+    frames: list[tuple[bytes, bool]]
+
+
+def _video_clip(width: int, height: int, fps: int, seconds: int, bitrate: int) -> Clip:
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = fractions.Fraction(1, fps)
+    codec.framerate = fps
+    codec.bit_rate = bitrate
+    codec.gop_size = fps  # a keyframe every second
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    rng = random.Random(7)
+    frames: list[tuple[bytes, bool]] = []
+    frame = av.VideoFrame(width, height, "yuv420p")
+    block = 16
+    for i in range(fps * seconds):
+        # Moving blocks of noise: enough detail for realistic packet sizes.
+        for p, plane in enumerate(frame.planes):
+            w = plane.line_size
+            h = height if p == 0 else height // 2
+            row = bytes(rng.randrange(256) if (x // block + i) % 3 == 0 else 128 for x in range(w))
+            plane.update(row * h)
+        frame.pts = i
+        for packet in codec.encode(frame):
+            frames.append((bytes(packet), bool(packet.is_keyframe)))
+    for packet in codec.encode(None):
+        frames.append((bytes(packet), bool(packet.is_keyframe)))
+    return Clip("video", fps, frames)
+
+
+def _audio_clip(seconds: int) -> Clip:
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate = AUDIO_CLOCK
+    codec.layout = "stereo"
+    codec.format = "s16"
+    codec.bit_rate = 48000
+    frames: list[tuple[bytes, bool]] = []
+    samples = 960
+    for i in range(seconds * 50):
+        pcm = array.array("h")
+        for n in range(samples):
+            v = int(8000 * math.sin(2 * math.pi * 440 * (i * samples + n) / AUDIO_CLOCK))
+            pcm.extend((v, v))
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=samples)
+        frame.planes[0].update(pcm.tobytes())
+        frame.sample_rate = AUDIO_CLOCK
+        frame.pts = i * samples
+        for packet in codec.encode(frame):
+            frames.append((bytes(packet), True))
+    return Clip("audio", 50, frames)
+
+
+def load_clip(kind: str, width: int = 640, height: int = 360, fps: int = 30, bitrate: int = 600_000) -> Clip:
+    """A clip from the cache, encoding it on first use."""
+    name = f"{kind}-{width}x{height}-{fps}-{bitrate}.pickle" if kind == "video" else "audio-opus.pickle"
+    path = CACHE_DIR / name
+    if path.exists():
+        with path.open("rb") as f:
+            clip: Clip = pickle.load(f)
+            return clip
+    clip = _video_clip(width, height, fps, 4, bitrate) if kind == "video" else _audio_clip(2)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(clip, f)
+    tmp.replace(path)
+    return clip
+
+
+class PreEncodedTrack(MediaStreamTrack):
+    """Plays a clip's encoded frames in real time; aiortc only packetizes them."""
+
+    def __init__(self, clip: Clip) -> None:
+        super().__init__()
+        self.kind = clip.kind
+        self._clip = clip
+        self._index = 0
+        self._start: float | None = None
+        self._clock = VIDEO_CLOCK if clip.kind == "video" else AUDIO_CLOCK
+        self._step = int(self._clock / clip.fps)
+
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._index / self._clip.fps
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        data, _key = self._clip.frames[self._index % len(self._clip.frames)]
+        packet = av.Packet(data)
+        packet.pts = self._index * self._step
+        packet.time_base = fractions.Fraction(1, self._clock)
+        self._index += 1
+        return packet
+
+
+# -- receiving ---------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedStream:
+    """What arrived on one subscribe m-section."""
+
+    mid: str
+    kind: str = ""
+    participant: str = ""
+    track: str = ""
+    packets: int = 0
+    bytes: int = 0
+    keyframes: int = 0
+    first_packet_s: float | None = None
+    last_packet_s: float | None = None
+    seqs: set[int] = field(default_factory=set)
+
+
+class Participant:
+    """One client: a WebSocket, a publish connection and a subscribe connection."""
+
+    def __init__(self, url: str, room: str, name: str) -> None:
+        self.url = url
+        self.room = room
+        self.name = name
+        self.id: str | None = None
+        self.joined: dict[str, Any] | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.streams: dict[str, ReceivedStream] = {}  # by mid
+        self._ssrc_mid: dict[int, str] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._new_message = asyncio.Condition()
+        self.publish_pc: Any = None
+        self.subscribe_pc: Any = None
+        self._answer: asyncio.Future[str] | None = None
+        self.closed = False
+
+    # -- signaling ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._ws = await self._session.ws_connect(self.url, max_msg_size=0)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(json.dumps(msg))
+
+    async def send_raw(self, text: str) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(text)
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for raw in self._ws:
+            if raw.type != aiohttp.WSMsgType.TEXT:
+                break
+            msg = json.loads(raw.data)
+            try:
+                await self._handle(msg)
+            except Exception as exc:  # keep reading; tests look at messages
+                msg = {"type": "client-error", "message": repr(exc)}
+            async with self._new_message:
+                self.messages.append(msg)
+                self._new_message.notify_all()
+        async with self._new_message:
+            self.messages.append({"type": "socket-closed"})
+            self._new_message.notify_all()
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The first message (already received or future) for which predicate(msg) holds."""
+
+        async def find() -> dict[str, Any]:
+            async with self._new_message:
+                while True:
+                    for msg in self.messages:
+                        if predicate(msg):
+                            return msg
+                    await self._new_message.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def wait_type(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        return await self.wait_for(lambda m: m.get("type") == kind, timeout)
+
+    async def join(self) -> dict[str, Any]:
+        if self._ws is None:
+            await self.connect()
+        await self.send({"type": "join", "room": self.room, "name": self.name})
+        msg = await self.wait_for(lambda m: m.get("type") in ("joined", "error"))
+        if msg["type"] == "error":
+            raise RuntimeError(f"join failed: {msg['code']}: {msg['message']}")
+        self.joined = msg
+        self.id = msg["id"]
+        return msg
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "answer" and msg.get("pc") == "publish" and self._answer is not None:
+            if not self._answer.done():
+                self._answer.set_result(msg["sdp"])
+        elif kind == "offer" and msg.get("pc") == "subscribe":
+            await self._on_subscribe_offer(msg)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(self, audio: bool = True, video: bool = True, **video_opts: Any) -> None:
+        self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
+        if audio:
+            self.publish_pc.addTransceiver(PreEncodedTrack(load_clip("audio")), direction="sendonly")
+        if video:
+            self.publish_pc.addTransceiver(PreEncodedTrack(load_clip("video", **video_opts)), direction="sendonly")
+        await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
+        done, _ = await asyncio.wait(
+            [self._answer, asyncio.ensure_future(self.wait_type("error", timeout=30))],
+            timeout=15,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if self._answer not in done:
+            raise RuntimeError(f"publish failed: {[d.result() for d in done]}")
+        await self.publish_pc.setRemoteDescription(RTCSessionDescription(self._answer.result(), "answer"))
+
+    def publisher_track_ids(self) -> list[str]:
+        return [f"{self.id}-{t.mid}" for t in self.publish_pc.getTransceivers()] if self.publish_pc else []
+
+    # -- subscribing ----------------------------------------------------------------------
+
+    async def _on_subscribe_offer(self, msg: dict[str, Any]) -> None:
+        if self.subscribe_pc is None:
+            self.subscribe_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
+        pc = self.subscribe_pc
+        description = aiortc_sdp.SessionDescription.parse(msg["sdp"])
+        for media in description.media:
+            for s in media.ssrc:
+                self._ssrc_mid[s.ssrc] = media.rtp.muxId
+        for c in msg["consumers"]:
+            stream = self.streams.setdefault(c["mid"], ReceivedStream(c["mid"]))
+            stream.kind, stream.participant, stream.track = c["kind"], c["participant"], c["track"]
+        await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+        glue.detach_receivers(pc)
+        await pc.setLocalDescription(await pc.createAnswer())
+        glue.install_tap(pc, self._on_rtp, self._on_rtcp)
+        await self.send({"type": "answer", "pc": "subscribe", "sdp": pc.localDescription.sdp})
+
+    async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        try:
+            view = parse_rtp(data)
+        except MalformedPacket:
+            return
+        mid = self._ssrc_mid.get(view.ssrc)
+        if mid is None:
+            return
+        stream = self.streams.setdefault(mid, ReceivedStream(mid))
+        now = time.monotonic()
+        if stream.first_packet_s is None:
+            stream.first_packet_s = now
+        stream.last_packet_s = now
+        stream.packets += 1
+        stream.bytes += len(data)
+        stream.seqs.add(view.seq)
+        if stream.kind == "video" and vp8_keyframe_start(data[view.payload_start : view.payload_end]):
+            stream.keyframes += 1
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        return None
+
+    def received_from(self, participant_id: str, kind: str) -> int:
+        """Packets received of ``kind`` from one participant's tracks."""
+        return sum(s.packets for s in self.streams.values() if s.participant == participant_id and s.kind == kind)
+
+    # -- leaving --------------------------------------------------------------------------
+
+    async def close(self, leave: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if leave and self._ws is not None and not self._ws.closed:
+            try:
+                await self.send({"type": "leave"})
+            except ConnectionError:
+                pass
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                await pc.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,1 @@
+"""Pure packet logic: no aiortc, no aiohttp, no asyncio. Time is always an argument."""

@@ -1,0 +1,234 @@
+"""Rooms and participants: membership, who consumes what, and the messages about it."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .config import Config
+from .errors import SignalingError
+from .forwarding import Producer
+from .rtc.peer import PublishPeer, SubscribePeer
+from .tasks import spawn
+
+logger = logging.getLogger(__name__)
+
+PostFn = Callable[[dict[str, Any]], None]
+_counter = itertools.count(1)
+
+
+def new_participant_id() -> str:
+    return f"p{next(_counter)}{secrets.token_hex(3)}"
+
+
+class Participant:
+    def __init__(self, room: Room, name: str, post: PostFn, config: Config) -> None:
+        self.id = new_participant_id()
+        self.name = name
+        self.room = room
+        self._post = post
+        self._config = config
+        self.publisher: PublishPeer | None = None
+        self.subscriber: SubscribePeer | None = None
+        self.closed = False
+        self.joined_at = time.time()
+        self.on_transport_failed: Callable[[Participant], None] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "tracks": [p.describe() for p in self.producers()]}
+
+    def producers(self) -> list[Producer]:
+        return list(self.publisher.producers.values()) if self.publisher else []
+
+    def post(self, msg: dict[str, Any]) -> None:
+        """Queue a message for this participant; messages keep their order."""
+        if not self.closed:
+            self._post(msg)
+
+    async def signal(self, msg: dict[str, Any]) -> None:
+        self.post(msg)
+
+    def _failed(self) -> None:
+        if not self.closed and self.on_transport_failed is not None:
+            self.on_transport_failed(self)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def handle_publish_offer(self, sdp: str, sources: dict[str, str]) -> None:
+        first = self.publisher is None
+        if self.publisher is None:
+            self.publisher = PublishPeer(
+                self.id,
+                list(self._config.ice_servers),
+                self._failed,
+                self._config.publisher_bitrate_bps,
+            )
+        try:
+            answer, added, removed = await self.publisher.handle_offer(sdp, sources)
+        except SignalingError:
+            if first:  # nothing was published: forget the half-made connection
+                publisher, self.publisher = self.publisher, None
+                await publisher.close()
+            elif self.publisher.pc.signalingState != "stable":
+                # The connection is in an unknown state: drop it and everything it published.
+                await self._drop_publisher()
+            raise
+        self.post({"type": "answer", "pc": "publish", "sdp": answer})
+        self.room.producers_changed(self, added, removed)
+
+    async def _drop_publisher(self) -> None:
+        publisher, self.publisher = self.publisher, None
+        if publisher is None:
+            return
+        removed = list(publisher.producers.values())
+        await publisher.close()
+        self.room.producers_changed(self, [], removed)
+
+    def set_muted(self, track_id: str, muted: bool) -> Producer:
+        for producer in self.producers():
+            if producer.id == track_id:
+                producer.set_muted(muted, time.monotonic())
+                return producer
+        raise SignalingError("unknown-track", f"you publish no track {track_id!r}")
+
+    # -- subscribing ----------------------------------------------------------------------
+
+    def ensure_subscriber(self) -> SubscribePeer:
+        if self.subscriber is None:
+            self.subscriber = SubscribePeer(self.id, list(self._config.ice_servers), self._failed, self.signal)
+        return self.subscriber
+
+    def renegotiate(self) -> None:
+        if self.subscriber is not None and not self.closed:
+            spawn(self.subscriber.negotiate(), name=f"negotiate-{self.id}")
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.publisher is not None:
+            await self.publisher.close()
+        if self.subscriber is not None:
+            await self.subscriber.close()
+
+
+class Room:
+    def __init__(self, name: str, capacity: int, on_empty: Callable[[Room], None]) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.participants: dict[str, Participant] = {}
+        self._on_empty = on_empty
+        self.closed = False
+
+    def check_capacity(self) -> None:
+        if len(self.participants) >= self.capacity:
+            raise SignalingError("room-full", f"room {self.name!r} is full ({self.capacity} participants)")
+
+    def join(self, participant: Participant, extra: dict[str, Any]) -> None:
+        self.check_capacity()
+        others = list(self.participants.values())
+        self.participants[participant.id] = participant
+        participant.post(
+            {
+                "type": "joined",
+                "protocol": 1,
+                "id": participant.id,
+                "room": self.name,
+                "participants": [p.describe() for p in others],
+                **extra,
+            }
+        )
+        self._broadcast({"type": "participant-joined", "participant": participant.describe()}, exclude=participant)
+        # Consume everything already published.
+        producers = [p for other in others for p in other.producers()]
+        if producers:
+            subscriber = participant.ensure_subscriber()
+            for producer in producers:
+                subscriber.consume(producer)
+            participant.renegotiate()
+
+    def producers_changed(self, owner: Participant, added: list[Producer], removed: list[Producer]) -> None:
+        for producer in removed:
+            self._broadcast(
+                {"type": "track-unpublished", "participant": owner.id, "track": producer.id}, exclude=owner
+            )
+        for producer in added:
+            self._broadcast(
+                {"type": "track-published", "participant": owner.id, "track": producer.describe()}, exclude=owner
+            )
+        if not added and not removed:
+            return
+        for other in self.participants.values():
+            if other is owner:
+                continue
+            if added:
+                subscriber = other.ensure_subscriber()
+                for producer in added:
+                    subscriber.consume(producer)
+            if other.subscriber is not None:
+                for producer in removed:
+                    other.subscriber.unconsume(producer)
+            other.renegotiate()
+
+    def broadcast_mute(self, owner: Participant, producer: Producer) -> None:
+        self._broadcast(
+            {"type": "mute", "participant": owner.id, "track": producer.id, "muted": producer.muted},
+            exclude=owner,
+        )
+
+    def chat(self, sender: Participant, text: str) -> None:
+        self._broadcast(
+            {"type": "chat", "from": sender.id, "name": sender.name, "text": text, "ts_ms": int(time.time() * 1000)}
+        )
+
+    async def leave(self, participant: Participant, reason: str) -> None:
+        if self.participants.get(participant.id) is not participant:
+            return
+        del self.participants[participant.id]
+        removed = participant.producers()
+        await participant.close()
+        for other in self.participants.values():
+            if other.subscriber is not None and removed:
+                for producer in removed:
+                    other.subscriber.unconsume(producer)
+                other.renegotiate()
+        self._broadcast({"type": "participant-left", "id": participant.id, "reason": reason})
+        if not self.participants:
+            self.closed = True
+            self._on_empty(self)
+
+    def _broadcast(self, msg: dict[str, Any], exclude: Participant | None = None) -> None:
+        for p in list(self.participants.values()):
+            if p is not exclude:
+                p.post(msg)
+
+
+class RoomManager:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rooms: dict[str, Room] = {}
+
+    def get_or_create(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None or room.closed:
+            room = Room(name, self.config.room_capacity, self._remove)
+            self.rooms[name] = room
+        return room
+
+    def discard_if_empty(self, room: Room) -> None:
+        if not room.participants:
+            room.closed = True
+            self._remove(room)
+
+    def _remove(self, room: Room) -> None:
+        if self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+
+    async def close(self) -> None:
+        for room in list(self.rooms.values()):
+            for participant in list(room.participants.values()):
+                await room.leave(participant, "left")

@@ -1,0 +1,235 @@
+"""Every touch of aiortc's and aioice's private internals, in one place.
+
+aiortc is an endpoint library: its receivers decode and its senders encode. The SFU uses it
+only for what an SFU needs from a WebRTC stack (SDP offer/answer, ICE, DTLS, SRTP) and takes
+the media path over:
+
+- incoming SRTP is decrypted by aiortc, then handed to our tap *before* aiortc's RTP router,
+  jitter buffer and decoder (``install_tap``); aiortc receivers are never started, so no
+  decoder thread exists (``detach_receivers``);
+- outgoing RTP and RTCP are written by us, protected with the transport's SRTP session and put
+  on the selected ICE pair without awaiting a chain of coroutines (``send_packet``); aiortc
+  senders are kept for negotiation (SSRC, msid) but their encode loop and their sender-report
+  loop never run (``prepare_forwarding_sender``);
+- the host candidate addresses can be pinned (``set_host_addresses``), which aioice cannot do.
+
+aiortc is pinned to one minor version in pyproject.toml. ``check_compatibility`` verifies every
+internal used here; it runs at server start and in tests/unit/test_aiortc_glue.py, so an aiortc
+upgrade that moves any of them fails loudly here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aioice.ice
+import aiortc
+import pylibsrtp
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_AIORTC = "1.16."
+
+RtpHandler = Callable[[bytes, int], Awaitable[None]]
+RtcpHandler = Callable[[bytes], Awaitable[None]]
+
+_TAPPED = "_sfu_tapped"
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+class GlueError(RuntimeError):
+    """The installed aiortc/aioice does not have an internal this module relies on."""
+
+
+def check_compatibility() -> None:
+    """Raise GlueError unless every aiortc/aioice internal used here is present."""
+    problems: list[str] = []
+    if not aiortc.__version__.startswith(SUPPORTED_AIORTC):
+        problems.append(f"aiortc {aiortc.__version__} is not {SUPPORTED_AIORTC}x")
+    checks: list[tuple[Any, str]] = [
+        (aioice.ice, "get_host_addresses"),
+        (aioice.ice, "StunProtocol"),
+        (aioice.ice.Connection, "_nominated"),
+        (RTCDtlsTransport, "_handle_rtp_data"),
+        (RTCDtlsTransport, "_handle_rtcp_data"),
+        (RTCDtlsTransport, "_recv_next"),
+        (RTCRtpSender, "_run_rtp"),
+        (RTCRtpSender, "_run_rtcp"),
+        (RTCRtpReceiver, "receive"),
+        (State, "CONNECTED"),
+    ]
+    for owner, name in checks:
+        # Instance attributes (like Connection._nominated) are checked on a fresh object.
+        if hasattr(owner, name):
+            continue
+        if owner is aioice.ice.Connection:
+            if hasattr(aioice.ice.Connection(ice_controlling=True), name):
+                continue
+        problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
+    # Sender and receiver state that the replacements below must drive.
+    for attr in ("__rtp_started", "__rtp_exited", "__rtcp_started", "__rtcp_exited"):
+        if f"_RTCRtpSender{attr}" not in RTCRtpSender.__init__.__code__.co_names:
+            problems.append(f"RTCRtpSender.{attr} is missing")
+    for attr in ("_ssrc", "_rtx_ssrc", "_stream_id"):
+        if attr not in RTCRtpSender.__init__.__code__.co_names:
+            problems.append(f"RTCRtpSender.{attr} is missing")
+    for attr in ("_state", "_tx_srtp", "_rx_srtp"):
+        if attr not in RTCDtlsTransport.__init__.__code__.co_names + RTCDtlsTransport._setup_srtp.__code__.co_names:
+            problems.append(f"RTCDtlsTransport.{attr} is missing")
+    if problems:
+        raise GlueError("aiortc internals changed: " + "; ".join(problems))
+
+
+# -- ICE host candidates ------------------------------------------------------------------
+
+
+def set_host_addresses(addresses: Sequence[str] | None) -> None:
+    """Pin the addresses aioice gathers host candidates on (None: every interface).
+
+    aioice never gathers 127.0.0.1; pinning it makes loopback calls possible, and pinning
+    one interface is what a server with several interfaces needs.
+    """
+    if not addresses:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    pinned = list(addresses)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in pinned if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+# -- peer connections ---------------------------------------------------------------------
+
+
+def create_peer_connection(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPeerConnection:
+    """An RTCPeerConnection that bundles everything on one transport.
+
+    ``ice_servers`` are W3C-style dicts ({"urls": ..., "username": ..., "credential": ...}).
+    """
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in ice_servers
+    ]
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    seen: list[RTCDtlsTransport] = []
+    for t in pc.getTransceivers():
+        transport = t.receiver.transport
+        if transport not in seen:
+            seen.append(transport)
+    return seen
+
+
+def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+    """Route every decrypted RTP/RTCP packet of ``pc`` to our handlers, before aiortc's router.
+
+    ``on_rtp(data, arrival_ms)`` and ``on_rtcp(data)`` receive the plain packets. Idempotent;
+    call it after every negotiation step (a transport may be created by a new transceiver).
+    """
+    for transport in dtls_transports(pc):
+        if getattr(transport, _TAPPED, False):
+            continue
+
+        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+            await on_rtp(data, arrival_time_ms)
+
+        async def handle_rtcp(data: bytes) -> None:
+            await on_rtcp(data)
+
+        transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
+        transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+        setattr(transport, _TAPPED, True)
+
+
+def detach_receivers(pc: RTCPeerConnection) -> None:
+    """Make sure no aiortc receiver of ``pc`` ever starts (no decoder thread, no RTCP loop).
+
+    Call right after setRemoteDescription/setLocalDescription and before yielding to the
+    event loop: aiortc starts receivers from a task it schedules there.
+    """
+    for t in pc.getTransceivers():
+        receiver = t.receiver
+        if getattr(receiver, _TAPPED, False):
+            continue
+
+        async def receive(parameters: object) -> None:
+            return None
+
+        receiver.receive = receive  # type: ignore[method-assign]
+        setattr(receiver, _TAPPED, True)
+
+
+def prepare_forwarding_sender(
+    transceiver: RTCRtpTransceiver, stream_id: str, track_id: str
+) -> tuple[int, int]:
+    """Turn an aiortc sender into a pure negotiation object; returns (ssrc, rtx_ssrc).
+
+    ``stream_id``/``track_id`` become the m-section's ``a=msid``. The sender's RTP loop (which
+    would pull frames and encode them) and its RTCP loop (which would send sender reports
+    that know nothing of our packets) are replaced by tasks that just wait to be cancelled.
+    """
+    sender = transceiver.sender
+    sender._stream_id = stream_id
+    sender._track_id = track_id
+    if not getattr(sender, _TAPPED, False):
+
+        def idle(started: str, exited: str) -> Callable[..., Awaitable[None]]:
+            async def run(*args: object) -> None:
+                getattr(sender, started).set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    pass
+                finally:
+                    getattr(sender, exited).set()
+
+            return run
+
+        sender._run_rtp = idle("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited")  # type: ignore[method-assign]
+        sender._run_rtcp = idle("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")  # type: ignore[method-assign]
+        setattr(sender, _TAPPED, True)
+    return sender._ssrc, sender._rtx_ssrc
+
+
+# -- sending ------------------------------------------------------------------------------
+
+
+def is_connected(transport: RTCDtlsTransport) -> bool:
+    return transport._state is State.CONNECTED
+
+
+def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) -> bool:
+    """Protect and send one RTP (or RTCP) packet now; False if it could not be sent."""
+    if transport._state is not State.CONNECTED:
+        return False
+    try:
+        srtp = transport._tx_srtp
+        protected = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
+    except pylibsrtp.Error:
+        return False
+    pair = transport.transport._connection._nominated.get(1)
+    if pair is None:
+        return False
+    protocol = pair.protocol
+    try:
+        if type(protocol) is aioice.ice.StunProtocol:
+            protocol.transport.sendto(protected, pair.remote_addr)
+        else:  # TURN-relayed pair: its send is a coroutine
+            asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+    except (OSError, AttributeError):
+        return False
+    return True

@@ -1,0 +1,657 @@
+"""The two peer connections of a participant, on top of aiortc.
+
+PublishPeer: the client offers, we answer; every sending m-section becomes a Producer.
+SubscribePeer: we offer, the client answers; every m-section carries one Consumer at a time.
+
+aiortc is used through its public API plus the handful of internals in aiortc_glue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCRtpSender, RTCSessionDescription, RTCRtpTransceiver
+from aiortc import sdp as aiortc_sdp
+from aiortc.sdp import candidate_from_sdp
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
+
+from ..errors import SignalingError
+from ..forwarding import Codec, Consumer, OutStream, Producer
+from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
+from . import aiortc_glue as glue
+
+logger = logging.getLogger(__name__)
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RTCP_INTERVAL_S = 1.0
+NTP_EPOCH_OFFSET_S = 2208988800
+NON_MEDIA_CODECS = {"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"}
+
+SignalFn = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def ntp_now() -> int:
+    t = time.time() + NTP_EPOCH_OFFSET_S
+    return (int(t) << 32) | int((t % 1) * (1 << 32))
+
+
+def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
+    """Parse SDP or raise SignalingError("bad-sdp")."""
+    if not isinstance(text, str) or not text.startswith("v=0"):
+        raise SignalingError("bad-sdp", "SDP must start with v=0")
+    try:
+        description = aiortc_sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises many kinds on garbage
+        raise SignalingError("bad-sdp", f"SDP could not be parsed: {exc}") from exc
+    for media in description.media:
+        if media.kind in ("audio", "video"):
+            if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+                raise SignalingError("bad-sdp", f"m-section {media.rtp.muxId} has no ICE credentials")
+            if media.dtls is None or not media.dtls.fingerprints:
+                raise SignalingError("bad-sdp", f"m-section {media.rtp.muxId} has no DTLS fingerprint")
+            if not media.rtp.muxId:
+                raise SignalingError("bad-sdp", "every m-section needs an a=mid")
+    return description
+
+
+def media_codec(media: aiortc_sdp.MediaDescription) -> tuple[Codec, int] | None:
+    for c in media.rtp.codecs:
+        if c.name.lower() not in NON_MEDIA_CODECS:
+            params = tuple(sorted((str(k), str(v)) for k, v in c.parameters.items()))
+            return Codec(c.name, c.clockRate, params), c.payloadType
+    return None
+
+
+def extension_id(media: aiortc_sdp.MediaDescription, uri: str) -> int | None:
+    for ext in media.rtp.headerExtensions:
+        if ext.uri == uri:
+            return ext.id
+    return None
+
+
+async def add_ice_candidate(pc: Any, candidate: dict[str, Any] | None) -> None:
+    """Apply a trickled candidate ({candidate, sdp_mid, sdp_mline_index}) or end-of-candidates."""
+    if candidate is None:
+        return  # aiortc needs no end-of-candidates signal
+    text = candidate.get("candidate")
+    if not isinstance(text, str):
+        raise SignalingError("bad-message", "candidate.candidate must be a string")
+    if text == "":
+        return
+    if text.startswith("candidate:"):
+        text = text[len("candidate:") :]
+    try:
+        parsed = candidate_from_sdp(text)
+    except Exception as exc:
+        raise SignalingError("bad-message", f"candidate could not be parsed: {exc}") from exc
+    parsed.sdpMid = candidate.get("sdp_mid")
+    parsed.sdpMLineIndex = candidate.get("sdp_mline_index")
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    if parsed.protocol.lower() != "udp":
+        return  # aioice has no ICE-TCP
+    try:
+        await pc.addIceCandidate(parsed)
+    except Exception as exc:
+        raise SignalingError("bad-message", f"candidate rejected: {exc}") from exc
+
+
+class PeerBase:
+    """What both peers share: the aiortc connection, the tap, the RTCP timer."""
+
+    def __init__(self, ice_servers: list[dict[str, Any]], on_failed: Callable[[], None]) -> None:
+        self.pc = glue.create_peer_connection(ice_servers)
+        self.rtcp_ssrc = random.getrandbits(32)
+        self.malformed_packets = 0
+        self.closed = False
+        self._on_failed = on_failed
+        self._rtcp_task: asyncio.Task[None] | None = None
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = self.pc.connectionState
+            if state == "connected":
+                self.on_connected()
+            elif state in ("failed", "closed") and not self.closed:
+                self._on_failed()
+
+    def on_connected(self) -> None:
+        pass
+
+    @property
+    def transport(self) -> Any:
+        transports = glue.dtls_transports(self.pc)
+        return transports[0] if transports else None
+
+    def _tap(self) -> None:
+        glue.detach_receivers(self.pc)
+        glue.install_tap(self.pc, self._on_rtp, self._on_rtcp)
+        if self._rtcp_task is None:
+            self._rtcp_task = asyncio.get_running_loop().create_task(
+                self._run_rtcp(), name=f"rtcp-{type(self).__name__}"
+            )
+
+    def send_rtcp(self, packets: list[Any]) -> bool:
+        transport = self.transport
+        if transport is None or not packets:
+            return False
+        return glue.send_packet(transport, b"".join(bytes(p) for p in packets), rtcp=True)
+
+    def send_rtp(self, packet: bytes) -> bool:
+        transport = self.transport
+        return transport is not None and glue.send_packet(transport, packet)
+
+    async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        pass
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except Exception:
+            self.malformed_packets += 1
+            return
+        for packet in packets:
+            self.handle_rtcp(packet)
+
+    def handle_rtcp(self, packet: Any) -> None:
+        pass
+
+    def rtcp_reports(self) -> list[Any]:
+        return []
+
+    async def _run_rtcp(self) -> None:
+        try:
+            while not self.closed:
+                await asyncio.sleep(RTCP_INTERVAL_S * (0.5 + random.random()))
+                try:
+                    self.send_rtcp(self.rtcp_reports())
+                except Exception:
+                    logger.exception("RTCP report failed")
+        except asyncio.CancelledError:
+            pass
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        await add_ice_candidate(self.pc, candidate)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+        try:
+            await self.pc.close()
+        except Exception:
+            logger.exception("closing a peer connection failed")
+
+
+class PublishPeer(PeerBase):
+    """The connection a participant publishes on (the client offers)."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        ice_servers: list[dict[str, Any]],
+        on_failed: Callable[[], None],
+        publisher_bitrate_bps: int,
+        now_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(ice_servers, on_failed)
+        self.participant_id = participant_id
+        self.producers: dict[str, Producer] = {}  # by mid
+        self._by_ssrc: dict[int, Producer] = {}
+        self._ignored_ssrcs: set[int] = set()  # RTX and other streams we do not forward
+        self._mid_ext_id: int | None = None
+        self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival)
+        self._publisher_bitrate_bps = publisher_bitrate_bps
+        self._now_s = now_s
+        self.unroutable_packets = 0
+
+    async def handle_offer(
+        self, sdp: str, sources: dict[str, str]
+    ) -> tuple[str, list[Producer], list[Producer]]:
+        """Apply an offer; returns (answer SDP, producers added, producers removed)."""
+        offer = parse_sdp(sdp)
+        if self.pc.signalingState != "stable":
+            raise SignalingError("wrong-state", "the previous publish offer is still being handled")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            glue.detach_receivers(self.pc)
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except SignalingError:
+            raise
+        except Exception as exc:
+            raise SignalingError("bad-sdp", f"offer could not be negotiated: {exc}") from exc
+        self._tap()
+        local = parse_sdp(self.pc.localDescription.sdp)
+        added, removed = self._update_producers(offer, local, sources)
+        return self.pc.localDescription.sdp, added, removed
+
+    def _update_producers(
+        self,
+        offer: aiortc_sdp.SessionDescription,
+        answer: aiortc_sdp.SessionDescription,
+        sources: dict[str, str],
+    ) -> tuple[list[Producer], list[Producer]]:
+        added: list[Producer] = []
+        removed: list[Producer] = []
+        answer_by_mid = {m.rtp.muxId: m for m in answer.media}
+        publishing: set[str] = set()
+        for media in offer.media:
+            mid = media.rtp.muxId
+            if media.kind not in ("audio", "video"):
+                continue
+            local = answer_by_mid.get(mid)
+            sending = media.direction in ("sendonly", "sendrecv") and media.port != 0
+            negotiated = local is not None and local.port != 0 and media_codec(local) is not None
+            if local is not None and self._mid_ext_id is None:
+                self._mid_ext_id = extension_id(local, MID_URI)
+            if not (sending and negotiated):
+                continue
+            publishing.add(mid)
+            rtx_ssrcs = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
+            media_ssrcs = [s.ssrc for s in media.ssrc if s.ssrc not in rtx_ssrcs]
+            self._ignored_ssrcs |= rtx_ssrcs
+            producer = self.producers.get(mid)
+            if producer is None:
+                codec, pt = media_codec(local)  # type: ignore[misc]
+                source = sources.get(mid) or ("microphone" if media.kind == "audio" else "camera")
+                producer = Producer(
+                    producer_id=f"{self.participant_id}-{mid}",
+                    participant_id=self.participant_id,
+                    kind=media.kind,
+                    source=source,
+                    codec=codec,
+                    payload_type=pt,
+                    request_keyframe=self._send_pli,
+                )
+                self.producers[mid] = producer
+                added.append(producer)
+            if media_ssrcs and producer.ssrc != media_ssrcs[0]:
+                self._bind(producer, media_ssrcs[0])
+        for mid in list(self.producers):
+            if mid not in publishing:
+                producer = self.producers.pop(mid)
+                if producer.ssrc is not None:
+                    self._by_ssrc.pop(producer.ssrc, None)
+                producer.close()
+                removed.append(producer)
+        return added, removed
+
+    def _bind(self, producer: Producer, ssrc: int) -> None:
+        if producer.ssrc is not None:
+            self._by_ssrc.pop(producer.ssrc, None)
+        producer.ssrc = ssrc
+        self._by_ssrc[ssrc] = producer
+
+    def _route_unknown(self, data: bytes, ext_start: int, ssrc: int) -> Producer | None:
+        """Learn the SSRC of a stream from its MID header extension."""
+        if ssrc in self._ignored_ssrcs or self._mid_ext_id is None:
+            return None
+        mid_bytes = header_extensions(data, ext_start).get(self._mid_ext_id)
+        if mid_bytes is None:
+            return None
+        producer = self.producers.get(mid_bytes.decode("ascii", "replace"))
+        if producer is None or producer.ssrc is not None:
+            return None  # a second SSRC on a known stream (e.g. RTX): not forwarded
+        self._bind(producer, ssrc)
+        return producer
+
+    async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        try:
+            view = parse_rtp(data)
+        except MalformedPacket:
+            self.malformed_packets += 1
+            return
+        producer = self._by_ssrc.get(view.ssrc)
+        if producer is None:
+            producer = self._route_unknown(data, view.ext_start, view.ssrc)
+            if producer is None:
+                self.unroutable_packets += 1
+                return
+        producer.on_rtp(data, view, arrival_ms)
+
+    def handle_rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            producer = self._by_ssrc.get(packet.ssrc)
+            ntp = packet.sender_info.ntp_timestamp
+            self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, time.time())
+            if producer is not None:
+                producer.on_sender_report(ntp, packet.sender_info.rtp_timestamp, self._now_s())
+
+    def _send_pli(self, producer: Producer) -> None:
+        if producer.ssrc is not None:
+            self.send_rtcp(
+                [RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=producer.ssrc)]
+            )
+
+    def rtcp_reports(self) -> list[Any]:
+        reports = []
+        now = time.time()
+        for producer in self.producers.values():
+            if producer.ssrc is None or producer.stats.packets == 0:
+                continue
+            stats = producer.stats
+            lsr, dlsr = 0, 0
+            if producer.ssrc in self._lsr:
+                lsr, at = self._lsr[producer.ssrc]
+                dlsr = int((now - at) * 65536)
+            reports.append(
+                RtcpReceiverInfo(
+                    ssrc=producer.ssrc,
+                    fraction_lost=stats.fraction_lost(),
+                    packets_lost=stats.cumulative_lost,
+                    highest_sequence=stats.highest_ext_seq & 0xFFFFFFFF,
+                    jitter=stats.jitter,
+                    lsr=lsr,
+                    dlsr=dlsr,
+                )
+            )
+        packets: list[Any] = []
+        if reports:
+            packets.append(RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports))
+        video = [p.ssrc for p in self.producers.values() if p.kind == "video" and p.ssrc is not None]
+        if video and self._publisher_bitrate_bps > 0:
+            packets.append(
+                RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP,
+                    ssrc=self.rtcp_ssrc,
+                    media_ssrc=0,
+                    fci=pack_remb_fci(self._publisher_bitrate_bps, video),
+                )
+            )
+        return packets
+
+    async def close(self) -> None:
+        for producer in self.producers.values():
+            producer.close()
+        self.producers.clear()
+        self._by_ssrc.clear()
+        await super().close()
+
+
+@dataclass(eq=False)
+class Slot:
+    """One m-section of the subscribe connection."""
+
+    transceiver: RTCRtpTransceiver
+    kind: str
+    codec: Codec
+    out: OutStream
+    producer: Producer | None = None
+    consumer: Consumer | None = None
+    mid: str | None = None
+
+
+class SubscribePeer(PeerBase):
+    """The connection a participant receives everything on (the server offers)."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        ice_servers: list[dict[str, Any]],
+        on_failed: Callable[[], None],
+        signal: SignalFn,
+        now_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(ice_servers, on_failed)
+        self.participant_id = participant_id
+        self.slots: list[Slot] = []
+        self._by_ssrc: dict[int, Slot] = {}
+        self._signal = signal
+        self._now_s = now_s
+        self._wanted: list[Producer] = []  # producers to consume, in order of arrival
+        self._lock = asyncio.Lock()
+        self._offer_outstanding = False
+        self._dirty = False
+        self.negotiations = 0
+
+    # -- what to consume ------------------------------------------------------------------
+
+    def consume(self, producer: Producer) -> None:
+        if producer not in self._wanted:
+            self._wanted.append(producer)
+
+    def unconsume(self, producer: Producer) -> None:
+        if producer in self._wanted:
+            self._wanted.remove(producer)
+        for slot in self.slots:
+            if slot.producer is producer:
+                self._free(slot)
+
+    def _free(self, slot: Slot) -> None:
+        if slot.consumer is not None:
+            slot.consumer.close()
+        slot.consumer = None
+        slot.producer = None
+
+    def consumers(self) -> list[Consumer]:
+        return [s.consumer for s in self.slots if s.consumer is not None and not s.consumer.closed]
+
+    # -- negotiation ----------------------------------------------------------------------
+
+    async def negotiate(self) -> None:
+        """Send a new offer if anything changed; at most one offer is outstanding."""
+        async with self._lock:
+            if self.closed:
+                return
+            if self._offer_outstanding:
+                self._dirty = True
+                return
+            self._dirty = False
+            changed = self._assign_slots()
+            if not changed:
+                return
+            offer = await self.pc.createOffer()
+            await self.pc.setLocalDescription(offer)
+            self._tap()
+            local = parse_sdp(self.pc.localDescription.sdp)
+            consumers_msg = self._bind_consumers(local)
+            self._offer_outstanding = True
+            self.negotiations += 1
+            sdp = self.pc.localDescription.sdp
+        await self._signal({"type": "offer", "pc": "subscribe", "sdp": sdp, "consumers": consumers_msg})
+
+    def _assign_slots(self) -> bool:
+        """Update transceiver directions for the producers we want; True if anything changed."""
+        changed = False
+        for slot in self.slots:
+            if slot.producer is not None and (slot.producer.closed or slot.producer not in self._wanted):
+                self._free(slot)
+        assigned = {id(s.producer) for s in self.slots if s.producer is not None}
+        for producer in self._wanted:
+            if producer.closed or id(producer) in assigned:
+                continue
+            slot = next(
+                (
+                    s
+                    for s in self.slots
+                    if s.producer is None
+                    and s.kind == producer.kind
+                    and s.codec.matches(producer.codec)
+                    and s.mid is not None
+                ),
+                None,
+            )
+            if slot is None:
+                slot = self._new_slot(producer)
+            slot.producer = producer
+            glue.prepare_forwarding_sender(slot.transceiver, producer.participant_id, producer.id)
+            assigned.add(id(producer))
+        self._wanted = [p for p in self._wanted if not p.closed]
+        for slot in self.slots:
+            direction = "sendonly" if slot.producer is not None else "inactive"
+            if slot.transceiver.direction != direction or slot.mid is None:
+                slot.transceiver.direction = direction
+                changed = True
+            elif slot.producer is not None and (slot.consumer is None or slot.consumer.producer is not slot.producer):
+                changed = True
+        return changed
+
+    def _new_slot(self, producer: Producer) -> Slot:
+        transceiver = self.pc.addTransceiver(producer.kind, direction="sendonly")
+        prefs = [
+            c
+            for c in RTCRtpSender.getCapabilities(producer.kind).codecs
+            if c.mimeType.lower() == f"{producer.kind}/rtx"
+            or producer.codec.matches(
+                Codec(c.mimeType.split("/", 1)[1], c.clockRate, tuple(sorted(c.parameters.items())))
+            )
+        ]
+        transceiver.setCodecPreferences(prefs)
+        ssrc, _rtx = glue.prepare_forwarding_sender(transceiver, producer.participant_id, producer.id)
+        out = OutStream(ssrc, random.getrandbits(15), random.getrandbits(32))
+        slot = Slot(transceiver=transceiver, kind=producer.kind, codec=producer.codec, out=out)
+        self.slots.append(slot)
+        self._by_ssrc[ssrc] = slot
+        return slot
+
+    def _bind_consumers(self, local: aiortc_sdp.SessionDescription) -> list[dict[str, Any]]:
+        by_mid = {m.rtp.muxId: m for m in local.media}
+        described = []
+        for slot in self.slots:
+            slot.mid = slot.transceiver.mid
+            producer = slot.producer
+            if producer is None:
+                continue
+            media = by_mid.get(slot.mid or "")
+            negotiated = media_codec(media) if media is not None else None
+            if negotiated is None:
+                continue
+            if slot.consumer is None or slot.consumer.producer is not producer:
+                if slot.consumer is not None:
+                    slot.consumer.close()
+                slot.consumer = Consumer(
+                    producer=producer,
+                    subscriber_id=self.participant_id,
+                    out=slot.out,
+                    payload_type=negotiated[1],
+                    send=self.send_rtp,
+                    now_s=self._now_s,
+                )
+            described.append(
+                {
+                    "mid": slot.mid,
+                    "participant": producer.participant_id,
+                    "track": producer.id,
+                    "kind": producer.kind,
+                    "source": producer.source,
+                }
+            )
+        return described
+
+    async def handle_answer(self, sdp: str) -> None:
+        parse_sdp(sdp)
+        async with self._lock:
+            if not self._offer_outstanding or self.pc.signalingState != "have-local-offer":
+                raise SignalingError("wrong-state", "no subscribe offer is outstanding")
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                raise SignalingError("bad-sdp", f"answer could not be applied: {exc}") from exc
+            glue.detach_receivers(self.pc)
+            self._tap()
+            self._offer_outstanding = False
+            now = self._now_s()
+            for slot in self.slots:
+                consumer = slot.consumer
+                if consumer is not None and not consumer.closed and not consumer.producer.closed:
+                    consumer.producer.add_consumer(consumer, now)
+            dirty = self._dirty
+        if dirty:
+            await self.negotiate()
+
+    def on_connected(self) -> None:
+        now = self._now_s()
+        for consumer in self.consumers():
+            consumer.restart()
+            consumer.producer.request_keyframe(now)
+
+    # -- RTCP from the subscriber ---------------------------------------------------------
+
+    def handle_rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                consumer = self._consumer(packet.media_ssrc)
+                if consumer is not None:
+                    consumer.on_keyframe_request()
+            elif packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    self.malformed_packets += 1
+                    return
+                for ssrc in ssrcs:
+                    consumer = self._consumer(ssrc)
+                    if consumer is not None:
+                        consumer.remb_bps = bitrate
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            consumer = self._consumer(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_nack(list(packet.lost))
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                consumer = self._consumer(report.ssrc)
+                if consumer is not None:
+                    consumer.fraction_lost = report.fraction_lost
+                    if report.lsr:
+                        now_ntp = ntp_now()
+                        rtt = ((now_ntp >> 16) & 0xFFFFFFFF) - report.lsr - report.dlsr
+                        if 0 <= rtt < 65536 * 10:
+                            consumer.rtt_ms = rtt * 1000 / 65536
+
+    def _consumer(self, ssrc: int) -> Consumer | None:
+        slot = self._by_ssrc.get(ssrc)
+        if slot is None or slot.consumer is None or slot.consumer.closed:
+            return None
+        return slot.consumer
+
+    def rtcp_reports(self) -> list[Any]:
+        now_ntp = ntp_now()
+        packets: list[Any] = []
+        for slot in self.slots:
+            consumer = slot.consumer
+            if consumer is None or consumer.closed:
+                continue
+            rtp_ts = consumer.sender_report_timestamp(now_ntp)
+            if rtp_ts is None:
+                continue
+            packets.append(
+                RtcpSrPacket(
+                    ssrc=slot.out.ssrc,
+                    sender_info=RtcpSenderInfo(
+                        ntp_timestamp=now_ntp,
+                        rtp_timestamp=rtp_ts,
+                        packet_count=slot.out.packets_sent & 0xFFFFFFFF,
+                        octet_count=slot.out.octets_sent & 0xFFFFFFFF,
+                    ),
+                )
+            )
+        return packets
+
+    async def close(self) -> None:
+        for slot in self.slots:
+            self._free(slot)
+        self._wanted.clear()
+        await super().close()

@@ -1,0 +1,1 @@
+"""The signaling API: typed wire messages and the WebSocket loop."""
