@@ -335,3 +335,32 @@ class Participant:
             await asyncio.gather(self._reader, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+async def _run_cli(args: Any) -> None:
+    glue.set_host_addresses(args.ice_host or None)
+    p = Participant(args.url, args.room, args.name)
+    await p.join()
+    print(json.dumps({"event": "joined", "id": p.id}), flush=True)
+    if args.publish:
+        await p.publish()
+        print(json.dumps({"event": "published", "tracks": p.publisher_track_ids()}), flush=True)
+    await asyncio.sleep(args.seconds)
+    await p.close()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sfu.client", description="A headless SFU participant.")
+    parser.add_argument("--url", default="http://127.0.0.1:8080/ws")
+    parser.add_argument("--room", default="demo")
+    parser.add_argument("--name", default="bot")
+    parser.add_argument("--publish", action="store_true", help="publish the pre-encoded clips")
+    parser.add_argument("--seconds", type=float, default=3600)
+    parser.add_argument("--ice-host", action="append", help="pin ICE host candidate addresses")
+    asyncio.run(_run_cli(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

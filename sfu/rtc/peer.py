@@ -59,6 +59,14 @@ def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
     """Parse SDP or raise SignalingError("bad-sdp")."""
     if not isinstance(text, str) or not text.startswith("v=0"):
         raise SignalingError("bad-sdp", "SDP must start with v=0")
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line]
+    bad = next((line for line in lines if len(line) < 2 or line[1] != "=" or not line[0].islower()), None)
+    if bad is not None:
+        raise SignalingError("bad-sdp", f"not an SDP line: {bad[:40]!r}")
+    present = {line[0] for line in lines}
+    missing = [f"{k}=" for k in "vost" if k not in present]
+    if missing:
+        raise SignalingError("bad-sdp", f"SDP lacks {', '.join(missing)}")
     try:
         description = aiortc_sdp.SessionDescription.parse(text)
     except Exception as exc:  # aiortc raises many kinds on garbage

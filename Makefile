@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test test-unit test-integration test-e2e bench system-deps lint clean
+
+run: $(VENV)/.installed
+	$(PY) -m sfu $(ARGS)
+
+test: $(VENV)/.installed-test system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.installed-test
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(VENV)/.installed-test
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(VENV)/.installed-test system-deps
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	$(PY) bench/forward_bench.py --subscribers 1,2,4,8 --repeat 3
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache

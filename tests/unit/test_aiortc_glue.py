@@ -1,0 +1,32 @@
+"""The aiortc internals the SFU depends on: this fails loudly if the pinned aiortc changes."""
+
+import aioice.ice
+
+from sfu.rtc import aiortc_glue
+
+
+def test_installed_aiortc_has_every_internal_we_use():
+    aiortc_glue.check_compatibility()
+
+
+async def test_pinned_host_addresses_are_gathered():
+    try:
+        aiortc_glue.set_host_addresses(["127.0.0.1"])
+        conn = aioice.ice.Connection(ice_controlling=True)
+        await conn.gather_candidates()
+        hosts = {c.host for c in conn.local_candidates}
+        await conn.close()
+        assert hosts == {"127.0.0.1"}
+    finally:
+        aiortc_glue.set_host_addresses(None)
+    assert aioice.ice.get_host_addresses is aiortc_glue._original_get_host_addresses
+
+
+async def test_forwarding_sender_never_encodes_and_stops_cleanly():
+    pc = aiortc_glue.create_peer_connection()
+    transceiver = pc.addTransceiver("video", direction="sendonly")
+    ssrc, rtx = aiortc_glue.prepare_forwarding_sender(transceiver, "stream", "track")
+    assert ssrc == transceiver.sender._ssrc and rtx == transceiver.sender._rtx_ssrc
+    offer = await pc.createOffer()
+    assert "a=msid:stream track" in offer.sdp
+    await pc.close()
