@@ -190,6 +190,11 @@ def cpu_seconds(p: psutil.Process) -> float:
     return t.user + t.system
 
 
+def cpu_split(p: psutil.Process) -> tuple[float, float]:
+    t = p.cpu_times()
+    return t.user, t.system
+
+
 # -- one run --------------------------------------------------------------------------------
 
 
@@ -266,9 +271,10 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         snaps0 = [s.snapshot() for s in subs]
         rtx0 = sum(s.rtx_packets for s in subs)
         psutil.cpu_percent(None)  # reset the system-wide counter
-        srv0, me0, t0 = cpu_seconds(server_proc), cpu_seconds(me), time.monotonic()
+        (su0, ss0), me0, t0 = cpu_split(server_proc), cpu_seconds(me), time.monotonic()
         await asyncio.sleep(cfg.seconds)
-        srv1, me1, t1 = cpu_seconds(server_proc), cpu_seconds(me), time.monotonic()
+        (su1, ss1), me1, t1 = cpu_split(server_proc), cpu_seconds(me), time.monotonic()
+        srv0, srv1 = su0 + ss0, su1 + ss1
         system_pct = psutil.cpu_percent(None) * psutil.cpu_count()
         snaps1 = [s.snapshot() for s in subs]
         rtx1 = sum(s.rtx_packets for s in subs)
@@ -316,6 +322,8 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         "setup_s": round(setup_s, 2),
         "first_media_ms_median": round(statistics.median(first_media_ms), 1) if first_media_ms else None,
         "server_cpu_pct": 100 * server_cpu_s / window,
+        "server_user_pct": 100 * (su1 - su0) / window,
+        "server_sys_pct": 100 * (ss1 - ss0) / window,
         "client_cpu_pct": 100 * client_cpu_s / window,
         "system_cpu_pct": system_pct,  # all processes, % of one core (2 cores = 200)
         "other_cpu_pct": system_pct - 100 * (server_cpu_s + client_cpu_s) / window,
@@ -344,6 +352,8 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
 
 MEDIAN_KEYS = [
     "server_cpu_pct",
+    "server_user_pct",
+    "server_sys_pct",
     "client_cpu_pct",
     "system_cpu_pct",
     "other_cpu_pct",

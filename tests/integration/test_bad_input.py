@@ -100,26 +100,28 @@ async def test_malformed_rtp_and_rtcp_are_dropped_and_counted(server):
     await b.join()
     await eventually(lambda: b.received_from(a.id, "video") > 20, timeout=15)
     transport = aiortc_glue.dtls_transports(a.publish_pc)[0]
-    bad_rtp = [
-        struct.pack("!BBHII", 0x90, 96, 1, 2, 3) + b"\xbe\xde\x00\xff",  # extension past the end
-        struct.pack("!BBHII", 0xA0, 96, 1, 2, 3) + b"\x00\x00\x00\xff",  # padding past the end
-        struct.pack("!BBHII", 0x8F, 96, 1, 2, 3),  # 15 CSRCs that are not there
-        struct.pack("!BBHII", 0x80, 96, 1, 2, 0xDEADBEEF) + b"unknown ssrc",
-    ]
+    def bad_rtp(seq):  # a fresh sequence number each time, or SRTP drops them as replays
+        return [
+            struct.pack("!BBHII", 0x90, 96, seq, 2, 3) + b"\xbe\xde\x00\xff",  # extension past the end
+            struct.pack("!BBHII", 0xA0, 96, seq, 2, 3) + b"\x00\x00\x00\xff",  # padding past the end
+            struct.pack("!BBHII", 0x8F, 96, seq, 2, 3),  # 15 CSRCs that are not there
+            struct.pack("!BBHII", 0x80, 96, seq, 2, 0xDEADBEEF) + b"unknown ssrc",
+        ]
+
     bad_rtcp = [
         bytes([0x81, 200, 0, 40]) + b"\x00" * 8,  # SR claiming more than it has
-        bytes([0x40, 200, 0, 2]) + b"\x00" * 8,  # RTCP version 1
-        bytes([0x80, 205, 0xFF, 0xFF]),  # NACK, absurd length
+        bytes([0x83, 201, 0, 1]) + b"\x00" * 4,  # RR announcing three reports, holding none
+        bytes([0x80, 205, 0, 1]) + b"\x00" * 4,  # RTP feedback too short for its media SSRC
     ]
     # libsrtp itself refuses to protect some of these (header longer than the packet); the
     # ones it lets through reach the server's tap.
-    rtp_through = [pkt for pkt in bad_rtp if aiortc_glue.send_packet(transport, pkt)]
+    rtp_through = [i for i, pkt in enumerate(bad_rtp(0)) if aiortc_glue.send_packet(transport, pkt)]
     rtcp_through = [pkt for pkt in bad_rtcp if aiortc_glue.send_packet(transport, pkt, rtcp=True)]
-    assert bad_rtp[1] in rtp_through and bad_rtp[3] in rtp_through
-    assert bad_rtcp[0] in rtcp_through
-    for _ in range(19):
-        for pkt in rtp_through:
-            aiortc_glue.send_packet(transport, pkt)
+    assert rtp_through == [1, 3]
+    assert rtcp_through == bad_rtcp
+    for seq in range(1, 20):
+        for i in rtp_through:
+            aiortc_glue.send_packet(transport, bad_rtp(seq)[i])
         for pkt in rtcp_through:
             aiortc_glue.send_packet(transport, pkt, rtcp=True)
     publisher = server.app[ROOMS_KEY].rooms["packets"].participants[a.id].publisher
