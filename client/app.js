@@ -168,7 +168,7 @@ session.on('error', ({ code, message, fatal }) => {
   else ui.showBanner(`Error ${code}${message ? `: ${message}` : ''}`, { code });
 });
 
-session.on('connection-lost', ({ reason }) => showFailure(`Connection lost (${reason})`, 'connection-lost'));
+session.on('connection-lost', ({ reason }) => showFailure(`Connection lost: ${reason}`, 'connection-lost'));
 
 session.on('left', () => {
   if (statsOn) toggleStats();

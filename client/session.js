@@ -192,7 +192,8 @@ export class Session {
   /**
    * Receive-side video stats from the subscribe connection, one entry per
    * remote video: {mid, participant, track, source, frameWidth, frameHeight,
-   * framesPerSecond, bitrateBps}. Rates are measured since the previous call.
+   * framesPerSecond, bitrateBps}. Rates are measured since the previous call
+   * (null on the first one when the browser does not report them).
    */
   async getReceiveStats() {
     const pc = this.subscribePc;
@@ -223,8 +224,8 @@ export class Session {
         source: c.source,
         frameWidth: s.frameWidth ?? 0,
         frameHeight: s.frameHeight ?? 0,
-        framesPerSecond: s.framesPerSecond ?? (dt > 0 ? ((s.framesDecoded ?? 0) - prev.frames) / dt : 0),
-        bitrateBps: dt > 0 ? (8 * ((s.bytesReceived ?? 0) - prev.bytes)) / dt : 0,
+        framesPerSecond: s.framesPerSecond ?? (dt > 0 ? ((s.framesDecoded ?? 0) - prev.frames) / dt : null),
+        bitrateBps: dt > 0 ? (8 * ((s.bytesReceived ?? 0) - prev.bytes)) / dt : null,
       });
     }
     return out;

@@ -351,8 +351,9 @@ export class UI {
       if (!tile) continue;
       seen.add(tile);
       const kbps = s.bitrateBps / 1000;
-      const rate = kbps >= 1000 ? `${(kbps / 1000).toFixed(2)} Mb/s` : `${Math.round(kbps)} kb/s`;
-      tile.statsEl.textContent = `${s.frameWidth}×${s.frameHeight} · ${Math.round(s.framesPerSecond)} fps · ${rate}`;
+      const rate = s.bitrateBps == null ? '– kb/s' : kbps >= 1000 ? `${(kbps / 1000).toFixed(2)} Mb/s` : `${Math.round(kbps)} kb/s`;
+      const fps = s.framesPerSecond == null ? '–' : Math.round(s.framesPerSecond);
+      tile.statsEl.textContent = `${s.frameWidth}×${s.frameHeight} · ${fps} fps · ${rate}`;
     }
     for (const tile of this._allRemoteTiles()) if (!seen.has(tile)) tile.statsEl.textContent = 'no video';
   }
