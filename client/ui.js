@@ -26,6 +26,10 @@ class Tile {
     this.setFlags({});
   }
 
+  _updateVideoFlag = () => {
+    this.el.toggleAttribute('data-has-video', this.stream.getVideoTracks().some((t) => !t.muted));
+  };
+
   setLabel(label) {
     this.nameEl.textContent = label;
     this.el.querySelector('.avatar span').textContent = (label.trim()[0] ?? '?').toUpperCase();
@@ -61,7 +65,17 @@ class Tile {
   }
 
   _reload() {
-    this.el.toggleAttribute('data-has-video', this.stream.getVideoTracks().length > 0);
+    // A remote track is muted while no media arrives: show the avatar then.
+    for (const t of this._watched ?? []) {
+      t.removeEventListener('mute', this._updateVideoFlag);
+      t.removeEventListener('unmute', this._updateVideoFlag);
+    }
+    this._watched = this.stream.getVideoTracks();
+    for (const t of this._watched) {
+      t.addEventListener('mute', this._updateVideoFlag);
+      t.addEventListener('unmute', this._updateVideoFlag);
+    }
+    this._updateVideoFlag();
     // Re-assigning restarts playback with the current set of tracks.
     this.video.srcObject = this.hasTracks ? this.stream : null;
     if (this.hasTracks) this.play();

@@ -267,6 +267,22 @@ class Participant:
             raise RuntimeError(f"publish failed: {[d.result() for d in done]}")
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(self._answer.result(), "answer"))
 
+    async def renegotiate_publish(self) -> None:
+        """Send a new publish offer (after changing transceivers) and apply the answer."""
+        await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
+        await self.publish_pc.setRemoteDescription(
+            RTCSessionDescription(await asyncio.wait_for(self._answer, 15), "answer")
+        )
+
+    async def unpublish(self, kind: str) -> None:
+        """Stop publishing every track of ``kind`` (the m-section becomes inactive)."""
+        for t in self.publish_pc.getTransceivers():
+            if t.kind == kind:
+                t.direction = "inactive"
+        await self.renegotiate_publish()
+
     def publisher_track_ids(self) -> list[str]:
         return [f"{self.id}-{t.mid}" for t in self.publish_pc.getTransceivers()] if self.publish_pc else []
 

@@ -196,3 +196,26 @@ async def test_vanished_client_is_removed_within_heartbeat_timeout(server):
         proc.kill()
         await proc.wait()
         await watcher.close()
+
+
+async def test_unpublishing_a_track_renegotiates_everyone(server):
+    a = await joined_publishing(server, "unpublish", "a")
+    b = await joined_publishing(server, "unpublish", "b")
+    try:
+        await eventually(lambda: b.received_from(a.id, "video") > 20, timeout=15)
+        video_track = next(t for t in a.publisher_track_ids() if t.endswith("-1"))
+        await a.unpublish("video")
+        gone = await b.wait_for(lambda m: m["type"] == "track-unpublished")
+        assert gone == {"type": "track-unpublished", "participant": a.id, "track": video_track}
+        offer = await b.wait_for(
+            lambda m: m["type"] == "offer" and all(c["track"] != video_track for c in m["consumers"])
+        )
+        assert [c["kind"] for c in offer["consumers"] if c["participant"] == a.id] == ["audio"]
+        participant = server.app[ROOMS_KEY].rooms["unpublish"].participants[a.id]
+        assert [p.kind for p in participant.producers()] == ["audio"]
+        # audio keeps flowing through the renegotiation
+        before = b.received_from(a.id, "audio")
+        await eventually(lambda: b.received_from(a.id, "audio") > before + 30, timeout=5)
+    finally:
+        await a.close()
+        await b.close()
