@@ -1,36 +1,138 @@
-"""Server configuration: defaults that run on a laptop, overridable from the environment."""
+"""Server configuration: defaults that run on a laptop, a TOML file, environment overrides.
+
+Precedence, lowest first: the defaults below < the TOML file (``--config FILE`` or
+``SFU_CONFIG``) < ``SFU_<OPTION>`` environment variables < command-line flags. Every option
+is listed with its default and meaning in docs/configuration.md (a test keeps the two in
+step); ``python -m sfu config`` prints the effective configuration.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+MIN_SECRET_BYTES = 32
 
 
 class ConfigError(ValueError):
     """An invalid option, with the option's name in the message."""
 
 
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
 @dataclass(frozen=True)
 class Config:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    room_capacity: int = 16
-    max_message_bytes: int = 65536
-    # WebSocket ping interval; a client that misses a pong for half of it is removed.
-    heartbeat_interval_s: float = 2.0
-    # Addresses to gather ICE host candidates on; empty means every interface but loopback.
-    ice_host_addresses: tuple[str, ...] = ()
-    # RTCIceServer dicts handed to clients and used by the server's own peer connections.
-    ice_servers: tuple[dict[str, Any], ...] = ()
-    # The REMB the server sends publishers for their video (0: none).
-    publisher_bitrate_bps: int = 2_500_000
-    client_dir: Path = field(default=CLIENT_DIR)
-    log_level: str = "INFO"
+    # -- listening ----------------------------------------------------------------------
+    host: str = field(default="127.0.0.1", metadata=_doc("address to listen on for HTTP(S) and WebSocket"))
+    port: int = field(default=8080, metadata=_doc("HTTP(S)/WebSocket port"))
+    # -- TLS ----------------------------------------------------------------------------
+    tls_cert_file: Path | None = field(
+        default=None, metadata=_doc("PEM certificate chain; with tls_key_file, serves HTTPS/WSS")
+    )
+    tls_key_file: Path | None = field(default=None, metadata=_doc("PEM private key of tls_cert_file"))
+    tls_self_signed: bool = field(
+        default=False,
+        metadata=_doc(
+            "development: serve HTTPS with a self-signed certificate made (once) for this host's "
+            "names and addresses, so phones on the LAN get a secure context for the camera"
+        ),
+    )
+    tls_self_signed_dir: Path = field(
+        default=Path.home() / ".cache" / "sfu" / "tls",
+        metadata=_doc("where the self-signed certificate and key are kept between runs"),
+    )
+    # -- auth ---------------------------------------------------------------------------
+    auth_secret: str = field(
+        default="",
+        metadata=_doc(
+            f"HS256 key that access tokens are signed with (at least {MIN_SECRET_BYTES} bytes). "
+            "Empty: no tokens, rooms are open (allowed only on a loopback host or with allow_open_rooms)"
+        ),
+    )
+    allow_open_rooms: bool = field(
+        default=False,
+        metadata=_doc(
+            "accept joins without a token (publish and subscribe granted) even when not on loopback "
+            "or when auth_secret is set"
+        ),
+    )
+    token_ttl_s: int = field(default=6 * 3600, metadata=_doc("lifetime of tokens minted by `python -m sfu token`"))
+    # -- rooms and signaling ------------------------------------------------------------
+    room_capacity: int = field(default=16, metadata=_doc("participants per room"))
+    max_message_bytes: int = field(default=65536, metadata=_doc("largest signaling message"))
+    heartbeat_interval_s: float = field(
+        default=2.0, metadata=_doc("WebSocket ping interval; a client missing a pong for half of it is removed")
+    )
+    publisher_bitrate_bps: int = field(
+        default=2_500_000, metadata=_doc("REMB the server sends publishers for their video (0: none)")
+    )
+    # -- ICE ----------------------------------------------------------------------------
+    ice_host_addresses: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "addresses to gather ICE host candidates on; empty: every interface but loopback. "
+            "0.0.0.0 binds the wildcard and needs ice_announced_address"
+        ),
+    )
+    ice_announced_address: str = field(
+        default="",
+        metadata=_doc(
+            "public IP advertised instead of the host candidates' own address (1:1 NAT, containers); "
+            "applies to host candidates of the same IP family"
+        ),
+    )
+    ice_keep_private_host: bool = field(
+        default=False, metadata=_doc("with ice_announced_address, also advertise the private host candidates")
+    )
+    ice_port_min: int = field(default=0, metadata=_doc("lowest UDP port for ICE host candidates (0: any port)"))
+    ice_port_max: int = field(default=0, metadata=_doc("highest UDP port for ICE host candidates (0: any port)"))
+    ice_servers: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata=_doc("RTCIceServer objects (STUN, static TURN) handed to clients and used by the server"),
+    )
+    turn_urls: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "TURN URLs handed to clients with per-participant time-limited credentials "
+            "(coturn use-auth-secret); e.g. turn:turn.example.com:3478, turns:turn.example.com:443?transport=tcp"
+        ),
+    )
+    turn_secret: str = field(default="", metadata=_doc("coturn static-auth-secret for turn_urls"))
+    turn_ttl_s: int = field(default=86400, metadata=_doc("lifetime of the TURN credentials in `joined`"))
+    # -- operations ---------------------------------------------------------------------
+    metrics_enabled: bool = field(default=True, metadata=_doc("serve Prometheus metrics at /metrics"))
+    metrics_token_required: bool = field(
+        default=False, metadata=_doc("/metrics needs an admin token (Authorization: Bearer)")
+    )
+    shutdown_grace_s: float = field(
+        default=5.0,
+        metadata=_doc("on SIGTERM/SIGINT: how long participants may stay after being told before sockets close"),
+    )
+    client_dir: Path = field(default=CLIENT_DIR, metadata=_doc("the browser client served at /"))
+    log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+
+    # -- derived ------------------------------------------------------------------------
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_self_signed or self.tls_cert_file is not None
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_secret)
+
+    @property
+    def open_rooms(self) -> bool:
+        """Whether a join without a token is accepted."""
+        return self.allow_open_rooms or not self.auth_enabled
 
     def validate(self) -> Config:
         if not 0 < self.port < 65536:
@@ -43,44 +145,244 @@ class Config:
             raise ConfigError(f"heartbeat_interval_s must be in (0, 60], got {self.heartbeat_interval_s}")
         if self.publisher_bitrate_bps < 0:
             raise ConfigError("publisher_bitrate_bps must not be negative")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for server in self.ice_servers:
             if not isinstance(server, dict) or "urls" not in server:
                 raise ConfigError(f"ice_servers entries need 'urls': {server!r}")
+        # TLS
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_self_signed and self.tls_cert_file is not None:
+            raise ConfigError("tls_self_signed and tls_cert_file exclude each other")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name}: no such file: {path}")
+        # Auth
+        if self.auth_secret and len(self.auth_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"auth_secret must be at least {MIN_SECRET_BYTES} bytes")
+        if not self.auth_secret and not self.allow_open_rooms and not is_loopback(self.host):
+            raise ConfigError(
+                f"listening on {self.host} with no auth_secret would let anyone in: set auth_secret "
+                "(SFU_AUTH_SECRET) or, to really run open rooms, allow_open_rooms = true"
+            )
+        if self.token_ttl_s <= 0:
+            raise ConfigError("token_ttl_s must be positive")
+        # ICE
+        for address in self.ice_host_addresses:
+            _check_ip("ice_host_addresses", address)
+        wildcard = [a for a in self.ice_host_addresses if ipaddress.ip_address(a).is_unspecified]
+        if wildcard and not self.ice_announced_address:
+            raise ConfigError(f"ice_host_addresses {wildcard[0]} (wildcard) needs ice_announced_address")
+        if self.ice_announced_address:
+            announced = _check_ip("ice_announced_address", self.ice_announced_address)
+            if announced.is_unspecified:
+                raise ConfigError("ice_announced_address must be a concrete address, not a wildcard")
+        if (self.ice_port_min == 0) != (self.ice_port_max == 0):
+            raise ConfigError("ice_port_min and ice_port_max go together: set both or neither")
+        if self.ice_port_min and not 1024 <= self.ice_port_min <= self.ice_port_max <= 65535:
+            raise ConfigError(
+                f"ice port range must satisfy 1024 <= ice_port_min <= ice_port_max <= 65535, "
+                f"got {self.ice_port_min}..{self.ice_port_max}"
+            )
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("turn_urls needs turn_secret (coturn's static-auth-secret)")
+        if self.turn_secret and not self.turn_urls:
+            raise ConfigError("turn_secret is set but turn_urls is empty")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls entries must start with turn: or turns:, got {url!r}")
+        if self.turn_ttl_s <= 0:
+            raise ConfigError("turn_ttl_s must be positive")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("shutdown_grace_s must not be negative")
         return self
 
+    def public_view(self) -> dict[str, Any]:
+        """Every option with secrets masked, for printing."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_OPTIONS and value:
+                value = "***"
+            out[f.name] = value
+        return out
 
+
+SECRET_OPTIONS = {"auth_secret", "turn_secret"}
+OPTION_NAMES = [f.name for f in fields(Config)]
 ENV_PREFIX = "SFU_"
+CONFIG_ENV = "SFU_CONFIG"
 
 
-def _convert(name: str, raw: str, current: Any) -> Any:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        if isinstance(current, bool):
-            return raw.lower() in ("1", "true", "yes", "on")
-        if isinstance(current, int):
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_ip(name: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not an IP address") from None
+
+
+def _kind(name: str) -> str:
+    """The type of an option, as one of: bool int float str path optpath strs servers."""
+    default = next(f for f in fields(Config) if f.name == name).default
+    if name in ("tls_cert_file", "tls_key_file"):
+        return "optpath"
+    if name == "ice_servers":
+        return "servers"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, Path):
+        return "path"
+    if isinstance(default, tuple):
+        return "strs"
+    return "str"
+
+
+def _from_string(name: str, raw: str, source: str) -> Any:
+    """An option from an environment variable or a command-line string."""
+    kind = _kind(name)
+    try:
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true or false, got {raw!r}")
+        if kind == "int":
             return int(raw)
-        if isinstance(current, float):
+        if kind == "float":
             return float(raw)
-        if isinstance(current, Path):
-            return Path(raw)
-        if name == "ice_host_addresses":
+        if kind in ("path", "optpath"):
+            return Path(raw) if raw else None if kind == "optpath" else Path(".")
+        if kind == "strs":
             return tuple(a.strip() for a in raw.split(",") if a.strip())
-        if name == "ice_servers":
+        if kind == "servers":
             value = json.loads(raw)
             if not isinstance(value, list):
                 raise ValueError("expected a JSON list")
             return tuple(value)
         return raw
     except ValueError as exc:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {exc}") from exc
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _from_toml(name: str, value: Any, source: str) -> Any:
+    """An option from a TOML value, type-checked."""
+    kind = _kind(name)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {name} must be {expected}, got {type(value).__name__} {value!r}")
+
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("an integer")
+        return value
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise bad("a number")
+        return float(value)
+    if kind in ("path", "optpath"):
+        if not isinstance(value, str):
+            raise bad("a path string")
+        return Path(value).expanduser()
+    if kind == "strs":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    if kind == "servers":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise bad("a list of tables ({urls = ..., username = ..., credential = ...})")
+        return tuple(dict(v) for v in value)
+    if not isinstance(value, str):
+        raise bad("a string")
+    return value
+
+
+def from_file(path: Path | str, base: Config | None = None) -> Config:
+    """Apply a TOML file on top of ``base`` (not validated yet). Unknown keys are errors."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(OPTION_NAMES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s): {', '.join(unknown)} (see docs/configuration.md)")
+    changes = {name: _from_toml(name, value, str(path)) for name, value in data.items()}
+    return replace(base or Config(), **changes)
+
+
+def env_changes(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+    for name in OPTION_NAMES:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            changes[name] = _from_string(name, env[key], key)
+    return changes
 
 
 def from_env(base: Config | None = None, environ: dict[str, str] | None = None) -> Config:
     """Apply SFU_<OPTION> environment variables (e.g. SFU_PORT=9000) on top of ``base``."""
+    return replace(base or Config(), **env_changes(environ)).validate()
+
+
+def load(
+    config_file: Path | str | None = None,
+    cli: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """defaults < file (``config_file`` or SFU_CONFIG) < SFU_* environment < ``cli``; validated."""
     env = os.environ if environ is None else environ
-    config = base or Config()
-    changes: dict[str, Any] = {}
+    config = Config()
+    path = config_file or env.get(CONFIG_ENV) or None
+    if path:
+        config = from_file(path, config)
+    config = replace(config, **env_changes(env))
+    config = replace(config, **{k: v for k, v in (cli or {}).items() if v is not None})
+    return config.validate()
+
+
+def option_docs() -> list[tuple[str, str, str, str]]:
+    """(name, environment variable, default as TOML-ish text, meaning) for every option."""
+    rows = []
     for f in fields(Config):
-        key = ENV_PREFIX + f.name.upper()
-        if key in env:
-            changes[f.name] = _convert(f.name, env[key], getattr(config, f.name))
-    return replace(config, **changes).validate()
+        default = f.default
+        if f.name == "client_dir":
+            shown = "the repository's client/"
+        elif f.name == "tls_self_signed_dir":
+            shown = '"~/.cache/sfu/tls"'
+        elif default is None:
+            shown = "unset"
+        elif isinstance(default, bool):
+            shown = "true" if default else "false"
+        elif isinstance(default, (str, Path)):
+            shown = json.dumps(str(default))
+        elif isinstance(default, tuple):
+            shown = "[]"
+        else:
+            shown = str(default)
+        rows.append((f.name, ENV_PREFIX + f.name.upper(), shown, f.metadata.get("doc", "")))
+    return rows

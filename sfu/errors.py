@@ -14,6 +14,12 @@ ERROR_CODES = {
     "wrong-state",
     "unknown-track",
     "internal",
+    # deployment and security (docs/protocol.md)
+    "unauthorized",
+    "forbidden",
+    "kicked",
+    "room-closed",
+    "shutting-down",
 }
 
 

@@ -1,7 +1,8 @@
 """Producers and consumers: the RTP forwarding core.
 
-A Producer is one incoming media stream of a publisher. A Consumer is one outgoing copy of a
-producer for one subscriber. Packets are never decoded: the producer parses the RTP header
+A Producer is one incoming media stream of a publisher, with one Layer per simulcast encoding
+(a single layer without simulcast). A Consumer is one outgoing copy of a producer for one
+subscriber: it forwards one layer at a time and switches layers only on a keyframe. Packets are never decoded: the producer parses the RTP header
 once, and each consumer rewrites SSRC, sequence number, timestamp and payload type and sends
 the same payload bytes.
 
@@ -19,11 +20,14 @@ from .media.munger import RtpMunger
 from .media.packet_cache import PacketCache
 from .media.rtp import RtpView, write_header
 from .media.stats import ReceiveStats
+from .media.vp8 import Vp8Munger, keyframe_size
 
 logger = logging.getLogger(__name__)
 
 SendFn = Callable[[bytes], bool]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
+# A simulcast layer that has sent nothing for this long is taken as stopped.
+LAYER_TIMEOUT_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +49,46 @@ class Codec:
         return True
 
 
+class Layer:
+    """One encoding of a producer: a simulcast layer, or the only stream without simulcast."""
+
+    __slots__ = (
+        "index",
+        "rid",
+        "ssrc",
+        "stats",
+        "width",
+        "height",
+        "last_arrival_ms",
+        "last_timestamp",
+        "sr_ntp",
+        "sr_rtp",
+        "last_keyframe_request_s",
+    )
+
+    def __init__(self, index: int, rid: str | None, clock_rate: int) -> None:
+        self.index = index
+        self.rid = rid
+        self.ssrc: int | None = None
+        self.stats = ReceiveStats(clock_rate)
+        self.width = 0
+        self.height = 0
+        self.last_arrival_ms = 0
+        self.last_timestamp: int | None = None
+        # Last sender report from the publisher: NTP time (64-bit) and RTP timestamp.
+        self.sr_ntp: int | None = None
+        self.sr_rtp = 0
+        self.last_keyframe_request_s = -1e9
+
+    def active(self, now_ms: int) -> bool:
+        return self.last_arrival_ms > 0 and now_ms - self.last_arrival_ms < LAYER_TIMEOUT_MS
+
+    def describe(self) -> dict[str, object]:
+        return {"rid": self.rid, "width": self.width, "height": self.height}
+
+
 class Producer:
-    """One incoming stream (audio or video) of a publisher."""
+    """One incoming stream (audio or video) of a publisher, with its layers (lowest first)."""
 
     def __init__(
         self,
@@ -56,7 +98,8 @@ class Producer:
         source: str,
         codec: Codec,
         payload_type: int,
-        request_keyframe: Callable[[Producer], None],
+        request_keyframe: Callable[[Producer, Layer], None],
+        rids: list[str] | None = None,
     ) -> None:
         self.id = producer_id
         self.participant_id = participant_id
@@ -64,56 +107,68 @@ class Producer:
         self.source = source
         self.codec = codec
         self.payload_type = payload_type
-        self.ssrc: int | None = None
+        self.layers = [Layer(i, rid, codec.clock_rate) for i, rid in enumerate(rids or [None])]
         self.muted = False
         self.closed = False
         self.consumers: list[Consumer] = []
-        self.stats = ReceiveStats(codec.clock_rate)
         self.is_keyframe_start = keyframe_detector(codec.name)
+        self._is_vp8 = codec.name.upper() == "VP8"
         self._request_keyframe = request_keyframe
-        self._last_keyframe_request_s = -1e9
         self.keyframe_requests_sent = 0
         self.packets_dropped = 0
-        # Last sender report from the publisher: NTP time (64-bit) and RTP timestamp.
-        self.sr_ntp: int | None = None
-        self.sr_rtp = 0
-        self.sr_arrival_s = 0.0
-        # Last packet forwarded: its RTP timestamp and arrival time.
-        self.last_timestamp: int | None = None
-        self.last_arrival_ms = 0
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
 
     def describe(self) -> dict[str, object]:
-        return {"id": self.id, "kind": self.kind, "source": self.source, "muted": self.muted}
+        d: dict[str, object] = {"id": self.id, "kind": self.kind, "source": self.source, "muted": self.muted}
+        if self.simulcast:
+            d["layers"] = [layer.rid for layer in self.layers]
+        return d
 
-    def on_rtp(self, data: bytes, view: RtpView, arrival_ms: int) -> None:
-        """Forward one packet of this stream to every consumer."""
+    def layer_by_rid(self, rid: str) -> Layer | None:
+        for layer in self.layers:
+            if layer.rid == rid:
+                return layer
+        return None
+
+    def on_rtp(self, layer: Layer, data: bytes, view: RtpView, arrival_ms: int) -> None:
+        """Forward one packet of one layer of this stream to every consumer."""
         if view.payload_type != self.payload_type:
             self.packets_dropped += 1  # e.g. RTX or padding on a PT we do not forward
             return
-        ext_seq = self.stats.update(view.seq, view.timestamp, arrival_ms, len(data))
-        self.last_timestamp = view.timestamp
-        self.last_arrival_ms = arrival_ms
-        if self.muted or not self.consumers:
-            return
+        ext_seq = layer.stats.update(view.seq, view.timestamp, arrival_ms, len(data))
+        layer.last_timestamp = view.timestamp
+        layer.last_arrival_ms = arrival_ms
         payload = data[view.payload_start : view.payload_end]
         if not payload:
             # Padding only: not forwarded, and the consumers close the hole in their sequence.
             for consumer in self.consumers:
-                consumer.out.munger.skip(ext_seq)
+                if consumer.current == layer.index:
+                    consumer.out.munger.skip(ext_seq)
             return
         keyframe = self.is_keyframe_start is not None and self.is_keyframe_start(payload)
+        if keyframe and self._is_vp8:
+            size = keyframe_size(payload)
+            if size is not None:
+                layer.width, layer.height = size
+        if self.muted:
+            return
+        index = layer.index
         for consumer in self.consumers:
-            consumer.forward(ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
+            consumer.forward(index, ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
 
-    def request_keyframe(self, now_s: float) -> bool:
-        """Ask the publisher for a keyframe, at most once per KEYFRAME_REQUEST_INTERVAL_S."""
-        if self.kind != "video" or self.closed:
+    def request_keyframe(self, now_s: float, layer_index: int = 0) -> bool:
+        """Ask the publisher for a keyframe on one layer, at most once per interval per layer."""
+        if self.kind != "video" or self.closed or not 0 <= layer_index < len(self.layers):
             return False
-        if now_s - self._last_keyframe_request_s < KEYFRAME_REQUEST_INTERVAL_S:
+        layer = self.layers[layer_index]
+        if now_s - layer.last_keyframe_request_s < KEYFRAME_REQUEST_INTERVAL_S:
             return False
-        self._last_keyframe_request_s = now_s
+        layer.last_keyframe_request_s = now_s
         self.keyframe_requests_sent += 1
-        self._request_keyframe(self)
+        self._request_keyframe(self, layer)
         return True
 
     def set_muted(self, muted: bool, now_s: float) -> None:
@@ -124,22 +179,22 @@ class Producer:
             # Resume every consumer on a fresh keyframe.
             for consumer in self.consumers:
                 consumer.restart()
-            self.request_keyframe(now_s)
+                self.request_keyframe(now_s, max(consumer.target, 0))
 
     def add_consumer(self, consumer: Consumer, now_s: float) -> None:
         if consumer not in self.consumers:
             self.consumers.append(consumer)
+        consumer.restart()
         if self.kind == "video":
-            self.request_keyframe(now_s)
+            self.request_keyframe(now_s, max(consumer.target, 0))
 
     def remove_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
 
-    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int, now_s: float) -> None:
-        self.sr_ntp = ntp_timestamp
-        self.sr_rtp = rtp_timestamp
-        self.sr_arrival_s = now_s
+    def on_sender_report(self, layer: Layer, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        layer.sr_ntp = ntp_timestamp
+        layer.sr_rtp = rtp_timestamp
 
     def close(self) -> None:
         self.closed = True
@@ -150,20 +205,21 @@ class Producer:
 
 class OutStream:
     """The outgoing RTP stream of one subscriber m-section; it outlives the consumers that
-    use it in turn, so sequence numbers and timestamps stay continuous when it is reused."""
+    use it in turn, so sequence numbers, timestamps and VP8 picture IDs stay continuous."""
 
-    __slots__ = ("ssrc", "munger", "packets_sent", "octets_sent", "last_send_ms")
+    __slots__ = ("ssrc", "munger", "vp8", "packets_sent", "octets_sent", "last_send_ms")
 
     def __init__(self, ssrc: int, initial_seq: int, initial_ts: int) -> None:
         self.ssrc = ssrc
         self.munger = RtpMunger(initial_seq, initial_ts)
+        self.vp8 = Vp8Munger()
         self.packets_sent = 0
         self.octets_sent = 0
         self.last_send_ms = 0
 
 
 class Consumer:
-    """One subscriber's copy of a producer."""
+    """One subscriber's copy of a producer: one layer at a time, switching on keyframes."""
 
     def __init__(
         self,
@@ -180,13 +236,21 @@ class Consumer:
         self.payload_type = payload_type
         self._send = send
         self._now_s = now_s
-        self.cache = PacketCache(512 if producer.kind == "video" else 64)
-        self.needs_keyframe = producer.kind == "video"
+        self._video = producer.kind == "video"
+        self._rewrite_vp8 = producer.codec.name.upper() == "VP8"
+        self.cache = PacketCache(512 if self._video else 64)
+        # Layer being forwarded (-1: none yet) and layer wanted; a switch happens on a keyframe.
+        self.current = -1
+        self.target = 0 if not producer.simulcast else len(producer.layers) - 1
         self._must_restart = True
+        # What the subscriber asked for.
+        self.max_height: int | None = None
+        self.paused = False
         self.closed = False
         self.packets_dropped = 0
         self.retransmitted = 0
         self.nacks_unserved = 0
+        self.layer_switches = 0
         # From the subscriber's receiver reports.
         self.fraction_lost = 0
         self.rtt_ms: float | None = None
@@ -195,10 +259,44 @@ class Consumer:
     def restart(self) -> None:
         """Resume on the next keyframe (video) or the next packet (audio)."""
         self._must_restart = True
-        self.needs_keyframe = self.producer.kind == "video"
+
+    def set_preferences(self, max_height: int | None, paused: bool, now_ms: int) -> None:
+        if paused and not self.paused:
+            self.restart()
+        self.max_height = max_height
+        self.paused = paused
+        self.select(now_ms)
+
+    def desired_layer(self) -> int:
+        """The highest layer within the subscriber's cap (the lowest if none fits)."""
+        layers = self.producer.layers
+        if self.max_height is None:
+            return len(layers) - 1
+        best = 0
+        for layer in layers[1:]:
+            if 0 < layer.height <= self.max_height:
+                best = layer.index
+        return best
+
+    def select(self, now_ms: int) -> int:
+        """Choose the target layer from the cap and what the publisher is sending now."""
+        layers = self.producer.layers
+        if len(layers) > 1:
+            desired = self.desired_layer()
+            active = [layer.index for layer in layers if layer.active(now_ms)]
+            if active:
+                fitting = [i for i in active if i <= desired]
+                target = max(fitting) if fitting else min(active)
+            else:
+                target = desired
+            self.target = target
+        if not self.paused and self._video and (self.target != self.current or self._must_restart):
+            self.producer.request_keyframe(self._now_s(), self.target)
+        return self.target
 
     def forward(
         self,
+        layer: int,
         ext_seq: int,
         timestamp: int,
         marker: int,
@@ -206,22 +304,31 @@ class Consumer:
         keyframe: bool,
         arrival_ms: int,
     ) -> None:
+        if self.paused:
+            return
         out = self.out
-        if self._must_restart:
-            if self.needs_keyframe and not keyframe:
-                self.producer.request_keyframe(self._now_s())
+        if layer != self.current or self._must_restart:
+            if layer != self.target:
+                return  # another layer, or a late packet of the layer we left
+            if self._video and not keyframe:
+                self.producer.request_keyframe(self._now_s(), layer)
                 return
             gap = 1
             if out.last_send_ms and out.munger.started:
                 gap = (arrival_ms - out.last_send_ms) * self.producer.codec.clock_rate // 1000
             out.munger.start(ext_seq, timestamp, gap)
+            out.vp8.restart()
+            if self.current != layer and self.current >= 0:
+                self.layer_switches += 1
+            self.current = layer
             self._must_restart = False
-            self.needs_keyframe = False
         mapped = out.munger.map(ext_seq, timestamp)
         if mapped is None:
             self.packets_dropped += 1
             return
         seq, ts = mapped
+        if self._rewrite_vp8:
+            payload = out.vp8.rewrite(payload)
         packet = write_header(marker, self.payload_type, seq, ts, out.ssrc) + payload
         self.cache.put(seq, packet)
         if self._send(packet):
@@ -242,26 +349,37 @@ class Consumer:
                 self.retransmitted += 1
 
     def on_keyframe_request(self) -> None:
-        self.producer.request_keyframe(self._now_s())
+        self.producer.request_keyframe(self._now_s(), max(self.current, self.target, 0))
 
     def sender_report_timestamp(self, now_ntp: int) -> int | None:
         """The outgoing RTP timestamp that corresponds to wall-clock ``now_ntp`` (NTP format).
 
-        From the publisher's last sender report when there is one (keeps audio/video sync),
-        else from the last forwarded packet.
+        From the publisher's last sender report for the forwarded layer when there is one
+        (keeps audio/video sync), else from the last forwarded packet.
         """
-        producer = self.producer
-        rate = producer.codec.clock_rate
+        if self.current < 0 or not self.out.munger.started:
+            return None
+        layer = self.producer.layers[self.current]
+        rate = self.producer.codec.clock_rate
         munger = self.out.munger
-        if not munger.started:
+        if layer.sr_ntp is not None:
+            elapsed_s = (now_ntp - layer.sr_ntp) / (1 << 32)
+            return munger.out_timestamp(layer.sr_rtp + int(elapsed_s * rate))
+        if layer.last_timestamp is None:
             return None
-        if producer.sr_ntp is not None:
-            elapsed_s = (now_ntp - producer.sr_ntp) / (1 << 32)
-            return munger.out_timestamp(producer.sr_rtp + int(elapsed_s * rate))
-        if producer.last_timestamp is None:
-            return None
-        elapsed_ms = ((now_ntp * 1000) >> 32) - producer.last_arrival_ms
-        return munger.out_timestamp(producer.last_timestamp + int(elapsed_ms * rate / 1000))
+        elapsed_ms = ((now_ntp * 1000) >> 32) - layer.last_arrival_ms
+        return munger.out_timestamp(layer.last_timestamp + int(elapsed_ms * rate / 1000))
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "track": self.producer.id,
+            "current_layer": self.current,
+            "target_layer": self.target,
+            "max_height": self.max_height,
+            "paused": self.paused,
+            "packets_sent": self.out.packets_sent,
+            "layer_switches": self.layer_switches,
+        }
 
     def close(self) -> None:
         if self.closed:

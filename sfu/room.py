@@ -174,6 +174,14 @@ class Room:
                     other.subscriber.unconsume(producer)
             other.renegotiate()
 
+    def has_track(self, track_id: str, exclude: Participant | None = None) -> bool:
+        return any(
+            producer.id == track_id
+            for p in self.participants.values()
+            if p is not exclude
+            for producer in p.producers()
+        )
+
     def broadcast_mute(self, owner: Participant, producer: Producer) -> None:
         self._broadcast(
             {"type": "mute", "participant": owner.id, "track": producer.id, "muted": producer.muted},

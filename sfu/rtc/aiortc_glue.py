@@ -78,6 +78,8 @@ def check_compatibility() -> None:
     for attr in ("__rtp_started", "__rtp_exited", "__rtcp_started", "__rtcp_exited"):
         if f"_RTCRtpSender{attr}" not in RTCRtpSender.__init__.__code__.co_names:
             problems.append(f"RTCRtpSender.{attr} is missing")
+    if "_headerExtensions" not in RTCRtpTransceiver.__init__.__code__.co_names:
+        problems.append("RTCRtpTransceiver._headerExtensions is missing")
     for attr in ("_ssrc", "_rtx_ssrc", "_stream_id"):
         if attr not in RTCRtpSender.__init__.__code__.co_names:
             problems.append(f"RTCRtpSender.{attr} is missing")
@@ -153,6 +155,23 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
         setattr(transport, _TAPPED, True)
+
+
+def accept_header_extensions(pc: RTCPeerConnection, offer: Any, uris: Sequence[str]) -> None:
+    """Answer the offer's header extensions with these URIs too (aiortc knows only a few).
+
+    ``offer`` is the parsed remote offer (aiortc.sdp.SessionDescription). Call between
+    setRemoteDescription and createAnswer; the answer then carries the offer's ids.
+    """
+    by_mid = {t.mid: t for t in pc.getTransceivers()}
+    for media in offer.media:
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None:
+            continue
+        present = {ext.uri for ext in transceiver._headerExtensions}
+        for ext in media.rtp.headerExtensions:
+            if ext.uri in uris and ext.uri not in present:
+                transceiver._headerExtensions.append(ext)
 
 
 def detach_receivers(pc: RTCPeerConnection) -> None:

@@ -36,18 +36,28 @@ from aiortc.rtp import (
 )
 
 from ..errors import SignalingError
-from ..forwarding import Codec, Consumer, OutStream, Producer
+from ..forwarding import Codec, Consumer, Layer, OutStream, Producer
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
 from . import aiortc_glue as glue
 
 logger = logging.getLogger(__name__)
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+SIMULCAST_EXTENSION_URIS = (RID_URI, REPAIRED_RID_URI)
+MAX_SIMULCAST_LAYERS = 4
 RTCP_INTERVAL_S = 1.0
+TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
 NON_MEDIA_CODECS = {"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"}
 
 SignalFn = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the NTP epoch, the clock of packet arrival times."""
+    return int((time.time() + NTP_EPOCH_OFFSET_S) * 1000)
 
 
 def ntp_now() -> int:
@@ -95,6 +105,61 @@ def extension_id(media: aiortc_sdp.MediaDescription, uri: str) -> int | None:
         if ext.uri == uri:
             return ext.id
     return None
+
+
+def _sections(sdp: str) -> list[list[str]]:
+    """SDP lines grouped by section: the session part first, then one list per m-line."""
+    sections: list[list[str]] = [[]]
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("m="):
+            sections.append([])
+        if line:
+            sections[-1].append(line)
+    return sections
+
+
+def simulcast_offers(sdp: str) -> dict[str, list[str]]:
+    """mid -> send RIDs, lowest quality first, for m-sections that offer RID simulcast.
+
+    Only what ``a=simulcast:send`` lists and ``a=rid:... send`` declares counts; paused
+    RIDs (``~rid``) are received too, alternatives (``a,b``) take their first choice.
+    """
+    out: dict[str, list[str]] = {}
+    for lines in _sections(sdp)[1:]:
+        mid = next((ln[6:].strip() for ln in lines if ln.startswith("a=mid:")), None)
+        declared = {
+            ln[6:].split()[0] for ln in lines if ln.startswith("a=rid:") and len(ln[6:].split()) > 1
+            and ln[6:].split()[1] == "send"
+        }
+        spec = next((ln[len("a=simulcast:"):].strip() for ln in lines if ln.startswith("a=simulcast:")), None)
+        if mid is None or spec is None:
+            continue
+        parts = spec.split()
+        if len(parts) < 2 or parts[0] != "send":
+            continue
+        rids = []
+        for alternatives in parts[1].split(";"):
+            rid = alternatives.split(",")[0].lstrip("~")
+            if rid in declared and rid not in rids:
+                rids.append(rid)
+        if len(rids) > 1:
+            out[mid] = rids[:MAX_SIMULCAST_LAYERS]
+    return out
+
+
+def add_simulcast_answer(sdp: str, simulcast: dict[str, list[str]]) -> str:
+    """Add the receive RIDs and ``a=simulcast:recv`` to the answer's m-sections."""
+    if not simulcast:
+        return sdp
+    out: list[str] = []
+    for lines in _sections(sdp):
+        mid = next((ln[6:].strip() for ln in lines if ln.startswith("a=mid:")), None)
+        out.extend(lines)
+        rids = simulcast.get(mid or "")
+        if rids and lines and lines[0].startswith("m=video") and not lines[0].startswith("m=video 0 "):
+            out.extend(f"a=rid:{rid} recv" for rid in rids)
+            out.append("a=simulcast:recv " + ";".join(rids))
+    return "\r\n".join(out) + "\r\n"
 
 
 async def add_ice_candidate(pc: Any, candidate: dict[str, Any] | None) -> None:
@@ -159,6 +224,9 @@ class PeerBase:
                 self._run_rtcp(), name=f"rtcp-{type(self).__name__}"
             )
 
+    def tick(self, now_ms: int) -> None:
+        """Periodic work between RTCP reports (every TICK_INTERVAL_S)."""
+
     def send_rtcp(self, packets: list[Any]) -> bool:
         transport = self.transport
         if transport is None or not packets:
@@ -188,13 +256,17 @@ class PeerBase:
         return []
 
     async def _run_rtcp(self) -> None:
+        next_report = time.monotonic()
         try:
             while not self.closed:
-                await asyncio.sleep(RTCP_INTERVAL_S * (0.5 + random.random()))
+                await asyncio.sleep(TICK_INTERVAL_S)
                 try:
-                    self.send_rtcp(self.rtcp_reports())
+                    self.tick(now_ms())
+                    if time.monotonic() >= next_report:
+                        next_report = time.monotonic() + RTCP_INTERVAL_S * (0.5 + random.random())
+                        self.send_rtcp(self.rtcp_reports())
                 except Exception:
-                    logger.exception("RTCP report failed")
+                    logger.exception("periodic RTCP work failed")
         except asyncio.CancelledError:
             pass
 
@@ -227,9 +299,9 @@ class PublishPeer(PeerBase):
         super().__init__(ice_servers, on_failed)
         self.participant_id = participant_id
         self.producers: dict[str, Producer] = {}  # by mid
-        self._by_ssrc: dict[int, Producer] = {}
+        self._by_ssrc: dict[int, tuple[Producer, Layer]] = {}
         self._ignored_ssrcs: set[int] = set()  # RTX and other streams we do not forward
-        self._mid_ext_id: int | None = None
+        self._ext_ids: dict[str, int] = {}  # header extension URI -> id, from the answer
         self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival)
         self._publisher_bitrate_bps = publisher_bitrate_bps
         self._now_s = now_s
@@ -240,11 +312,14 @@ class PublishPeer(PeerBase):
     ) -> tuple[str, list[Producer], list[Producer]]:
         """Apply an offer; returns (answer SDP, producers added, producers removed)."""
         offer = parse_sdp(sdp)
+        simulcast = simulcast_offers(sdp)
         if self.pc.signalingState != "stable":
             raise SignalingError("wrong-state", "the previous publish offer is still being handled")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             glue.detach_receivers(self.pc)
+            if simulcast:
+                glue.accept_header_extensions(self.pc, offer, SIMULCAST_EXTENSION_URIS)
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except SignalingError:
@@ -252,15 +327,17 @@ class PublishPeer(PeerBase):
         except Exception as exc:
             raise SignalingError("bad-sdp", f"offer could not be negotiated: {exc}") from exc
         self._tap()
-        local = parse_sdp(self.pc.localDescription.sdp)
-        added, removed = self._update_producers(offer, local, sources)
-        return self.pc.localDescription.sdp, added, removed
+        answer_sdp = add_simulcast_answer(self.pc.localDescription.sdp, simulcast)
+        local = parse_sdp(answer_sdp)
+        added, removed = self._update_producers(offer, local, sources, simulcast)
+        return answer_sdp, added, removed
 
     def _update_producers(
         self,
         offer: aiortc_sdp.SessionDescription,
         answer: aiortc_sdp.SessionDescription,
         sources: dict[str, str],
+        simulcast: dict[str, list[str]],
     ) -> tuple[list[Producer], list[Producer]]:
         added: list[Producer] = []
         removed: list[Producer] = []
@@ -273,15 +350,21 @@ class PublishPeer(PeerBase):
             local = answer_by_mid.get(mid)
             sending = media.direction in ("sendonly", "sendrecv") and media.port != 0
             negotiated = local is not None and local.port != 0 and media_codec(local) is not None
-            if local is not None and self._mid_ext_id is None:
-                self._mid_ext_id = extension_id(local, MID_URI)
+            if local is not None:
+                for ext in local.rtp.headerExtensions:
+                    self._ext_ids.setdefault(ext.uri, ext.id)
             if not (sending and negotiated):
                 continue
             publishing.add(mid)
             rtx_ssrcs = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
             media_ssrcs = [s.ssrc for s in media.ssrc if s.ssrc not in rtx_ssrcs]
             self._ignored_ssrcs |= rtx_ssrcs
+            rids = simulcast.get(mid)
             producer = self.producers.get(mid)
+            if producer is not None and [layer.rid for layer in producer.layers] != (rids or [None]):
+                # The layers changed (e.g. a new track with other encodings): a new producer.
+                removed.append(self._remove(mid))
+                producer = None
             if producer is None:
                 codec, pt = media_codec(local)  # type: ignore[misc]
                 source = sources.get(mid) or ("microphone" if media.kind == "audio" else "camera")
@@ -293,38 +376,57 @@ class PublishPeer(PeerBase):
                     codec=codec,
                     payload_type=pt,
                     request_keyframe=self._send_pli,
+                    rids=rids,
                 )
                 self.producers[mid] = producer
                 added.append(producer)
-            if media_ssrcs and producer.ssrc != media_ssrcs[0]:
-                self._bind(producer, media_ssrcs[0])
+            if not producer.simulcast and media_ssrcs and producer.layers[0].ssrc != media_ssrcs[0]:
+                self._bind(producer, producer.layers[0], media_ssrcs[0])
         for mid in list(self.producers):
             if mid not in publishing:
-                producer = self.producers.pop(mid)
-                if producer.ssrc is not None:
-                    self._by_ssrc.pop(producer.ssrc, None)
-                producer.close()
-                removed.append(producer)
+                removed.append(self._remove(mid))
         return added, removed
 
-    def _bind(self, producer: Producer, ssrc: int) -> None:
-        if producer.ssrc is not None:
-            self._by_ssrc.pop(producer.ssrc, None)
-        producer.ssrc = ssrc
-        self._by_ssrc[ssrc] = producer
+    def _remove(self, mid: str) -> Producer:
+        producer = self.producers.pop(mid)
+        for layer in producer.layers:
+            if layer.ssrc is not None:
+                self._by_ssrc.pop(layer.ssrc, None)
+        producer.close()
+        return producer
 
-    def _route_unknown(self, data: bytes, ext_start: int, ssrc: int) -> Producer | None:
-        """Learn the SSRC of a stream from its MID header extension."""
-        if ssrc in self._ignored_ssrcs or self._mid_ext_id is None:
+    def _bind(self, producer: Producer, layer: Layer, ssrc: int) -> None:
+        if layer.ssrc is not None:
+            self._by_ssrc.pop(layer.ssrc, None)
+        layer.ssrc = ssrc
+        self._by_ssrc[ssrc] = (producer, layer)
+
+    def _route_unknown(self, data: bytes, ext_start: int, ssrc: int) -> tuple[Producer, Layer] | None:
+        """Learn the SSRC of a stream from its MID and RID header extensions."""
+        if ssrc in self._ignored_ssrcs or ext_start < 0:
             return None
-        mid_bytes = header_extensions(data, ext_start).get(self._mid_ext_id)
+        extensions = header_extensions(data, ext_start)
+        mid_id = self._ext_ids.get(MID_URI)
+        mid_bytes = extensions.get(mid_id) if mid_id is not None else None
         if mid_bytes is None:
             return None
         producer = self.producers.get(mid_bytes.decode("ascii", "replace"))
-        if producer is None or producer.ssrc is not None:
+        if producer is None:
+            return None
+        repaired_id = self._ext_ids.get(REPAIRED_RID_URI)
+        if repaired_id is not None and repaired_id in extensions:
+            self._ignored_ssrcs.add(ssrc)  # a retransmission stream: not forwarded
+            return None
+        if producer.simulcast:
+            rid_id = self._ext_ids.get(RID_URI)
+            rid = extensions.get(rid_id) if rid_id is not None else None
+            layer = producer.layer_by_rid(rid.decode("ascii", "replace")) if rid is not None else None
+        else:
+            layer = producer.layers[0]
+        if layer is None or layer.ssrc is not None:
             return None  # a second SSRC on a known stream (e.g. RTX): not forwarded
-        self._bind(producer, ssrc)
-        return producer
+        self._bind(producer, layer, ssrc)
+        return producer, layer
 
     async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
         try:
@@ -332,42 +434,43 @@ class PublishPeer(PeerBase):
         except MalformedPacket:
             self.malformed_packets += 1
             return
-        producer = self._by_ssrc.get(view.ssrc)
-        if producer is None:
-            producer = self._route_unknown(data, view.ext_start, view.ssrc)
-            if producer is None:
+        route = self._by_ssrc.get(view.ssrc)
+        if route is None:
+            route = self._route_unknown(data, view.ext_start, view.ssrc)
+            if route is None:
                 self.unroutable_packets += 1
                 return
-        producer.on_rtp(data, view, arrival_ms)
+        route[0].on_rtp(route[1], data, view, arrival_ms)
 
     def handle_rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpSrPacket):
-            producer = self._by_ssrc.get(packet.ssrc)
+            route = self._by_ssrc.get(packet.ssrc)
             ntp = packet.sender_info.ntp_timestamp
             self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, time.time())
-            if producer is not None:
-                producer.on_sender_report(ntp, packet.sender_info.rtp_timestamp, self._now_s())
+            if route is not None:
+                route[0].on_sender_report(route[1], ntp, packet.sender_info.rtp_timestamp)
 
-    def _send_pli(self, producer: Producer) -> None:
-        if producer.ssrc is not None:
-            self.send_rtcp(
-                [RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=producer.ssrc)]
-            )
+    def _send_pli(self, producer: Producer, layer: Layer) -> None:
+        if layer.ssrc is not None:
+            self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=layer.ssrc)])
+
+    def layers(self) -> list[Layer]:
+        return [layer for p in self.producers.values() for layer in p.layers if layer.ssrc is not None]
 
     def rtcp_reports(self) -> list[Any]:
         reports = []
         now = time.time()
-        for producer in self.producers.values():
-            if producer.ssrc is None or producer.stats.packets == 0:
+        for layer in self.layers():
+            stats = layer.stats
+            if stats.packets == 0:
                 continue
-            stats = producer.stats
             lsr, dlsr = 0, 0
-            if producer.ssrc in self._lsr:
-                lsr, at = self._lsr[producer.ssrc]
+            if layer.ssrc in self._lsr:
+                lsr, at = self._lsr[layer.ssrc]
                 dlsr = int((now - at) * 65536)
             reports.append(
                 RtcpReceiverInfo(
-                    ssrc=producer.ssrc,
+                    ssrc=layer.ssrc,
                     fraction_lost=stats.fraction_lost(),
                     packets_lost=stats.cumulative_lost,
                     highest_sequence=stats.highest_ext_seq & 0xFFFFFFFF,
@@ -377,10 +480,13 @@ class PublishPeer(PeerBase):
                 )
             )
         packets: list[Any] = []
-        if reports:
-            packets.append(RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports))
-        video = [p.ssrc for p in self.producers.values() if p.kind == "video" and p.ssrc is not None]
+        for i in range(0, len(reports), 31):  # at most 31 report blocks per RR
+            packets.append(RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports[i : i + 31]))
+        video = [
+            layer.ssrc for p in self.producers.values() if p.kind == "video" for layer in p.layers if layer.ssrc
+        ]
         if video and self._publisher_bitrate_bps > 0:
+            # One REMB for all video streams and all their layers together.
             packets.append(
                 RtcpPsfbPacket(
                     fmt=RTCP_PSFB_APP,
@@ -430,6 +536,7 @@ class SubscribePeer(PeerBase):
         self._signal = signal
         self._now_s = now_s
         self._wanted: list[Producer] = []  # producers to consume, in order of arrival
+        self._preferences: dict[str, tuple[int | None, bool]] = {}  # by track id
         self._lock = asyncio.Lock()
         self._offer_outstanding = False
         self._dirty = False
@@ -442,6 +549,7 @@ class SubscribePeer(PeerBase):
             self._wanted.append(producer)
 
     def unconsume(self, producer: Producer) -> None:
+        self._preferences.pop(producer.id, None)
         if producer in self._wanted:
             self._wanted.remove(producer)
         for slot in self.slots:
@@ -558,6 +666,8 @@ class SubscribePeer(PeerBase):
                     send=self.send_rtp,
                     now_s=self._now_s,
                 )
+                if producer.id in self._preferences:
+                    slot.consumer.set_preferences(*self._preferences[producer.id], now_ms())
             described.append(
                 {
                     "mid": slot.mid,
@@ -591,10 +701,24 @@ class SubscribePeer(PeerBase):
             await self.negotiate()
 
     def on_connected(self) -> None:
-        now = self._now_s()
         for consumer in self.consumers():
             consumer.restart()
-            consumer.producer.request_keyframe(now)
+            consumer.select(now_ms())
+
+    def set_preferences(self, track_id: str, max_height: int | None, paused: bool) -> None:
+        """What the subscriber wants of one track: a height cap, or nothing at all (paused).
+
+        Kept for tracks whose consumer does not exist yet (applied when it does).
+        """
+        self._preferences[track_id] = (max_height, paused)
+        for consumer in self.consumers():
+            if consumer.producer.id == track_id:
+                consumer.set_preferences(max_height, paused, now_ms())
+
+    def tick(self, now_ms: int) -> None:
+        for consumer in self.consumers():
+            if consumer.producer.simulcast:
+                consumer.select(now_ms)
 
     # -- RTCP from the subscriber ---------------------------------------------------------
 

@@ -14,7 +14,8 @@ SOURCES = {"camera", "microphone", "screen"}
 MAX_SDP_CHARS = 60000
 MAX_CHAT_CHARS = 2000
 
-CLIENT_TYPES = {"join", "offer", "answer", "candidate", "mute", "chat", "ping", "leave"}
+CLIENT_TYPES = {"join", "offer", "answer", "candidate", "mute", "subscription", "chat", "ping", "leave"}
+MAX_HEIGHT_PX = 8192
 
 
 def _str(msg: dict[str, Any], key: str, max_len: int, min_len: int = 1) -> str:
@@ -100,6 +101,20 @@ def _mute(msg: dict[str, Any]) -> None:
         raise SignalingError("bad-message", "'muted' must be true or false")
 
 
+def _subscription(msg: dict[str, Any]) -> None:
+    _str(msg, "track", 128)
+    height = msg.get("max_height")
+    if height is not None and (
+        not isinstance(height, int) or isinstance(height, bool) or not 0 <= height <= MAX_HEIGHT_PX
+    ):
+        raise SignalingError("bad-message", f"'max_height' must be null or 0..{MAX_HEIGHT_PX}")
+    paused = msg.get("paused", False)
+    if not isinstance(paused, bool):
+        raise SignalingError("bad-message", "'paused' must be true or false")
+    msg["max_height"] = height
+    msg["paused"] = paused
+
+
 def _chat(msg: dict[str, Any]) -> None:
     _str(msg, "text", MAX_CHAT_CHARS)
 
@@ -110,5 +125,6 @@ _VALIDATORS = {
     "answer": _answer,
     "candidate": _candidate,
     "mute": _mute,
+    "subscription": _subscription,
     "chat": _chat,
 }

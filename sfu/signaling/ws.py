@@ -87,6 +87,10 @@ class Session:
         elif kind == "mute":
             producer = participant.set_muted(msg["track"], msg["muted"])
             participant.room.broadcast_mute(participant, producer)
+        elif kind == "subscription":
+            if not participant.room.has_track(msg["track"], exclude=participant):
+                raise SignalingError("unknown-track", f"no other participant publishes {msg['track']!r}")
+            participant.ensure_subscriber().set_preferences(msg["track"], msg["max_height"], msg["paused"])
         elif kind == "chat":
             participant.room.chat(participant, msg["text"])
         elif kind == "leave":

@@ -1,11 +1,22 @@
-"""Producer → consumer forwarding with a fake clock and a fake transport."""
+"""Producer → consumer forwarding, single-layer and simulcast, with a fake clock and transport."""
 
-from sfu.forwarding import Codec, Consumer, OutStream, Producer
+import struct
+
+from sfu.forwarding import LAYER_TIMEOUT_MS, Codec, Consumer, OutStream, Producer
 from sfu.media.rtp import parse_rtp, write_header
+from sfu.media.vp8 import parse_descriptor
 
 VP8 = Codec("VP8", 90000)
-KEY = bytes([0x90, 0x80, 0x81, 0x23, 0x10]) + b"k" * 20
-DELTA = bytes([0x90, 0x80, 0x81, 0x23, 0x11]) + b"d" * 20
+
+
+def vp8_payload(pid: int, tl0: int, key: bool, size: tuple[int, int] | None = None, start: bool = True) -> bytes:
+    """A VP8 RTP payload: descriptor with 15-bit picture id and TL0PICIDX, then a frame header."""
+    b0 = 0x80 | (0x10 if start else 0)
+    desc = bytes([b0, 0xC0, 0x80 | (pid >> 8), pid & 0xFF, tl0])
+    if not key:
+        return desc + bytes([0x01]) + b"d" * 20
+    w, h = size or (320, 180)
+    return desc + bytes([0x00, 0x00, 0x00]) + b"\x9d\x01\x2a" + struct.pack("<HH", w, h) + b"k" * 20
 
 
 class Clock:
@@ -16,20 +27,27 @@ class Clock:
         return self.t
 
 
-def make(kind="video"):
+def make(kind="video", rids=None):
     clock = Clock()
     requests = []
-    producer = Producer("p-1", "p", kind, "camera", VP8, 96, request_keyframe=requests.append)
-    producer.ssrc = 1111
+    producer = Producer(
+        "p-1", "p", kind, "camera", VP8, 96, request_keyframe=lambda p, layer: requests.append(layer.index), rids=rids
+    )
+    for i, layer in enumerate(producer.layers):
+        layer.ssrc = 1111 + i
     sent = []
     consumer = Consumer(producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock)
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, requests, clock
 
 
-def push(producer, seq, ts, payload, arrival_ms=0):
-    data = write_header(0, 96, seq, ts, 1111) + payload
-    producer.on_rtp(data, parse_rtp(data), arrival_ms)
+def push(producer, seq, ts, payload, arrival_ms=0, layer=0):
+    data = write_header(0, 96, seq, ts, 1111 + layer) + payload
+    producer.on_rtp(producer.layers[layer], data, parse_rtp(data), arrival_ms)
+
+
+KEY = vp8_payload(100, 5, key=True)
+DELTA = vp8_payload(101, 5, key=False)
 
 
 def test_consumer_waits_for_keyframe_then_rewrites_header():
@@ -43,7 +61,7 @@ def test_consumer_waits_for_keyframe_then_rewrites_header():
         (1000, 5000, 2222, 97),
         (1001, 8000, 2222, 97),
     ]
-    assert sent[0][12:] == KEY  # payload bytes untouched
+    assert sent[0][12:] == KEY  # payload bytes untouched on a single layer
 
 
 def test_keyframe_requests_are_throttled_to_one_per_500ms():
@@ -76,7 +94,7 @@ def test_mute_stops_forwarding_and_unmute_resumes_on_keyframe():
     producer.set_muted(False, clock())
     push(producer, 3, 6000, DELTA)
     assert len(sent) == 1  # waiting for a keyframe
-    push(producer, 4, 9000, KEY)
+    push(producer, 4, 9000, vp8_payload(104, 6, key=True))
     assert parse_rtp(sent[-1]).seq == 1001  # continuous output after the pause
 
 
@@ -85,7 +103,7 @@ def test_audio_starts_immediately_and_foreign_payload_types_are_dropped():
     push(producer, 1, 0, b"opus")
     assert len(sent) == 1 and requests == []
     data = write_header(0, 97, 2, 960, 1111) + b"rtx"
-    producer.on_rtp(data, parse_rtp(data), 0)
+    producer.on_rtp(producer.layers[0], data, parse_rtp(data), 0)
     assert len(sent) == 1 and producer.packets_dropped == 1
 
 
@@ -100,6 +118,144 @@ def test_sender_report_timestamp_follows_publisher_clock():
     producer, consumer, sent, requests, clock = make()
     push(producer, 1, 90000, KEY, arrival_ms=1000)
     ntp = 1000 << 32
-    producer.on_sender_report(ntp, 90000, clock())
+    producer.on_sender_report(producer.layers[0], ntp, 90000)
     # one second later on the publisher's clock: 90000 ticks later, shifted by the munger offset
     assert consumer.sender_report_timestamp(ntp + (1 << 32)) == (5000 + 90000) & 0xFFFFFFFF
+
+
+# -- simulcast -------------------------------------------------------------------------------
+
+SIZES = [(320, 180), (640, 360), (1280, 720)]
+
+
+class Simulcast:
+    """Three layers with unrelated sequence numbers, timestamps and picture ids."""
+
+    def __init__(self, producer):
+        self.producer = producer
+        self.seq = [100, 30000, 65530]
+        self.ts = [1000, 500000, 0xFFFFF000]
+        self.pid = [10, 2000, 32760]
+        self.tl0 = [1, 100, 250]
+        self.ms = 10_000
+
+    def frame(self, layers=(0, 1, 2), key=False, packets=2):
+        self.ms += 33
+        for i in layers:
+            for n in range(packets):
+                payload = vp8_payload(self.pid[i], self.tl0[i], key=key and n == 0, size=SIZES[i], start=n == 0)
+                push(self.producer, self.seq[i] & 0xFFFF, self.ts[i] & 0xFFFFFFFF, payload, self.ms, layer=i)
+                self.seq[i] += 1
+            self.ts[i] += 3000
+            self.pid[i] = (self.pid[i] + 1) & 0x7FFF
+            self.tl0[i] = (self.tl0[i] + 1) & 0xFF
+
+
+def out_fields(sent):
+    rows = []
+    for p in sent:
+        v = parse_rtp(p)
+        d = parse_descriptor(p[v.payload_start :])
+        rows.append((v.seq, v.timestamp, d.picture_id, d.tl0picidx))
+    return rows
+
+
+def assert_continuous(rows):
+    for (s0, t0, p0, l0), (s1, t1, p1, l1) in zip(rows, rows[1:]):
+        assert (s1 - s0) & 0xFFFF == 1, rows
+        assert 0 <= (t1 - t0) & 0xFFFFFFFF < 0x80000000, "timestamps never go back"
+        assert (p1 - p0) & 0x7FFF in (0, 1), "picture id continues"
+        assert (l1 - l0) & 0xFF in (0, 1), "TL0PICIDX continues"
+
+
+def test_switches_layer_only_on_keyframe_with_continuous_output():
+    producer, consumer, sent, requests, clock = make(rids=["q", "h", "f"])
+    sim = Simulcast(producer)
+    consumer.set_preferences(max_height=200, paused=False, now_ms=sim.ms)
+    assert consumer.target == 0
+    sim.frame(layers=(1, 2), key=True)
+    sim.frame()
+    assert sent == []  # waiting for a keyframe of the low layer
+    sim.frame(key=True)  # every layer sends a keyframe: sizes are learnt
+    assert [(layer.width, layer.height) for layer in producer.layers] == SIZES
+    for _ in range(3):
+        sim.frame()
+    assert consumer.current == 0
+    assert len(sent) == 2 * 4
+    # Raise the cap: keep forwarding the low layer until the high layer's keyframe.
+    requests.clear()
+    clock.t += 1
+    consumer.set_preferences(max_height=None, paused=False, now_ms=sim.ms)
+    assert consumer.target == 2 and requests == [2]
+    sim.frame()
+    assert consumer.current == 0 and len(sent) == 2 * 5
+    sim.frame(layers=(2,), key=True)
+    sim.frame(layers=(0, 1))  # late packets of the old layer are dropped
+    sim.frame()
+    assert consumer.current == 2 and consumer.layer_switches == 1
+    rows = out_fields(sent)
+    assert len(rows) == 2 * 7
+    assert_continuous(rows)
+    # Lower it again.
+    consumer.set_preferences(max_height=400, paused=False, now_ms=sim.ms)
+    assert consumer.target == 1
+    sim.frame(layers=(1,), key=True)
+    sim.frame()
+    assert consumer.current == 1
+    assert_continuous(out_fields(sent))
+
+
+def test_paused_consumer_sends_nothing_and_resumes_on_keyframe():
+    producer, consumer, sent, requests, clock = make(rids=["q", "h", "f"])
+    sim = Simulcast(producer)
+    sim.frame(key=True)
+    sim.frame()
+    count = len(sent)
+    assert count > 0
+    consumer.set_preferences(max_height=None, paused=True, now_ms=sim.ms)
+    for _ in range(5):
+        sim.frame(key=True)
+    assert len(sent) == count
+    consumer.set_preferences(max_height=None, paused=False, now_ms=sim.ms)
+    sim.frame()
+    assert len(sent) == count  # resumes on a keyframe only
+    sim.frame(key=True)
+    assert len(sent) == count + 2
+    assert_continuous(out_fields(sent))
+
+
+def test_falls_back_when_the_forwarded_layer_stops_and_returns_when_it_comes_back():
+    producer, consumer, sent, requests, clock = make(rids=["q", "h", "f"])
+    sim = Simulcast(producer)
+    sim.frame(key=True)
+    assert consumer.current == 2
+    # The publisher drops its top layer (e.g. its uplink got worse).
+    for _ in range(LAYER_TIMEOUT_MS // 33 + 2):
+        sim.frame(layers=(0, 1))
+    assert consumer.select(sim.ms) == 1
+    sim.frame(layers=(0,))
+    sim.frame(layers=(1,), key=True)
+    assert consumer.current == 1
+    # It comes back.
+    sim.frame(layers=(0, 1, 2))
+    assert consumer.select(sim.ms) == 2
+    sim.frame(layers=(0, 1))
+    sim.frame(layers=(2,), key=True)
+    assert consumer.current == 2
+    assert_continuous(out_fields(sent))
+
+
+def test_layer_switch_across_output_picture_id_wraparound():
+    producer, consumer, sent, requests, clock = make(rids=["q", "h"])
+    sim = Simulcast(producer)
+    sim.pid = [32765, 5]
+    sim.frame(layers=(0, 1), key=True)
+    consumer.set_preferences(max_height=200, paused=False, now_ms=sim.ms)
+    sim.frame(layers=(0,), key=True)
+    for _ in range(5):
+        sim.frame(layers=(0, 1))
+    consumer.set_preferences(max_height=None, paused=False, now_ms=sim.ms)
+    sim.frame(layers=(1,), key=True)
+    rows = out_fields(sent)
+    assert rows[-1][2] < 100  # wrapped past 32767
+    assert_continuous(rows)
