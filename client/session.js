@@ -24,6 +24,7 @@ export class Session {
     this.wsUrl = wsUrl ?? defaultWsUrl();
     this._handlers = new Map();
     this._gen = 0; // bumped on cleanup; async work of an older generation is dropped
+    this._muted = { microphone: false, camera: false }; // kept across rejoins
     this.state = 'idle';
     this._reset();
   }
@@ -59,15 +60,21 @@ export class Session {
   // ----- public API ----------------------------------------------------------
 
   /**
-   * Join `room` as `name`. Resolves with the `joined` message; rejects with an
-   * Error whose `code` is the server's error code or "connection-lost".
+   * Join `room` as `name`. Resolves with the `joined` message; rejects with a
+   * ProtocolError for a bad room or name, or an Error whose `code` is the
+   * server's error code, "connection-lost" or "closed" (left while joining).
    * Local media is acquired in parallel and published once joined.
    */
   join(room, name) {
     if (this.state === 'joining' || this.state === 'joined') {
       return Promise.reject(new Error(`cannot join while ${this.state}`));
     }
-    const joinMsg = P.join(room, name); // throws ProtocolError on bad input
+    let joinMsg;
+    try {
+      joinMsg = P.join(room, name);
+    } catch (e) {
+      return Promise.reject(e); // ProtocolError: bad room or name
+    }
     this._cleanup();
     this._reset();
     const gen = this._gen;
@@ -141,6 +148,7 @@ export class Session {
     if (existing) {
       // Reuse the m-section of an earlier share.
       await existing.sender.replaceTrack(track);
+      if (this.screenStream !== stream) return null; // stopped meanwhile
       existing.direction = 'sendonly';
     } else {
       const t = this.publishPc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
@@ -258,7 +266,6 @@ export class Session {
       offeredMids: new Set(),
       answered: new Set(), // mids the server accepted as tracks
     };
-    this._muted = { microphone: false, camera: false };
     this._reportedMute = new Map(); // own track id → muted, as last told to the server
     this._signalled = { publish: false, subscribe: false }; // candidates may flow
     this._candidateQueue = { publish: [], subscribe: [] };
@@ -266,7 +273,7 @@ export class Session {
     this._subscribeChain = Promise.resolve();
     this._statsPrev = new Map();
     this._timers = [];
-    this._lastRx = Date.now();
+    this._unansweredSince = null; // when the oldest unanswered ping was sent
     this._joinWaiter = null;
     this._mediaReady = Promise.resolve();
   }
@@ -400,7 +407,7 @@ export class Session {
   // ----- internals: signaling -------------------------------------------------------
 
   _onFrame(data) {
-    this._lastRx = Date.now();
+    this._unansweredSince = null; // any message shows the server is alive
     let msg;
     try {
       msg = P.parse(data);
@@ -458,13 +465,17 @@ export class Session {
 
   _startHeartbeat() {
     const intervalMs = this.heartbeatIntervalS * 1000;
-    // The server pings at the WebSocket level, which JS cannot see, but it always
-    // answers our pings: hearing nothing for this long means the link is dead.
-    const silenceMs = Math.max(10_000, 5 * intervalMs);
+    // The server's own liveness check uses WebSocket pings, which JS cannot see,
+    // but it answers every `ping`: a ping unanswered for this long means the link
+    // is dead. Timed from the ping, not from the last message, so that a
+    // background tab whose timers are throttled is not taken for a dead link.
+    const timeoutMs = Math.max(10_000, 5 * intervalMs);
     this._timers.push(
       setInterval(() => {
-        if (Date.now() - this._lastRx > silenceMs) return this._lost('the server stopped answering');
-        this._send(P.ping());
+        if (this._unansweredSince !== null && Date.now() - this._unansweredSince > timeoutMs) {
+          return this._lost('the server stopped answering');
+        }
+        if (this._send(P.ping()) && this._unansweredSince === null) this._unansweredSince = Date.now();
       }, intervalMs),
     );
   }
