@@ -1,20 +1,33 @@
-"""python -m sfu: run the server."""
+"""python -m sfu: run the server; ``python -m sfu token ...`` mints access tokens;
+``python -m sfu config`` prints the effective configuration."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
-from aiohttp import web
+from . import auth
+from .config import ConfigError, is_loopback, load
 
-from .app import create_app
-from .config import ConfigError, from_env
+COMMANDS = ("serve", "token", "config")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sfu", description="Run the SFU server.")
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file (SFU_CONFIG); see docs/configuration.md")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sfu",
+        description="Run the SFU server. Other commands: `sfu token --help`, `sfu config`.",
+        epilog="Every option: docs/configuration.md. Precedence: defaults < --config file < SFU_* env < flags.",
+    )
+    _config_args(parser)
     parser.add_argument("--host", help="address to listen on (SFU_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (SFU_PORT, default 8080)")
     parser.add_argument(
@@ -24,25 +37,49 @@ def main(argv: list[str] | None = None) -> int:
         help="gather ICE host candidates only on this address; repeatable (SFU_ICE_HOST_ADDRESSES)",
     )
     parser.add_argument("--room-capacity", type=int, help="participants per room (SFU_ROOM_CAPACITY, default 16)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS/WSS (SFU_TLS_CERT_FILE)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key (SFU_TLS_KEY_FILE)")
+    parser.add_argument(
+        "--self-signed",
+        action="store_const",
+        const=True,
+        help="development HTTPS with a self-signed certificate, e.g. for phones on the LAN (SFU_TLS_SELF_SIGNED)",
+    )
+    parser.add_argument(
+        "--allow-open-rooms",
+        action="store_const",
+        const=True,
+        help="accept joins without a token on a non-loopback address (SFU_ALLOW_OPEN_ROOMS)",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (SFU_LOG_LEVEL)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _serve_cli(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "host": args.host,
+        "port": args.port,
+        "room_capacity": args.room_capacity,
+        "log_level": args.log_level,
+        "ice_host_addresses": tuple(args.ice_hosts) if args.ice_hosts else None,
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
+        "tls_self_signed": args.self_signed,
+        "allow_open_rooms": args.allow_open_rooms,
+    }
+
+
+def _fail(message: str) -> int:
+    print(f"sfu: configuration error: {message}", file=sys.stderr)
+    return 2
+
+
+def serve(argv: list[str]) -> int:
+    args = _serve_parser().parse_args(argv)
     try:
-        config = from_env()
-        changes = {
-            k: v
-            for k, v in {
-                "host": args.host,
-                "port": args.port,
-                "room_capacity": args.room_capacity,
-                "log_level": args.log_level,
-                "ice_host_addresses": tuple(args.ice_hosts) if args.ice_hosts else None,
-            }.items()
-            if v is not None
-        }
-        config = replace(config, **changes).validate()
+        config = load(args.config, _serve_cli(args))
     except ConfigError as exc:
-        print(f"sfu: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -52,10 +89,95 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
+    from aiohttp import web
+
+    from .app import RedactingAccessLogger, create_app
+    from .tls import ssl_context
+
+    try:
+        ssl = ssl_context(config)
+    except (OSError, ValueError) as exc:
+        return _fail(f"TLS: {exc}")
     app = create_app(config)
-    print(f"SFU listening on http://{config.host}:{config.port}/", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=None)
+    scheme = "https" if ssl else "http"
+    shown_host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"SFU listening on {scheme}://{shown_host}:{config.port}/", flush=True)
+    if not config.auth_enabled:
+        where = "loopback only" if is_loopback(config.host) and not config.allow_open_rooms else "allow_open_rooms"
+        print(f"rooms are open (no auth_secret; {where})", flush=True)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        ssl_context=ssl,
+        print=None,
+        access_log_class=RedactingAccessLogger,
+        shutdown_timeout=config.shutdown_grace_s + 5,
+    )
     return 0
+
+
+def token(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sfu token",
+        description="Mint an access token signed with auth_secret (from --config, SFU_CONFIG or SFU_AUTH_SECRET).",
+    )
+    _config_args(parser)
+    parser.add_argument("--room", required=True, help='the room the token is for; "*" for every room')
+    parser.add_argument("--identity", required=True, help="who the token is for (the JWT sub)")
+    parser.add_argument(
+        "--grants",
+        default="publish,subscribe",
+        help="comma-separated: publish, subscribe, admin (default publish,subscribe)",
+    )
+    parser.add_argument("--name", help="display name, overrides the name in join")
+    parser.add_argument("--ttl", type=int, help="lifetime in seconds (default token_ttl_s, 6 hours)")
+    parser.add_argument("--url", help="print a join link for this server URL instead, e.g. https://sfu.example.com")
+    args = parser.parse_args(argv)
+    try:
+        # Minting needs only the secret: the listening options may be anything here.
+        config = load(args.config, {"allow_open_rooms": True})
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if not config.auth_secret:
+        return _fail("no auth_secret: set SFU_AUTH_SECRET or auth_secret in the config file")
+    try:
+        grants = auth.parse_grants(args.grants)
+        value = auth.mint(
+            config.auth_secret, args.identity, args.room, grants, args.ttl or config.token_ttl_s, name=args.name
+        )
+    except ValueError as exc:
+        print(f"sfu token: {exc}", file=sys.stderr)
+        return 2
+    if args.url:
+        query = {"room": args.room, "token": value}
+        print(f"{args.url.rstrip('/')}/?{urlencode(query)}")
+    else:
+        print(value)
+    return 0
+
+
+def show_config(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sfu config", description="Print the effective configuration (secrets masked).")
+    _config_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(json.dumps(config.public_view(), indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "token":
+        return token(argv[1:])
+    if argv and argv[0] == "config":
+        return show_config(argv[1:])
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    return serve(argv)
 
 
 if __name__ == "__main__":

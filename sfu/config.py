@@ -109,8 +109,12 @@ class Config:
     turn_ttl_s: int = field(default=86400, metadata=_doc("lifetime of the TURN credentials in `joined`"))
     # -- operations ---------------------------------------------------------------------
     metrics_enabled: bool = field(default=True, metadata=_doc("serve Prometheus metrics at /metrics"))
-    metrics_token_required: bool = field(
-        default=False, metadata=_doc("/metrics needs an admin token (Authorization: Bearer)")
+    metrics_public: bool = field(
+        default=False,
+        metadata=_doc(
+            "serve /metrics without a token even when auth_secret is set (otherwise it needs an "
+            "admin token for every room, room \"*\", as Authorization: Bearer)"
+        ),
     )
     shutdown_grace_s: float = field(
         default=5.0,

@@ -20,6 +20,7 @@ ERROR_CODES = {
     "kicked",
     "room-closed",
     "shutting-down",
+    "not-found",  # HTTP admin API only
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from .config import Config
 from .errors import SignalingError
 from .forwarding import Producer
+from .metrics import RetiredTotals
 from .rtc.peer import PublishPeer, SubscribePeer
 from .tasks import spawn
 
@@ -37,6 +38,14 @@ class Participant:
         self.closed = False
         self.joined_at = time.time()
         self.on_transport_failed: Callable[[Participant], None] | None = None
+        # Who joined and what they may do (from the access token; open rooms grant
+        # publish and subscribe). The signaling session that owns this participant.
+        self.identity = ""
+        self.grants: frozenset[str] = frozenset({"publish", "subscribe"})
+        self.session: Any = None
+
+    def can(self, grant: str) -> bool:
+        return grant in self.grants
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "tracks": [p.describe() for p in self.producers()]}
@@ -117,12 +126,20 @@ class Participant:
 
 
 class Room:
-    def __init__(self, name: str, capacity: int, on_empty: Callable[[Room], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        on_empty: Callable[[Room], None],
+        retired: RetiredTotals | None = None,
+    ) -> None:
         self.name = name
         self.capacity = capacity
         self.participants: dict[str, Participant] = {}
         self._on_empty = on_empty
         self.closed = False
+        self.created_at = time.time()
+        self.retired = retired if retired is not None else RetiredTotals()
 
     def check_capacity(self) -> None:
         if len(self.participants) >= self.capacity:
@@ -145,13 +162,14 @@ class Room:
         self._broadcast({"type": "participant-joined", "participant": participant.describe()}, exclude=participant)
         # Consume everything already published.
         producers = [p for other in others for p in other.producers()]
-        if producers:
+        if producers and participant.can("subscribe"):
             subscriber = participant.ensure_subscriber()
             for producer in producers:
                 subscriber.consume(producer)
             participant.renegotiate()
 
     def producers_changed(self, owner: Participant, added: list[Producer], removed: list[Producer]) -> None:
+        self.retired.retire_producers(removed)
         for producer in removed:
             self._broadcast(
                 {"type": "track-unpublished", "participant": owner.id, "track": producer.id}, exclude=owner
@@ -163,7 +181,7 @@ class Room:
         if not added and not removed:
             return
         for other in self.participants.values():
-            if other is owner:
+            if other is owner or not other.can("subscribe"):
                 continue
             if added:
                 subscriber = other.ensure_subscriber()
@@ -198,6 +216,7 @@ class Room:
             return
         del self.participants[participant.id]
         removed = participant.producers()
+        self.retired.retire_participant(participant)
         await participant.close()
         for other in self.participants.values():
             if other.subscriber is not None and removed:
@@ -219,11 +238,15 @@ class RoomManager:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.rooms: dict[str, Room] = {}
+        self.retired = RetiredTotals()
+        self.draining = False  # shutting down: no new joins
 
     def get_or_create(self, name: str) -> Room:
+        if self.draining:
+            raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
         room = self.rooms.get(name)
         if room is None or room.closed:
-            room = Room(name, self.config.room_capacity, self._remove)
+            room = Room(name, self.config.room_capacity, self._remove, self.retired)
             self.rooms[name] = room
         return room
 

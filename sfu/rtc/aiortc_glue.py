@@ -252,3 +252,224 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
     except (OSError, AttributeError):
         return False
     return True
+
+
+# =========================================================================================
+# -- ICE behind NAT: UDP port range and announced address (deployment) -------------------
+#
+# aioice binds each host candidate with ``create_datagram_endpoint(local_addr=(address, 0))``
+# in ``Connection.get_component_candidates`` and advertises the bound address. A server in a
+# container or behind 1:1 NAT needs two things aioice cannot do:
+#
+# - a UDP port range (so the range can be published/forwarded): host sockets are bound to a
+#   free port of [port_min, port_max] instead of port 0; server-reflexive candidates are then
+#   queried over those sockets with aioice's own ``server_reflexive_candidate``, and TURN
+#   (whose client socket only talks to the TURN server) is left to aioice;
+# - an announced address (what mediasoup calls ``announcedAddress``, LiveKit ``node_ip`` and
+#   Janus ``nat_1_1_mapping``): the host candidate keeps its socket but advertises the public
+#   address (same port: 1:1 NAT maps ports unchanged). ``keep_private_host`` also keeps the
+#   private candidate, like Janus' ``keep_private_host``, for clients on the same LAN.
+#
+# Both are process-wide, like ``set_host_addresses`` (aioice has no per-connection hook and
+# the server is one process); ``create_app`` sets them from its Config every time.
+# =========================================================================================
+
+import errno as _errno
+import inspect as _inspect
+import ipaddress as _ipaddress
+import random as _random
+import socket as _socket
+from dataclasses import dataclass as _dataclass
+
+import aioice.candidate
+import aioice.turn
+
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+# What our replacement assumes of aioice's method; checked by check_network_compatibility.
+_GATHER_MARKERS = ("local_addr=(address, 0)", "self._protocols += host_protocols", "server_reflexive_candidate")
+
+
+@_dataclass(frozen=True)
+class NetworkSettings:
+    port_min: int | None = None
+    port_max: int | None = None
+    announced_address: str | None = None
+    keep_private_host: bool = False
+
+
+_network = NetworkSettings()
+
+
+def check_network_compatibility() -> None:
+    """Raise GlueError unless the aioice internals used in this section are present."""
+    problems: list[str] = []
+    for owner, name in [
+        (aioice.ice, "server_reflexive_candidate"),
+        (aioice.ice, "StunProtocol"),
+        (aioice.ice.Connection, "get_component_candidates"),
+        (aioice.candidate, "candidate_foundation"),
+        (aioice.candidate, "candidate_priority"),
+        (aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),
+    ]:
+        if not hasattr(owner, name):
+            problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
+    try:
+        source = _inspect.getsource(_original_get_component_candidates)
+    except (OSError, TypeError):
+        source = ""
+    problems += [f"get_component_candidates no longer has {m!r}" for m in _GATHER_MARKERS if m not in source]
+    if "_protocols" not in aioice.ice.Connection.__init__.__code__.co_names:
+        problems.append("Connection._protocols is missing")
+    params = list(_inspect.signature(aioice.candidate.Candidate).parameters)
+    if params[:7] != ["foundation", "component", "transport", "priority", "host", "port", "type"]:
+        problems.append(f"Candidate() takes {params}")
+    if problems:
+        raise GlueError("aioice internals changed: " + "; ".join(problems))
+
+
+def configure_network(
+    port_min: int | None = None,
+    port_max: int | None = None,
+    announced_address: str | None = None,
+    keep_private_host: bool = False,
+) -> None:
+    """Bind ICE host candidates in [port_min, port_max] and/or advertise ``announced_address``
+    for them. All None: aioice's own behaviour."""
+    global _network
+    if (port_min is None) != (port_max is None):
+        raise ValueError("port_min and port_max go together")
+    if port_min is not None and port_max is not None and not 0 < port_min <= port_max < 65536:
+        raise ValueError(f"bad port range {port_min}-{port_max}")
+    _network = NetworkSettings(port_min, port_max, announced_address, keep_private_host)
+    if port_min is None and announced_address is None:
+        aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
+        return
+    check_network_compatibility()
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+
+
+def network_settings() -> NetworkSettings:
+    return _network
+
+
+async def _bind_in_range(
+    connection: aioice.ice.Connection, address: str, port_min: int, port_max: int
+) -> tuple[asyncio.DatagramTransport, aioice.ice.StunProtocol] | None:
+    """A UDP endpoint on ``address`` at a free port of the range (random start), or None."""
+    loop = asyncio.get_running_loop()
+    span = port_max - port_min + 1
+    start = _random.randrange(span)
+    for i in range(span):
+        port = port_min + (start + i) % span
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
+            )
+        except OSError as exc:
+            if exc.errno in (_errno.EADDRINUSE, _errno.EACCES):
+                continue
+            raise
+        return transport, protocol  # type: ignore[return-value]
+    return None
+
+
+async def _gather_in_port_range(
+    connection: aioice.ice.Connection,
+    component: int,
+    addresses: list[str],
+    timeout: int,
+    net: NetworkSettings,
+) -> list[aioice.candidate.Candidate]:
+    assert net.port_min is not None and net.port_max is not None
+    candidates: list[aioice.candidate.Candidate] = []
+    host_protocols: list[aioice.ice.StunProtocol] = []
+    for address in addresses:
+        try:
+            bound = await _bind_in_range(connection, address, net.port_min, net.port_max)
+        except OSError as exc:
+            logger.warning("ICE: could not bind to %s: %s", address, exc)
+            continue
+        if bound is None:
+            logger.warning("ICE: no free UDP port in %d-%d on %s", net.port_min, net.port_max, address)
+            continue
+        transport, protocol = bound
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+        host, port = transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = aioice.candidate.Candidate(
+            foundation=aioice.candidate.candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=aioice.candidate.candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        candidates.append(protocol.local_candidate)
+        host_protocols.append(protocol)
+    connection._protocols += host_protocols
+    # Server-reflexive candidates over our sockets; TURN exactly as aioice does it (called
+    # with no addresses, aioice's method gathers nothing but the relayed candidate).
+    tasks = []
+    if connection.stun_server:
+        for protocol in host_protocols:
+            if _ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+                tasks.append(
+                    asyncio.ensure_future(aioice.ice.server_reflexive_candidate(protocol, connection.stun_server))
+                )
+    relayed = asyncio.ensure_future(_original_get_component_candidates(connection, component, [], timeout))
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in done:
+            if task.exception() is None:
+                candidates.append(task.result()[0])
+        for task in pending:
+            task.cancel()
+    candidates += await relayed
+    return candidates
+
+
+def _announce(
+    connection: aioice.ice.Connection, candidates: list[aioice.candidate.Candidate], net: NetworkSettings
+) -> list[aioice.candidate.Candidate]:
+    """Advertise the announced address for every host candidate of its IP family."""
+    announced = net.announced_address
+    assert announced is not None
+    version = _ipaddress.ip_address(announced).version
+    out: list[aioice.candidate.Candidate] = []
+    for candidate in candidates:
+        if candidate.type != "host" or _ipaddress.ip_address(candidate.host).version != version:
+            out.append(candidate)
+            continue
+        public = aioice.candidate.Candidate(
+            foundation=aioice.candidate.candidate_foundation("host", "udp", announced),
+            component=candidate.component,
+            transport=candidate.transport,
+            priority=candidate.priority,
+            host=announced,
+            port=candidate.port,
+            type="host",
+        )
+        for protocol in connection._protocols:
+            if protocol.local_candidate is candidate:
+                protocol.local_candidate = public
+        out.append(public)
+        if net.keep_private_host and not _ipaddress.ip_address(candidate.host).is_unspecified:
+            if candidate.host != announced:
+                candidate.priority -= 1  # same socket: prefer the public one
+                out.append(candidate)
+    return out
+
+
+async def _get_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+) -> list[aioice.candidate.Candidate]:
+    net = _network
+    if net.port_min is not None:
+        candidates = await _gather_in_port_range(self, component, addresses, timeout, net)
+    else:
+        candidates = await _original_get_component_candidates(self, component, addresses, timeout)
+    if net.announced_address:
+        candidates = _announce(self, candidates, net)
+    return candidates

@@ -13,6 +13,7 @@ ROOM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 SOURCES = {"camera", "microphone", "screen"}
 MAX_SDP_CHARS = 60000
 MAX_CHAT_CHARS = 2000
+MAX_TOKEN_CHARS = 4096
 
 CLIENT_TYPES = {"join", "offer", "answer", "candidate", "mute", "subscription", "chat", "ping", "leave"}
 MAX_HEIGHT_PX = 8192
@@ -57,6 +58,9 @@ def _join(msg: dict[str, Any]) -> None:
     if not name:
         raise SignalingError("bad-message", "'name' must not be blank")
     msg["name"] = name
+    token = msg.get("token")
+    if token is not None:
+        _str(msg, "token", MAX_TOKEN_CHARS)
 
 
 def _offer(msg: dict[str, Any]) -> None:

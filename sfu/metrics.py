@@ -1,0 +1,182 @@
+"""Prometheus metrics, read at scrape time from the counters the objects already keep.
+
+Nothing here runs per packet: producers, out streams and peers count packets and bytes as
+plain integers as part of their work; the collector walks rooms → participants → producers /
+subscribe slots when Prometheus scrapes /metrics. Totals of objects that are gone (a participant
+left, a track was unpublished) are folded into ``RetiredTotals`` when they go, so the
+``*_total`` counters never go backwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .room import Participant, RoomManager
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class ServerStats:
+    """Counters of the signaling layer (plain integers, bumped where things happen)."""
+
+    joins: int = 0
+    auth_failures: int = 0
+    kicks: int = 0
+    errors_by_code: Counter[str] = field(default_factory=Counter)
+    started_at_s: float = field(default_factory=time.time)
+
+    def count_error(self, code: str) -> None:
+        self.errors_by_code[code] += 1
+
+
+@dataclass
+class Totals:
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    packets_dropped: int = 0
+    keyframe_requests: int = 0
+    malformed_packets: int = 0
+    unroutable_packets: int = 0
+
+    def add(self, other: Totals) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def producer_totals(producer: Any, into: Totals) -> None:
+    layers = getattr(producer, "layers", None)
+    stats = [layer.stats for layer in layers] if layers else [producer.stats]
+    for s in stats:
+        into.packets_in += s.packets
+        into.bytes_in += s.bytes
+    into.packets_dropped += producer.packets_dropped
+    into.keyframe_requests += producer.keyframe_requests_sent
+
+
+def subscriber_totals(subscriber: Any, into: Totals) -> None:
+    for slot in subscriber.slots:
+        into.packets_out += slot.out.packets_sent
+        into.bytes_out += slot.out.octets_sent
+        consumer = slot.consumer
+        if consumer is not None and not consumer.closed:
+            into.packets_dropped += consumer.packets_dropped
+    into.malformed_packets += subscriber.malformed_packets
+
+
+def participant_totals(participant: Participant, into: Totals) -> None:
+    """Everything a participant's connections counted (its live producers included)."""
+    if participant.publisher is not None:
+        for producer in participant.publisher.producers.values():
+            producer_totals(producer, into)
+        into.malformed_packets += participant.publisher.malformed_packets
+        into.unroutable_packets += participant.publisher.unroutable_packets
+    if participant.subscriber is not None:
+        subscriber_totals(participant.subscriber, into)
+
+
+class RetiredTotals(Totals):
+    """What closed objects had counted; kept by the RoomManager."""
+
+    def retire_participant(self, participant: Participant) -> None:
+        participant_totals(participant, self)
+
+    def retire_producers(self, producers: Iterable[Any]) -> None:
+        for producer in producers:
+            producer_totals(producer, self)
+
+
+class SfuCollector(Collector):
+    def __init__(self, rooms: RoomManager, stats: ServerStats) -> None:
+        self.rooms = rooms
+        self.stats = stats
+        self._last: tuple[float, int, int] | None = None  # (time, bytes in, bytes out)
+
+    def collect(self) -> Iterator[Metric]:
+        totals = Totals()
+        totals.add(self.rooms.retired)
+        participants = 0
+        producers = {"audio": 0, "video": 0}
+        consumers = 0
+        per_room = GaugeMetricFamily("sfu_room_participants", "Participants in each room", labels=["room"])
+        for room in list(self.rooms.rooms.values()):
+            per_room.add_metric([room.name], len(room.participants))
+            for participant in list(room.participants.values()):
+                participants += 1
+                participant_totals(participant, totals)
+                for producer in participant.producers():
+                    producers[producer.kind] = producers.get(producer.kind, 0) + 1
+                if participant.subscriber is not None:
+                    consumers += len(participant.subscriber.consumers())
+        now = time.monotonic()
+        bitrate_in = bitrate_out = 0.0
+        if self._last is not None and now - self._last[0] > 0.05:
+            dt = now - self._last[0]
+            bitrate_in = max(0.0, (totals.bytes_in - self._last[1]) * 8 / dt)
+            bitrate_out = max(0.0, (totals.bytes_out - self._last[2]) * 8 / dt)
+        self._last = (now, totals.bytes_in, totals.bytes_out)
+
+        yield GaugeMetricFamily("sfu_rooms", "Rooms open", value=len(self.rooms.rooms))
+        yield GaugeMetricFamily("sfu_participants", "Participants in all rooms", value=participants)
+        yield per_room
+        streams = GaugeMetricFamily("sfu_producers", "Incoming media streams (published tracks)", labels=["kind"])
+        for kind, count in sorted(producers.items()):
+            streams.add_metric([kind], count)
+        yield streams
+        yield GaugeMetricFamily("sfu_consumers", "Outgoing media streams (one per subscriber and track)", value=consumers)
+        yield CounterMetricFamily("sfu_packets_received", "RTP packets received from publishers", value=totals.packets_in)
+        yield CounterMetricFamily("sfu_bytes_received", "RTP bytes received from publishers", value=totals.bytes_in)
+        yield CounterMetricFamily("sfu_packets_forwarded", "RTP packets forwarded to subscribers", value=totals.packets_out)
+        yield CounterMetricFamily(
+            "sfu_bytes_forwarded", "RTP payload bytes forwarded to subscribers", value=totals.bytes_out
+        )
+        yield CounterMetricFamily(
+            "sfu_packets_dropped",
+            "RTP packets not forwarded (wrong payload type, out of window; live consumers' drops included)",
+            value=totals.packets_dropped,
+        )
+        yield CounterMetricFamily(
+            "sfu_keyframe_requests", "Keyframe requests (PLI) sent to publishers", value=totals.keyframe_requests
+        )
+        yield CounterMetricFamily(
+            "sfu_malformed_packets", "Malformed RTP/RTCP packets dropped", value=totals.malformed_packets
+        )
+        yield CounterMetricFamily(
+            "sfu_unroutable_packets", "RTP packets of no known stream dropped", value=totals.unroutable_packets
+        )
+        yield GaugeMetricFamily(
+            "sfu_bitrate_in_bps", "Incoming RTP bitrate since the previous scrape", value=bitrate_in
+        )
+        yield GaugeMetricFamily(
+            "sfu_bitrate_out_bps", "Forwarded RTP bitrate since the previous scrape", value=bitrate_out
+        )
+        yield CounterMetricFamily("sfu_joins", "Successful joins", value=self.stats.joins)
+        yield CounterMetricFamily("sfu_auth_failures", "Joins and requests refused for a bad or missing token",
+                                  value=self.stats.auth_failures)
+        yield CounterMetricFamily("sfu_kicks", "Participants removed by an admin", value=self.stats.kicks)
+        errors = CounterMetricFamily("sfu_errors", "Error messages sent to clients, by code", labels=["code"])
+        for code, count in sorted(self.stats.errors_by_code.items()):
+            errors.add_metric([code], count)
+        yield errors
+        yield GaugeMetricFamily("sfu_start_time_seconds", "Unix time the server started", value=self.stats.started_at_s)
+
+
+def make_registry(rooms: RoomManager, stats: ServerStats) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SfuCollector(rooms, stats))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,171 @@
+"""HTTP routes besides /ws: the admin API (admin grant) and Prometheus /metrics.
+
+Every request names its token as ``Authorization: Bearer <token>``. Answers are JSON; errors
+are ``{"type": "error", "code", "message"}`` with the same codes as the WebSocket
+(docs/protocol.md): 401 ``unauthorized`` (no token, a bad or expired one, or one for another
+room), 403 ``forbidden`` (no admin grant), 404 ``not-found``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from .. import auth
+from ..errors import SignalingError
+from ..metrics import CONTENT_TYPE, render
+
+_STATUS = {"unauthorized": 401, "forbidden": 403, "not-found": 404}
+
+
+def _fail(request: web.Request, code: str, message: str) -> web.Response:
+    from ..app import STATS_KEY
+
+    stats = request.app[STATS_KEY]
+    stats.count_error(code)
+    if code == "unauthorized":
+        stats.auth_failures += 1
+    return web.json_response({"type": "error", "code": code, "message": message}, status=_STATUS.get(code, 400))
+
+
+def _verified(request: web.Request) -> auth.Claims:
+    from ..app import CONFIG_KEY
+
+    config = request.app[CONFIG_KEY]
+    if not config.auth_enabled:
+        raise SignalingError("unauthorized", "the admin API needs auth_secret to be configured")
+    token = auth.bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise SignalingError("unauthorized", "missing 'Authorization: Bearer <token>'")
+    return auth.verify(config.auth_secret, token)
+
+
+def admin_claims(request: web.Request, room: str | None) -> auth.Claims:
+    """The claims of the request's token if it grants admin over ``room`` (None: every
+    room, i.e. a token for room "*"); SignalingError otherwise."""
+    claims = _verified(request)
+    if room is None and claims.room != auth.ANY_ROOM:
+        raise SignalingError("unauthorized", "this needs a token for every room (room \"*\")")
+    if room is not None and not claims.covers(room):
+        raise SignalingError("unauthorized", f"the token is not for room {room!r}")
+    if not claims.can("admin"):
+        raise SignalingError("forbidden", "the token does not grant admin")
+    return claims
+
+
+def _guarded(handler: Any) -> Any:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except SignalingError as exc:
+            return _fail(request, exc.code, exc.message)
+
+    return wrapped
+
+
+def describe_participant(participant: Any) -> dict[str, Any]:
+    return {
+        "id": participant.id,
+        "identity": participant.identity,
+        "name": participant.name,
+        "grants": sorted(participant.grants),
+        "joined_at": participant.joined_at,
+        "tracks": [p.describe() for p in participant.producers()],
+    }
+
+
+@_guarded
+async def list_rooms(request: web.Request) -> web.Response:
+    from ..app import ROOMS_KEY
+
+    claims = _any_admin(request)
+    rooms = [
+        {"name": r.name, "participants": len(r.participants), "created_at": r.created_at}
+        for r in list(request.app[ROOMS_KEY].rooms.values())
+        if claims.covers(r.name)
+    ]
+    return web.json_response({"rooms": rooms})
+
+
+def _any_admin(request: web.Request) -> auth.Claims:
+    """An admin token for any room (it lists only the rooms it covers)."""
+    claims = _verified(request)
+    if not claims.can("admin"):
+        raise SignalingError("forbidden", "the token does not grant admin")
+    return claims
+
+
+def _room(request: web.Request) -> Any:
+    from ..app import ROOMS_KEY
+
+    name = request.match_info["room"]
+    admin_claims(request, name)
+    room = request.app[ROOMS_KEY].rooms.get(name)
+    if room is None or room.closed:
+        raise SignalingError("not-found", f"no room {name!r}")
+    return room
+
+
+@_guarded
+async def get_room(request: web.Request) -> web.Response:
+    room = _room(request)
+    return web.json_response(
+        {"name": room.name, "participants": [describe_participant(p) for p in list(room.participants.values())]}
+    )
+
+
+@_guarded
+async def kick_participant(request: web.Request) -> web.Response:
+    from ..app import STATS_KEY
+
+    room = _room(request)
+    participant_id = request.match_info["participant"]
+    participant = room.participants.get(participant_id)
+    if participant is None:
+        raise SignalingError("not-found", f"no participant {participant_id!r} in room {room.name!r}")
+    await disconnect_participant(participant, "kicked", "kicked", "an administrator removed you from the room")
+    request.app[STATS_KEY].kicks += 1
+    return web.json_response({"kicked": participant_id, "room": room.name})
+
+
+@_guarded
+async def close_room(request: web.Request) -> web.Response:
+    from ..app import STATS_KEY
+
+    room = _room(request)
+    ids = list(room.participants)
+    for participant in list(room.participants.values()):
+        await disconnect_participant(participant, "kicked", "room-closed", "an administrator closed the room")
+        request.app[STATS_KEY].kicks += 1
+    return web.json_response({"closed": room.name, "participants": ids})
+
+
+async def disconnect_participant(participant: Any, leave_reason: str, code: str, message: str) -> None:
+    session = participant.session
+    if session is not None:
+        await session.disconnect(leave_reason, code, message, WSCloseCode.POLICY_VIOLATION)
+    else:  # not attached to a socket (should not happen): just remove it
+        await participant.room.leave(participant, leave_reason)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from ..app import CONFIG_KEY, METRICS_KEY
+
+    config = request.app[CONFIG_KEY]
+    if config.auth_enabled and not config.metrics_public:
+        try:
+            admin_claims(request, None)
+        except SignalingError as exc:
+            return _fail(request, exc.code, exc.message)
+    body = render(request.app[METRICS_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def add_routes(app: web.Application, metrics_enabled: bool) -> None:
+    app.router.add_get("/admin/rooms", list_rooms)
+    app.router.add_get("/admin/rooms/{room}", get_room)
+    app.router.add_delete("/admin/rooms/{room}", close_room)
+    app.router.add_delete("/admin/rooms/{room}/participants/{participant}", kick_participant)
+    if metrics_enabled:
+        app.router.add_get("/metrics", metrics)
