@@ -8,6 +8,9 @@ const NAME_KEY = 'sfu.name';
 const params = new URLSearchParams(location.search);
 const session = new Session();
 const ui = new UI();
+// ?token=JWT joins with an access token; ?relay=1 uses TURN relays only (iceTransportPolicy).
+session.token = params.get('token');
+session.iceTransportPolicy = params.get('relay') === '1' ? 'relay' : 'all';
 window.sfuSession = session; // for end-to-end tests and the console
 
 let last = { room: params.get('room') ?? '', name: params.get('name') ?? storedName() };

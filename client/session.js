@@ -72,6 +72,7 @@ export class Session {
     let joinMsg;
     try {
       joinMsg = P.join(room, name);
+      if (this.token) joinMsg.token = this.token; // access token (app.js: ?token=)
     } catch (e) {
       return Promise.reject(e); // ProtocolError: bad room or name
     }
@@ -539,7 +540,11 @@ export class Session {
   // ----- internals: peer connections ---------------------------------------------------
 
   _createPc(name) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy ?? 'all', // app.js: ?relay=1 forces TURN
+      bundlePolicy: 'max-bundle',
+    });
     pc.onicecandidate = (ev) => this._onLocalCandidate(name, ev.candidate);
     pc.onconnectionstatechange = () => {
       if (pc !== this[`${name}Pc`]) return;
