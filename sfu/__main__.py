@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from . import auth
 from .config import ConfigError, is_loopback, load
 
-COMMANDS = ("serve", "token", "config")
+COMMANDS = ("serve", "token", "config", "healthcheck")
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sfu",
-        description="Run the SFU server. Other commands: `sfu token --help`, `sfu config`.",
+        description="Run the SFU server. Other commands: `sfu token --help`, `sfu config`, `sfu healthcheck`.",
         epilog="Every option: docs/configuration.md. Precedence: defaults < --config file < SFU_* env < flags.",
     )
     _config_args(parser)
@@ -169,8 +169,38 @@ def show_config(argv: list[str]) -> int:
     return 0
 
 
+def healthcheck(argv: list[str]) -> int:
+    """GET /healthz on this machine with the configured port and scheme; exit 0 if ok
+    (the Dockerfile's HEALTHCHECK)."""
+    import ssl
+    import urllib.request
+
+    parser = argparse.ArgumentParser(prog="sfu healthcheck", description="Exit 0 if the local server is healthy.")
+    _config_args(parser)
+    parser.add_argument("--timeout", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config, {"allow_open_rooms": True})
+    except ConfigError as exc:
+        return _fail(str(exc))
+    host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.tls_enabled else "http"
+    context = ssl._create_unverified_context() if config.tls_enabled else None  # our own cert, on this machine
+    try:
+        with urllib.request.urlopen(f"{scheme}://{host}:{config.port}/healthz", timeout=args.timeout, context=context) as r:
+            body = json.loads(r.read())
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(body))
+    return 0 if body.get("status") == "ok" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "healthcheck":
+        return healthcheck(argv[1:])
     if argv and argv[0] == "token":
         return token(argv[1:])
     if argv and argv[0] == "config":

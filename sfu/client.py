@@ -162,10 +162,11 @@ class ReceivedStream:
 class Participant:
     """One client: a WebSocket, a publish connection and a subscribe connection."""
 
-    def __init__(self, url: str, room: str, name: str) -> None:
+    def __init__(self, url: str, room: str, name: str, token: str | None = None) -> None:
         self.url = url
         self.room = room
         self.name = name
+        self.token = token  # access token, sent in join
         self.id: str | None = None
         self.joined: dict[str, Any] | None = None
         self.messages: list[dict[str, Any]] = []
@@ -231,7 +232,10 @@ class Participant:
     async def join(self) -> dict[str, Any]:
         if self._ws is None:
             await self.connect()
-        await self.send({"type": "join", "room": self.room, "name": self.name})
+        join: dict[str, Any] = {"type": "join", "room": self.room, "name": self.name}
+        if self.token is not None:
+            join["token"] = self.token
+        await self.send(join)
         msg = await self.wait_for(lambda m: m.get("type") in ("joined", "error"))
         if msg["type"] == "error":
             raise RuntimeError(f"join failed: {msg['code']}: {msg['message']}")

@@ -11,12 +11,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+
+def _client_dir() -> Path:
+    """The browser client: the repository's client/ (source checkout, editable install),
+    else the copy docker/install.sh puts in <prefix>/share/sfu/client."""
+    repo = Path(__file__).resolve().parent.parent / "client"
+    installed = Path(sys.prefix) / "share" / "sfu" / "client"
+    return repo if repo.is_dir() or not installed.is_dir() else installed
+
+
+CLIENT_DIR = _client_dir()
 MIN_SECRET_BYTES = 32
 
 
