@@ -26,7 +26,8 @@ class RunningServer:
 
 
 async def start_server(**options) -> RunningServer:
-    config = Config(port=free_port(), ice_host_addresses=("127.0.0.1",), **options)
+    options.setdefault("ice_host_addresses", ("127.0.0.1",))
+    config = Config(port=free_port(), **options)
     runner = web.AppRunner(create_app(config))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", config.port).start()
