@@ -1,13 +1,19 @@
 // Entry point: reads the URL (?room=NAME&name=X&autojoin=1) and wires the Session to the UI.
 
+import { QualityWatcher } from './quality.js';
 import { Session } from './session.js';
 import { UI } from './ui.js';
 import { isValidName, isValidRoom, MAX_NAME_CHARS } from './protocol.js';
 
 const NAME_KEY = 'sfu.name';
 const params = new URLSearchParams(location.search);
-const session = new Session();
+// ?simulcast=0 publishes the camera as a single stream; ?publish=0 joins as a viewer.
+const session = new Session({
+  simulcast: params.get('simulcast') !== '0',
+  publish: params.get('publish') !== '0',
+});
 const ui = new UI();
+const quality = new QualityWatcher(session);
 // ?token=JWT joins with an access token; ?relay=1 uses TURN relays only (iceTransportPolicy).
 session.token = params.get('token');
 session.iceTransportPolicy = params.get('relay') === '1' ? 'relay' : 'all';
@@ -42,7 +48,7 @@ function join(room, name) {
   ui.hideBanner();
   ui.clearCall();
   ui.showCall(room);
-  ui.setLocalStream(null);
+  if (session.publish) ui.setLocalStream(null); // viewers have no tile of their own
   updateControls();
   session.join(room, name).catch(() => {}); // failures arrive as events below
 }
@@ -158,8 +164,14 @@ for (const type of ['track-published', 'track-unpublished', 'mute']) {
   session.on(type, ({ participant }) => refreshParticipant(participant));
 }
 
-session.on('remote-track', (c) => ui.addRemoteTrack(c, nameOf(c.participant)));
-session.on('remote-track-removed', (c) => ui.removeRemoteTrack(c));
+session.on('remote-track', (c) => {
+  const tile = ui.addRemoteTrack(c, nameOf(c.participant));
+  if (c.kind === 'video' && tile) quality.watch(c.track, tile.el);
+});
+session.on('remote-track-removed', (c) => {
+  quality.unwatch(c.track);
+  ui.removeRemoteTrack(c);
+});
 session.on('chat', (m) => ui.addChat(m));
 
 session.on('error', ({ code, message, fatal }) => {

@@ -90,6 +90,11 @@ export function mute(track, muted) {
   return { type: 'mute', track, muted: Boolean(muted) };
 }
 
+/** What we want of a remote track: a height cap in pixels (null: none) or nothing (paused). */
+export function subscription(track, maxHeight, paused) {
+  return { type: 'subscription', track, max_height: maxHeight, paused: !!paused };
+}
+
 export function chat(text) {
   if (typeof text !== 'string' || text.length === 0 || charCount(text) > MAX_CHAT_CHARS) {
     throw new ProtocolError(`chat text must be 1–${MAX_CHAT_CHARS} characters`);

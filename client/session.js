@@ -11,6 +11,15 @@ export const MEDIA_CONSTRAINTS = Object.freeze({
 
 const JOIN_TIMEOUT_MS = 15_000;
 
+// Camera simulcast: lowest layer first (the server takes the order as low → high). Chrome
+// sends all three only from a capture of 720p or more, and drops the top ones when its
+// uplink estimate is too low for them.
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
+]);
+
 // Local sources whose mute state the user controls, and their track kind.
 const MUTABLE = { microphone: 'audio', camera: 'video' };
 
@@ -19,9 +28,11 @@ export function defaultWsUrl(loc = globalThis.location) {
 }
 
 export class Session {
-  /** @param {{wsUrl?: string}} [options] */
-  constructor({ wsUrl } = {}) {
+  /** @param {{wsUrl?: string, simulcast?: boolean, publish?: boolean}} [options] */
+  constructor({ wsUrl, simulcast = true, publish = true } = {}) {
     this.wsUrl = wsUrl ?? defaultWsUrl();
+    this.simulcast = simulcast;
+    this.publish = publish; // false: a viewer that only receives
     this._handlers = new Map();
     this._gen = 0; // bumped on cleanup; async work of an older generation is dropped
     this._muted = { microphone: false, camera: false }; // kept across rejoins
@@ -86,7 +97,7 @@ export class Session {
     const joined = new Promise((resolve, reject) => (this._joinWaiter = { resolve, reject }));
     joined.catch(() => {}); // callers that ignore the promise rely on events instead
 
-    this._mediaReady = this._acquireMedia(gen);
+    this._mediaReady = this.publish ? this._acquireMedia(gen) : Promise.resolve();
     const ws = new WebSocket(this.wsUrl);
     this.ws = ws;
     ws.onopen = () => this._send(joinMsg);
@@ -243,6 +254,7 @@ export class Session {
   // ----- internals: state ------------------------------------------------------
 
   _reset() {
+    this._subscriptions = new Map(); // track id -> last {maxHeight, paused} sent
     this.ws = null;
     this.id = null; // our participant id
     this.room = null;
@@ -582,7 +594,9 @@ export class Session {
     // Microphone first, then camera: mids follow this order.
     for (const [source, kind] of Object.entries(MUTABLE)) {
       for (const track of stream.getTracks().filter((t) => t.kind === kind)) {
-        const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+        const init = { direction: 'sendonly', streams: [stream] };
+        if (kind === 'video' && this.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+        const t = pc.addTransceiver(track, init);
         this._pub.sources.set(t, source);
       }
     }
@@ -689,6 +703,17 @@ export class Session {
     const entry = { mid, participant: c.participant, track: c.track, kind: c.kind, source: c.source, mediaTrack };
     this.consumers.set(mid, entry);
     this._emit('remote-track', entry);
+  }
+
+  /**
+   * Tell the server how much of a remote track we need: the height we render it at
+   * (a cap; null for no cap), or nothing at all while it is not visible (paused).
+   */
+  setSubscription(track, { maxHeight = null, paused = false } = {}) {
+    const last = this._subscriptions.get(track);
+    if (last && last.maxHeight === maxHeight && last.paused === paused) return;
+    this._subscriptions.set(track, { maxHeight, paused });
+    if (this.state === 'joined') this._send(P.subscription(track, maxHeight, paused));
   }
 
   _detach(mid) {

@@ -295,9 +295,11 @@ export class UI {
         this._layout();
       }
       tile.addTrack(mediaTrack);
-    } else {
-      this.participantTile(participant, name).addTrack(mediaTrack);
+      return tile;
     }
+    const tile = this.participantTile(participant, name);
+    tile.addTrack(mediaTrack);
+    return tile;
   }
 
   removeRemoteTrack({ participant, source, mediaTrack }) {
