@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import struct
 import random
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,90 @@ class PreEncodedTrack(MediaStreamTrack):
         return packet
 
 
+# -- publishing RTP directly (simulcast, send timestamps) ------------------------------
+
+MID_EXT_ID = 1  # aiortc's offer uses 1 for sdes:mid
+RID_EXT_ID = 10
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+VP8_MAX_PAYLOAD = 1200
+# Appended to each video frame: magic + publisher wall-clock time in microseconds. Subscribers
+# read it from the last packet of a frame without decoding (decoders ignore trailing bytes).
+TRAILER_MAGIC = b"SFUt"
+TRAILER = struct.Struct("!4sQ")
+SIMULCAST_LAYERS = (("q", 160, 90, 100_000), ("h", 320, 180, 300_000), ("f", 640, 360, 900_000))
+
+
+def vp8_packetize(frame: bytes, picture_id: int) -> list[bytes]:
+    """RTP payloads for one VP8 frame (RFC 7741) with a 15-bit picture ID."""
+    chunks = [frame[i : i + VP8_MAX_PAYLOAD] for i in range(0, len(frame), VP8_MAX_PAYLOAD)] or [b""]
+    pid = bytes([0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF])
+    return [bytes([0x90 if i == 0 else 0x80, 0x80]) + pid + c for i, c in enumerate(chunks)]
+
+
+def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in elements)
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+@dataclass
+class RtpStream:
+    """One outgoing RTP stream of the RTP publisher."""
+
+    clip: Clip
+    payload_type: int
+    clock: int
+    mid: str
+    rid: str | None
+    ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+    seq: int = field(default_factory=lambda: random.getrandbits(15))
+    ts_base: int = field(default_factory=lambda: random.getrandbits(31))
+    picture_id: int = field(default_factory=lambda: random.getrandbits(15))
+    packets_sent: int = 0
+
+    def packets(self, index: int, trailer: bool) -> list[bytes]:
+        data, _key = self.clip.frames[index % len(self.clip.frames)]
+        ts = (self.ts_base + index * int(self.clock / self.clip.fps)) & 0xFFFFFFFF
+        if self.clip.kind == "video":
+            if trailer:
+                data += TRAILER.pack(TRAILER_MAGIC, int(time.time() * 1_000_000))
+            payloads = vp8_packetize(data, self.picture_id)
+            self.picture_id = (self.picture_id + 1) & 0x7FFF
+        else:
+            payloads = [data]
+        ext = b""
+        if self.rid is not None:
+            ext = one_byte_extensions([(MID_EXT_ID, self.mid.encode()), (RID_EXT_ID, self.rid.encode())])
+        out = []
+        for i, payload in enumerate(payloads):
+            marker = 1 if i == len(payloads) - 1 else 0
+            b0 = 0x90 if ext else 0x80
+            header = struct.pack("!BBHII", b0, (marker << 7) | self.payload_type, self.seq, ts, self.ssrc)
+            self.seq = (self.seq + 1) & 0xFFFF
+            out.append(header + ext + payload)
+        return out
+
+
+def _munge_offer(sdp: str, video_mid: str | None, rids: list[str]) -> str:
+    """Turn aiortc's video m-section into a RID simulcast offer (no SSRCs, RID extension)."""
+    out: list[str] = []
+    mid = None
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            mid = None
+        if line.startswith("a=mid:"):
+            mid = line[6:]
+        in_video = mid is not None and mid == video_mid
+        if in_video and rids and (line.startswith("a=ssrc") or line.startswith("a=ssrc-group")):
+            continue
+        out.append(line)
+        if in_video and rids and line.startswith("a=mid:"):
+            out.append(f"a=extmap:{RID_EXT_ID} {RID_URI}")
+            out.extend(f"a=rid:{rid} send" for rid in rids)
+            out.append("a=simulcast:send " + ";".join(rids))
+    return "\r\n".join(out)
+
+
 # -- receiving ---------------------------------------------------------------------------
 
 
@@ -157,6 +242,7 @@ class ReceivedStream:
     first_packet_s: float | None = None
     last_packet_s: float | None = None
     seqs: set[int] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)  # publisher send → here, per frame
 
 
 class Participant:
@@ -179,6 +265,8 @@ class Participant:
         self.publish_pc: Any = None
         self.subscribe_pc: Any = None
         self._answer: asyncio.Future[str] | None = None
+        self.rtp_streams: list[RtpStream] = []
+        self._rtp_task: asyncio.Task[None] | None = None
         self.closed = False
 
     # -- signaling ------------------------------------------------------------------------
@@ -271,6 +359,69 @@ class Participant:
             raise RuntimeError(f"publish failed: {[d.result() for d in done]}")
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(self._answer.result(), "answer"))
 
+    async def publish_rtp(
+        self, audio: bool = True, video: bool = True, simulcast: bool = False, trailer: bool = True
+    ) -> None:
+        """Publish pre-encoded clips as RTP written by us: optionally as three simulcast layers
+        (RIDs q, h, f at 160x90, 320x180, 640x360), with send-time trailers in video frames."""
+        pc = self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
+        transceivers = []
+        ssrcs: dict[str, int] = {}
+        for kind, wanted in (("audio", audio), ("video", video)):
+            if wanted:
+                t = pc.addTransceiver(kind, direction="sendonly")
+                ssrcs[kind], _rtx = glue.prepare_forwarding_sender(t, "rtp-publisher", kind)
+                transceivers.append(t)
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        video_t = next((t for t in transceivers if t.kind == "video"), None)
+        rids = [layer[0] for layer in SIMULCAST_LAYERS] if simulcast and video_t is not None else []
+        sdp = _munge_offer(pc.localDescription.sdp, video_t.mid if video_t else None, rids)
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.send({"type": "offer", "pc": "publish", "sdp": sdp})
+        answer = await asyncio.wait_for(self._answer, 15)
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        description = aiortc_sdp.SessionDescription.parse(answer)
+        streams: list[RtpStream] = []
+        for t in transceivers:
+            media = next(m for m in description.media if m.rtp.muxId == t.mid)
+            codec = next(c for c in media.rtp.codecs if c.name.lower() in ("vp8", "opus"))
+            if t.kind == "audio":
+                streams.append(RtpStream(load_clip("audio"), codec.payloadType, AUDIO_CLOCK, t.mid, None, ssrc=ssrcs["audio"]))
+            elif rids:
+                for rid, width, height, bitrate in SIMULCAST_LAYERS:
+                    clip = load_clip("video", width=width, height=height, bitrate=bitrate)
+                    streams.append(RtpStream(clip, codec.payloadType, VIDEO_CLOCK, t.mid, rid))
+            else:
+                streams.append(RtpStream(load_clip("video"), codec.payloadType, VIDEO_CLOCK, t.mid, None, ssrc=ssrcs["video"]))
+        self.rtp_streams = streams
+        self._rtp_task = asyncio.get_running_loop().create_task(self._send_rtp(pc, streams, trailer))
+
+    async def _send_rtp(self, pc: Any, streams: list[RtpStream], trailer: bool) -> None:
+        """Send every stream's frames in real time until the connection closes."""
+        while not glue.dtls_transports(pc) or not glue.is_connected(glue.dtls_transports(pc)[0]):
+            if pc.connectionState in ("failed", "closed"):
+                return
+            await asyncio.sleep(0.02)
+        transport = glue.dtls_transports(pc)[0]
+        start = time.monotonic()
+        sent: dict[int, int] = {id(s): 0 for s in streams}
+        while pc.connectionState not in ("failed", "closed") and not self.closed:
+            now = time.monotonic() - start
+            next_due = now + 0.05
+            for stream in streams:
+                due_index = int(now * stream.clip.fps)
+                if due_index - sent.get(id(stream), due_index) > stream.clip.fps:
+                    sent[id(stream)] = due_index  # a stream paused for a while resumes now
+                sent.setdefault(id(stream), due_index)
+                while sent[id(stream)] <= due_index:
+                    for packet in stream.packets(sent[id(stream)], trailer):
+                        if glue.send_packet(transport, packet):
+                            stream.packets_sent += 1
+                    sent[id(stream)] += 1
+                next_due = min(next_due, (sent[id(stream)]) / stream.clip.fps)
+            await asyncio.sleep(max(0.0, next_due - (time.monotonic() - start)))
+
     async def renegotiate_publish(self) -> None:
         """Send a new publish offer (after changing transceivers) and apply the answer."""
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
@@ -325,8 +476,14 @@ class Participant:
         stream.packets += 1
         stream.bytes += len(data)
         stream.seqs.add(view.seq)
-        if stream.kind == "video" and vp8_keyframe_start(data[view.payload_start : view.payload_end]):
-            stream.keyframes += 1
+        if stream.kind == "video":
+            if vp8_keyframe_start(data[view.payload_start : view.payload_end]):
+                stream.keyframes += 1
+            end = view.payload_end
+            if view.marker and end - view.payload_start >= TRAILER.size:
+                magic, sent_us = TRAILER.unpack_from(data, end - TRAILER.size)
+                if magic == TRAILER_MAGIC:
+                    stream.latencies_ms.append((time.time() * 1_000_000 - sent_us) / 1000)
 
     async def _on_rtcp(self, data: bytes) -> None:
         return None
@@ -346,6 +503,9 @@ class Participant:
                 await self.send({"type": "leave"})
             except ConnectionError:
                 pass
+        if self._rtp_task is not None:
+            self._rtp_task.cancel()
+            await asyncio.gather(self._rtp_task, return_exceptions=True)
         for pc in (self.publish_pc, self.subscribe_pc):
             if pc is not None:
                 await pc.close()
