@@ -1,0 +1,1 @@
+"""Bandwidth estimation and allocation: pure code, time always an argument."""

@@ -1,0 +1,138 @@
+"""Fitting one subscriber's videos into its downlink estimate.
+
+Order of service: audio first (always), then screen shares and the pinned or speaking
+participant, then the others by requested height (a bigger tile first). Each video gets its
+lowest layer if it fits, else it is paused for bandwidth; then videos are raised, in the same
+order, towards the layer they asked for while the budget lasts.
+
+Against flapping (the anchors' users' top complaint) the decisions have hysteresis:
+- down fast: when the current estimate no longer carries the current allocation, step down now;
+- up slowly: step up only to what the *lowest* estimate of the last UPGRADE_HOLD_MS carries,
+  with UPGRADE_HEADROOM to spare, so one good sample never raises a layer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Hashable
+
+UPGRADE_HOLD_MS = 2500
+UPGRADE_HEADROOM = 0.85  # use at most 85 % of the held estimate when stepping up
+AUDIO_BPS = 50_000
+
+PAUSED = -1
+# Reasons, as told to clients and logged.
+REASON_FITS = "fits"
+REASON_REQUESTED = "requested"
+REASON_BANDWIDTH = "bandwidth"
+REASON_UNCONSTRAINED = "unconstrained"
+
+PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_NORMAL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class VideoDemand:
+    key: Hashable
+    priority: int  # PRIORITY_*
+    wanted_layer: int  # highest layer the subscriber wants (PAUSED: wants none)
+    layer_bps: tuple[int, ...]  # measured bitrate of each layer, lowest first (0: not sent)
+    requested_height: int = 0  # for ordering within a priority
+
+
+@dataclass(frozen=True)
+class Allocation:
+    layer: int  # PAUSED or a layer index
+    reason: str
+
+
+def allocate(budget_bps: float, audio_streams: int, demands: list[VideoDemand]) -> dict[Hashable, Allocation]:
+    """One allocation for one budget, without history."""
+    remaining = budget_bps - audio_streams * AUDIO_BPS
+    order = sorted(demands, key=lambda d: (d.priority, -d.requested_height))
+    out: dict[Hashable, Allocation] = {}
+    chosen: dict[Hashable, int] = {}
+    for d in order:
+        if d.wanted_layer == PAUSED:
+            out[d.key] = Allocation(PAUSED, REASON_REQUESTED)
+            continue
+        lowest = _lowest_sent(d)
+        cost = d.layer_bps[lowest] if lowest is not None else 0
+        if lowest is None or cost <= remaining:
+            chosen[d.key] = lowest if lowest is not None else 0
+            remaining -= cost
+        else:
+            out[d.key] = Allocation(PAUSED, REASON_BANDWIDTH)
+    for d in order:
+        if d.key not in chosen:
+            continue
+        layer = chosen[d.key]
+        for candidate in range(layer + 1, min(d.wanted_layer, len(d.layer_bps) - 1) + 1):
+            extra = d.layer_bps[candidate] - d.layer_bps[layer]
+            if d.layer_bps[candidate] == 0:
+                continue  # not sent by the publisher now
+            if extra <= remaining:
+                remaining -= extra
+                layer = candidate
+            else:
+                break
+        chosen[d.key] = layer
+        reason = REASON_FITS if layer >= min(d.wanted_layer, _highest_sent(d)) else REASON_BANDWIDTH
+        out[d.key] = Allocation(layer, reason)
+    return out
+
+
+def _lowest_sent(d: VideoDemand) -> int | None:
+    for i, bps in enumerate(d.layer_bps):
+        if bps > 0:
+            return i
+    return None
+
+
+def _highest_sent(d: VideoDemand) -> int:
+    sent = [i for i, bps in enumerate(d.layer_bps) if bps > 0]
+    return max(sent) if sent else 0
+
+
+class StreamAllocator:
+    """Allocation with hysteresis for one subscriber."""
+
+    def __init__(self) -> None:
+        self._estimates: deque[tuple[float, float]] = deque()
+        self.current: dict[Hashable, Allocation] = {}
+
+    def update(
+        self, now_ms: float, estimate_bps: int | None, audio_streams: int, demands: list[VideoDemand]
+    ) -> dict[Hashable, Allocation]:
+        """New allocations; also kept in ``current``. estimate None: nothing limits."""
+        if estimate_bps is None:
+            self._estimates.clear()
+            self.current = {
+                d.key: Allocation(d.wanted_layer, REASON_REQUESTED if d.wanted_layer == PAUSED else REASON_UNCONSTRAINED)
+                for d in demands
+            }
+            return self.current
+        self._estimates.append((now_ms, estimate_bps))
+        while self._estimates and self._estimates[0][0] < now_ms - UPGRADE_HOLD_MS:
+            self._estimates.popleft()
+        held = min(e for _, e in self._estimates)
+        held_long_enough = now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
+        now_alloc = allocate(estimate_bps, audio_streams, demands)
+        up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands)
+        result: dict[Hashable, Allocation] = {}
+        for d in demands:
+            fresh = now_alloc[d.key]
+            previous = self.current.get(d.key)
+            if previous is None or d.wanted_layer == PAUSED:
+                result[d.key] = fresh if previous is None else now_alloc[d.key]
+                continue
+            if fresh.layer < previous.layer:
+                result[d.key] = fresh  # down fast
+            elif held_long_enough and up_alloc[d.key].layer > previous.layer:
+                result[d.key] = up_alloc[d.key]  # up only on a held estimate
+            elif previous.layer > min(d.wanted_layer, _highest_sent(d)):
+                result[d.key] = fresh  # the subscriber asked for less, or the layer is gone
+            else:
+                result[d.key] = Allocation(previous.layer, fresh.reason if fresh.layer == previous.layer else REASON_BANDWIDTH)
+        self.current = result
+        return result
