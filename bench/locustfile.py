@@ -372,10 +372,16 @@ class Collector:
     """Per process: user infos and interval records; workers send theirs to the master."""
 
     def __init__(self) -> None:
-        self.users: list[dict[str, Any]] = []
+        self.users: dict[str, dict[str, Any]] = {}  # by user name, the latest version
         self.records: list[dict[str, Any]] = []
         self.pending_users: list[dict[str, Any]] = []
         self.pending_records: list[dict[str, Any]] = []
+
+    def add_user(self, info: dict[str, Any], worker: bool) -> None:
+        if worker:
+            self.pending_users.append(dict(info))
+        else:
+            self.users[info["name"]] = dict(info)
 
 
 COLLECTOR = Collector()
@@ -404,7 +410,8 @@ def _on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
 
 @events.worker_report.add_listener
 def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
-    COLLECTOR.users.extend(data.get("sfu_users", []))
+    for info in data.get("sfu_users", []):
+        COLLECTOR.users[info["name"]] = info
     COLLECTOR.records.extend(data.get("sfu_records", []))
 
 
@@ -416,7 +423,7 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
     out = {
         "options": {k: v for k, v in vars(opts).items() if k.startswith("sfu_")}
         | {"users": opts.num_users, "host": opts.host, "run_time": opts.run_time},
-        "users": COLLECTOR.users,
+        "users": sorted(COLLECTOR.users.values(), key=lambda u: u["name"]),
         "records": sorted(COLLECTOR.records, key=lambda r: r["t"]),
     }
     tmp = opts.sfu_json + ".tmp"
@@ -458,6 +465,7 @@ class SfuParticipant(User):
             self.session.info.setdefault("error", repr(exc))
             logger.warning("user %s: %r", self.number, exc)
         finally:
+            COLLECTOR.add_user(self.session.info, self.worker)
             self.flush()
 
     def flush(self) -> None:
@@ -476,6 +484,9 @@ class SfuParticipant(User):
     def report(self) -> None:
         gevent.sleep(self.environment.parsed_options.sfu_report_interval)
         self.flush()
+        if "first_frame_ms" in self.session.info and not self.reported_user:
+            self.reported_user = True
+            COLLECTOR.add_user(self.session.info, self.worker)
 
     def on_stop(self) -> None:
         session = getattr(self, "session", None)
@@ -486,4 +497,3 @@ class SfuParticipant(User):
         except Exception as exc:
             logger.warning("user %s: close: %r", self.number, exc)
         self.flush()
-        (COLLECTOR.pending_users if self.worker else COLLECTOR.users).append(dict(session.info))

@@ -1,0 +1,378 @@
+"""Capacity scenarios: ramp real participants (bench/locustfile.py) against a fresh server.
+
+One command per scenario:
+
+    python bench/scenarios.py big-room      # one room, everyone publishes (simulcast, grid layout)
+    python bench/scenarios.py small-rooms   # rooms of four, everyone publishes
+    python bench/scenarios.py broadcast     # one publisher, everyone else watches
+
+Each step starts the server (``python -m sfu``) as a subprocess, runs locust headless with N
+users, waits until all N have joined plus a warm-up, then measures over a steady window:
+
+- the server's CPU (user+sys of its process, % of one core) and RSS, from psutil;
+- the load generator's CPU, per locust process, to show which side was the bottleneck;
+- forwarded packets per second, from the server's /metrics;
+- loss (gaps in the forwarded sequence numbers) and latency percentiles (publisher send ->
+  subscriber receive), from the locustfile's JSON.
+
+The ramp stops at the first step where loss > 1 % or p99 latency > 100 ms (or where not all
+users could join), or at the last step. Results: bench/results/<scenario>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LOCUSTFILE = BENCH / "locustfile.py"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "big-room": {
+        "about": "one room, every participant publishes simulcast video + audio and sees everyone (grid)",
+        "room_size": 0, "publishers": -1, "layout": "grid",
+        "steps": [2, 4, 6, 8, 10, 12, 14, 16],
+    },
+    "small-rooms": {
+        "about": "rooms of four, every participant publishes simulcast video + audio (grid)",
+        "room_size": 4, "publishers": -1, "layout": "grid",
+        "steps": [4, 8, 12, 16, 20, 24, 28, 32, 40],
+    },
+    "broadcast": {
+        "about": "one room, one publisher (simulcast video + audio), everyone else only watches (top layer)",
+        "room_size": 0, "publishers": 1, "layout": "high",
+        "steps": [2, 6, 11, 16, 21, 31, 41, 51, 61],
+    },
+}
+
+LOSS_LIMIT_PCT = 1.0
+P99_LIMIT_MS = 100.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.rpartition(" ")
+            out[name.removesuffix("_total")] = float(value)
+    return out
+
+
+def wait_healthy(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def percentile(hist: dict[float, int], q: float) -> float | None:
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = q / 100 * total
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value
+    return max(hist)
+
+
+def summarize_records(records: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
+    """Loss, latency percentiles and receive rates over the records of [t0, t1]."""
+    window = [r for r in records if t0 < r["t"] <= t1 + 0.5]
+    hist: dict[float, int] = {}
+    for r in window:
+        for k, n in r["latency_hist"].items():
+            hist[float(k)] = hist.get(float(k), 0) + n
+    expected = sum(r["expected"] for r in window)
+    lost = sum(r["lost"] for r in window)
+    # Rates per user over the intervals it reported (workers' last reports may be cut off).
+    per_user: dict[str, list[float]] = {}
+    for r in window:
+        acc = per_user.setdefault(str(r["user"]), [0.0, 0.0, 0.0])
+        acc[0] += r["packets"]
+        acc[1] += r["bytes"]
+        acc[2] += r["dt"]
+    return {
+        "records": len(window),
+        "rx_packets_per_s": sum(p / dt for p, _b, dt in per_user.values() if dt),
+        "rx_mbit_per_s": sum(b * 8 / dt for _p, b, dt in per_user.values() if dt) / 1e6,
+        "expected": expected,
+        "lost": lost,
+        "loss_pct": 100.0 * lost / expected if expected else None,
+        "latency_frames": sum(hist.values()),
+        "latency_ms": {f"p{q}": percentile(hist, q) for q in (50, 90, 99)} | {"max": max(hist) if hist else None},
+    }
+
+
+def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    tag = f"{name}-{n}"
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server_cmd = [sys.executable, "-m", "sfu", "--host", "127.0.0.1", "--port", str(port), "--ice-host", "127.0.0.1",
+                  "--room-capacity", str(max(16, n)), "--log-level", "WARNING"]
+    server_log = (logs / f"{tag}-server.log").open("w")
+    server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
+    result: dict[str, Any] = {"participants": n}
+    locust = None
+    try:
+        wait_healthy(url)
+        json_path = logs / f"{tag}.json"
+        spawn_s = n / args.spawn_rate
+        budget_s = spawn_s + args.join_timeout + args.warmup + args.duration + 30
+        locust_cmd = [
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+            "-u", str(n), "-r", str(args.spawn_rate), "-t", f"{int(budget_s)}s", "--stop-timeout", "10",
+            "--host", url, "--csv", str(logs / tag), "--sfu-json", str(json_path),
+            "--sfu-room-size", str(scenario["room_size"]), "--sfu-publishers", str(scenario["publishers"]),
+            "--sfu-layout", scenario["layout"], "--loglevel", "WARNING",
+        ]
+        if args.simulcast:
+            locust_cmd.append("--sfu-simulcast")
+        if args.processes > 1:
+            locust_cmd += ["--processes", str(args.processes)]
+        locust_log = (logs / f"{tag}-locust.log").open("w")
+        t_start = time.time()
+        locust = subprocess.Popen(locust_cmd, cwd=ROOT, stdout=locust_log, stderr=subprocess.STDOUT)
+
+        # Everyone in (and their media flowing), then a warm-up.
+        deadline = time.time() + spawn_s + args.join_timeout
+        metrics: dict[str, float] = {}
+        while time.time() < deadline:
+            metrics = scrape(url)
+            if metrics.get("sfu_participants", 0) >= n:
+                break
+            if locust.poll() is not None:
+                break
+            time.sleep(0.5)
+        result["joined"] = int(metrics.get("sfu_participants", 0))
+        result["all_joined_after_s"] = round(time.time() - t_start, 1)
+        time.sleep(args.warmup)
+
+        # The steady window: CPU of both sides, /metrics, then the locust JSON for that window.
+        server_procs = tree(server.pid)
+        gen_procs = tree(locust.pid)
+        m0, t0 = scrape(url), time.time()
+        s0, g0 = cpu_seconds(server_procs), cpu_seconds(gen_procs)
+        machine0 = psutil.cpu_times()
+        samples = []
+        while time.time() - t0 < args.duration:
+            time.sleep(1.0)
+            samples.append({
+                "t": round(time.time() - t0, 1),
+                "server_rss_mb": sum(p.memory_info().rss for p in server_procs if p.is_running()) / 2**20,
+            })
+        m1, t1 = scrape(url), time.time()
+        s1, g1 = cpu_seconds(server_procs), cpu_seconds(gen_procs)
+        machine1 = psutil.cpu_times()
+        span = t1 - t0
+        busy = lambda c: c.user + c.system + c.nice + getattr(c, "irq", 0) + getattr(c, "softirq", 0)  # noqa: E731
+        result.update({
+            "window_s": round(span, 1),
+            "server_cpu_pct": {str(pid): 100 * (s1[pid] - s0[pid]) / span for pid in s1 if pid in s0},
+            "generator_cpu_pct": {str(pid): 100 * (g1[pid] - g0[pid]) / span for pid in g1 if pid in g0},
+            "machine_cpu_pct": 100 * (busy(machine1) - busy(machine0)) / span,  # of all cores together
+            "server_rss_mb": max((s["server_rss_mb"] for s in samples), default=None),
+            "forwarded_packets_per_s": (m1.get("sfu_packets_forwarded", 0) - m0.get("sfu_packets_forwarded", 0)) / span,
+            "received_packets_per_s": (m1.get("sfu_packets_received", 0) - m0.get("sfu_packets_received", 0)) / span,
+            "consumers": m1.get("sfu_consumers"),
+            "participants_in_window": m1.get("sfu_participants"),
+        })
+        result["server_cpu_total_pct"] = sum(result["server_cpu_pct"].values())
+        result["generator_cpu_total_pct"] = sum(result["generator_cpu_pct"].values())
+        result["generator_cpu_max_process_pct"] = max(result["generator_cpu_pct"].values(), default=0)
+
+        if args.processes > 1:
+            time.sleep(4)  # workers report to the master every 3 s
+        locust.send_signal(signal.SIGTERM)  # stop: users leave, the JSON is written
+        try:
+            locust.wait(40)
+        except subprocess.TimeoutExpired:
+            locust.kill()
+            locust.wait()
+        data = json.loads(json_path.read_text()) if json_path.exists() else {"users": [], "records": []}
+        result.update(summarize_records(data["records"], t0, t1))
+        users = data["users"]
+        joins = sorted(u["join_ms"] for u in users if "join_ms" in u)
+        firsts = sorted(u["first_frame_ms"] for u in users if "first_frame_ms" in u)
+        result["join_ms"] = {"p50": joins[len(joins) // 2] if joins else None, "max": joins[-1] if joins else None}
+        result["first_frame_ms"] = {"p50": firsts[len(firsts) // 2] if firsts else None,
+                                    "max": firsts[-1] if firsts else None}
+        result["user_errors"] = [u["error"] for u in users if "error" in u][:10]
+    finally:
+        if locust is not None and locust.poll() is None:
+            locust.kill()
+            locust.wait()
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server_log.close()
+    return result
+
+
+def verdict(step: dict[str, Any], n: int) -> str | None:
+    """Why this step is over capacity, or None."""
+    if step.get("joined", 0) < n:
+        return f"only {step.get('joined')} of {n} joined"
+    loss = step.get("loss_pct")
+    p99 = step.get("latency_ms", {}).get("p99")
+    if loss is None or p99 is None:
+        return "no media measured"
+    if loss > LOSS_LIMIT_PCT:
+        return f"loss {loss:.2f} % > {LOSS_LIMIT_PCT} %"
+    if p99 > P99_LIMIT_MS:
+        return f"p99 latency {p99:.0f} ms > {P99_LIMIT_MS:.0f} ms"
+    return None
+
+
+def plot(name: str, report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s for s in report["steps"] if "server_cpu_total_pct" in s]
+    x = [s["participants"] for s in steps]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax1.plot(x, [s["server_cpu_total_pct"] for s in steps], "o-", label="server (1 process)")
+    ax1.plot(x, [s["generator_cpu_max_process_pct"] for s in steps], "s--", label="load generator (busiest process)")
+    ax1.plot(x, [s["machine_cpu_pct"] / 2 for s in steps], ":", color="grey", label="whole machine (% of 2 cores)")
+    ax1.axhline(100, color="red", lw=0.8)
+    ax1.set_xlabel("participants")
+    ax1.set_ylabel("CPU, % of one core")
+    ax1.set_title(f"{name}: CPU")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    for q, style in (("p50", "o-"), ("p90", "^-"), ("p99", "s-")):
+        ax2.plot(x, [s["latency_ms"][q] for s in steps], style, label=f"latency {q}")
+    ax2.axhline(P99_LIMIT_MS, color="red", lw=0.8)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("participants")
+    ax2.set_ylabel("send → receive, ms")
+    ax2.set_title(f"{name}: latency and loss")
+    ax2.grid(alpha=0.3, which="both")
+    ax3 = ax2.twinx()
+    ax3.plot(x, [s["loss_pct"] or 0 for s in steps], "x:", color="black", label="loss %")
+    ax3.set_ylabel("loss %")
+    ax3.set_ylim(bottom=0, top=max(2.0, max((s["loss_pct"] or 0 for s in steps), default=0) * 1.2))
+    lines = ax2.get_legend_handles_labels()
+    more = ax3.get_legend_handles_labels()
+    ax2.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--steps", help="participant counts, comma-separated (default: the scenario's)")
+    parser.add_argument("--max-participants", type=int, help="stop the default steps here")
+    parser.add_argument("--duration", type=float, default=20, help="steady measurement window, seconds")
+    parser.add_argument("--warmup", type=float, default=6, help="seconds after everyone joined")
+    parser.add_argument("--spawn-rate", type=float, default=4, help="users started per second")
+    parser.add_argument("--join-timeout", type=float, default=30, help="seconds for everyone to join")
+    parser.add_argument("--no-simulcast", dest="simulcast", action="store_false", help="one 640x360 VP8 layer")
+    parser.add_argument("--processes", type=int, default=1, help="locust processes (--processes) of the generator")
+    parser.add_argument("--keep-going", action="store_true", help="do not stop at the first step over the limits")
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    args = parser.parse_args()
+
+    scenario = SCENARIOS[args.scenario]
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else list(scenario["steps"])
+    if args.max_participants:
+        steps = [s for s in steps if s <= args.max_participants]
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "scenario": args.scenario,
+        "about": scenario["about"],
+        "limits": {"loss_pct": LOSS_LIMIT_PCT, "p99_latency_ms": P99_LIMIT_MS},
+        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "command": " ".join(["python", "bench/scenarios.py", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "steps": [],
+        "capacity": None,
+        "stopped_because": None,
+    }
+    json_path = args.out / f"{args.scenario}.json"
+    for n in steps:
+        print(f"[{args.scenario}] {n} participants ...", flush=True)
+        step = run_step(args.scenario, scenario, n, args, args.out)
+        why = verdict(step, n)
+        step["over_limit"] = why
+        report["steps"].append(step)
+        lat = step.get("latency_ms", {})
+        print(
+            f"  joined {step.get('joined')}/{n}  server CPU {step.get('server_cpu_total_pct', 0):.0f} %"
+            f"  generator CPU {step.get('generator_cpu_total_pct', 0):.0f} %  forwarded {step.get('forwarded_packets_per_s', 0):.0f} pkt/s"
+            f"  loss {step.get('loss_pct')}  p50/p99 {lat.get('p50')}/{lat.get('p99')} ms  {why or 'ok'}",
+            flush=True,
+        )
+        if why is None:
+            report["capacity"] = n
+        json_path.write_text(json.dumps(report, indent=1))
+        plot(args.scenario, report, args.out / f"{args.scenario}.png")
+        if why is not None and not args.keep_going:
+            report["stopped_because"] = f"{n} participants: {why}"
+            break
+    json_path.write_text(json.dumps(report, indent=1))
+    plot(args.scenario, report, args.out / f"{args.scenario}.png")
+    print(f"capacity: {report['capacity']} participants ({report['stopped_because'] or 'every step within limits'})")
+    print(f"wrote {json_path} and {args.out / (args.scenario + '.png')}")
+
+
+if __name__ == "__main__":
+    main()
