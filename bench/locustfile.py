@@ -24,6 +24,8 @@ value named, per user and interval):
     rx      loss %                 packets missing from the (gapless) forwarded sequence
     rx      latency ms             publisher send -> subscriber receive, per video frame
                                    (a sample of at most --sfu-latency-samples per interval)
+    generator  loop lag ms         how late the generator's asyncio loop wakes from a 100 ms
+                                   sleep: large values mean the generator itself is saturated
 
 Parameters (locust's own options plus these):
 
@@ -138,18 +140,33 @@ class PeerLoop:
     @classmethod
     def get(cls, ice_host: str) -> PeerLoop:
         if cls._instance is None or cls._pid != os.getpid():
+            # Set before waiting for the thread: users spawned meanwhile must share this one.
             cls._instance, cls._pid = cls(ice_host), os.getpid()
-        return cls._instance
+        instance = cls._instance
+        deadline = time.monotonic() + 10
+        while instance.loop is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the asyncio thread did not start")
+            gevent.sleep(0.005)
+        return instance
+
+    LAG_PERIOD_S = 0.1
 
     def __init__(self, ice_host: str) -> None:
         glue.set_host_addresses([ice_host])
         self.loop: asyncio.AbstractEventLoop | None = None
+        # How late the loop wakes up (ms): if the generator itself were saturated, this grows.
+        self.lags: deque[tuple[float, float]] = deque(maxlen=600)  # (time, lag_ms) for the JSON
+        self.lag_events: deque[float] = deque(maxlen=600)  # for locust events
         self.thread_id = _start_os_thread(self._run, ())
-        deadline = time.monotonic() + 10
-        while self.loop is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the asyncio thread did not start")
-            gevent.sleep(0.005)
+
+    async def _watch_lag(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.LAG_PERIOD_S)
+            lag_ms = max(0.0, (time.monotonic() - t0 - self.LAG_PERIOD_S) * 1000)
+            self.lags.append((time.time(), lag_ms))
+            self.lag_events.append(lag_ms)
 
     def _run(self) -> None:
         try:
@@ -160,6 +177,7 @@ class PeerLoop:
             selector = monkey.get_original("selectors", "DefaultSelector")()
             loop = asyncio.SelectorEventLoop(selector)
         asyncio.set_event_loop(loop)
+        loop.create_task(self._watch_lag())
         self.loop = loop
         loop.run_forever()
 
@@ -270,8 +288,9 @@ class LoadPeer(Participant):
 class PeerSession:
     """A user's peer on the asyncio loop: join, publish, then measure every interval."""
 
-    def __init__(self, url: str, room: str, name: str, publish: bool, opts: Any) -> None:
+    def __init__(self, url: str, room: str, name: str, publish: bool, opts: Any, loop: PeerLoop) -> None:
         self.peer = LoadPeer(url, room, name, opts.sfu_layout)
+        self.peer_loop = loop
         self.room = room
         self.publish = publish
         self.opts = opts
@@ -341,6 +360,7 @@ class PeerSession:
             lost = max(0, expected - packets)
             lat, p.latencies_ms = p.latencies_ms, []
             dt = now - last_t
+            lags = [lag for t, lag in list(self.peer_loop.lags) if t > last_t]
             last_t = now
             hist: dict[str, int] = {}
             for v in lat:
@@ -351,6 +371,7 @@ class PeerSession:
                 "publisher": self.publish, "streams": len(p.counters), "packets": packets,
                 "audio_packets": kinds.get("audio", 0), "video_packets": kinds.get("video", 0),
                 "bytes": nbytes, "expected": expected, "lost": lost, "latency_hist": hist,
+                "loop_lag_ms_max": round(max(lags, default=0.0), 1),
             })
             if packets:
                 self.event("rx", "packets/s", packets / dt, nbytes)
@@ -456,7 +477,7 @@ class SfuParticipant(User):
         host = (self.host or "http://127.0.0.1:8080").rstrip("/")
         url = host + "/ws" if not host.endswith("/ws") else host
         self.loop = PeerLoop.get(opts.sfu_ice_host)
-        self.session = PeerSession(url, room, f"load-{worker or 0}-{self.number}", publish, opts)
+        self.session = PeerSession(url, room, f"load-{worker or 0}-{self.number}", publish, opts, self.loop)
         self.reported_user = False
         job = self.loop.submit(self.session.start())
         try:
@@ -475,6 +496,10 @@ class SfuParticipant(User):
             kind, name, value, length, error = out.popleft()
             fire(request_type=kind, name=name, response_time=value, response_length=length,
                  exception=RuntimeError(error) if error else None, context={})
+        lags = self.loop.lag_events
+        while lags:
+            fire(request_type="generator", name="loop lag ms", response_time=lags.popleft(), response_length=0,
+                 exception=None, context={})
         records = self.session.records
         while records:
             rec = records.popleft()

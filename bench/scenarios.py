@@ -58,6 +58,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
 }
 
+NOISY_OTHER_CPU_PCT = 25.0
 LOSS_LIMIT_PCT = 1.0
 P99_LIMIT_MS = 100.0
 
@@ -139,8 +140,12 @@ def summarize_records(records: list[dict[str, Any]], t0: float, t1: float) -> di
         acc[0] += r["packets"]
         acc[1] += r["bytes"]
         acc[2] += r["dt"]
+    lags = sorted(r.get("loop_lag_ms_max", 0.0) for r in window)
     return {
         "records": len(window),
+        # Worst loop lag of the generator per user and interval: p99 of those, and the max.
+        "generator_loop_lag_ms": {"p99": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+                                  "max": lags[-1] if lags else None},
         "rx_packets_per_s": sum(p / dt for p, _b, dt in per_user.values() if dt),
         "rx_mbit_per_s": sum(b * 8 / dt for _p, b, dt in per_user.values() if dt) / 1e6,
         "expected": expected,
@@ -151,11 +156,11 @@ def summarize_records(records: list[dict[str, Any]], t0: float, t1: float) -> di
     }
 
 
-def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     tag = f"{name}-{n}"
-    logs = out_dir / "logs"
+    logs = args.logs
     logs.mkdir(parents=True, exist_ok=True)
     server_cmd = [sys.executable, "-m", "sfu", "--host", "127.0.0.1", "--port", str(port), "--ice-host", "127.0.0.1",
                   "--room-capacity", str(max(16, n)), "--log-level", "WARNING"]
@@ -229,6 +234,10 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
         result["server_cpu_total_pct"] = sum(result["server_cpu_pct"].values())
         result["generator_cpu_total_pct"] = sum(result["generator_cpu_pct"].values())
         result["generator_cpu_max_process_pct"] = max(result["generator_cpu_pct"].values(), default=0)
+        # Everything else running on the machine meanwhile (it is shared), in % of one core.
+        result["other_cpu_pct"] = max(
+            0.0, result["machine_cpu_pct"] - result["server_cpu_total_pct"] - result["generator_cpu_total_pct"]
+        )
 
         if args.processes > 1:
             time.sleep(4)  # workers report to the master every 3 s
@@ -327,7 +336,12 @@ def main() -> None:
     parser.add_argument("--no-simulcast", dest="simulcast", action="store_false", help="one 640x360 VP8 layer")
     parser.add_argument("--processes", type=int, default=1, help="locust processes (--processes) of the generator")
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the first step over the limits")
-    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--attempts", type=int, default=2,
+                        help="run a step over the limits again (up to this many runs) when other programs "
+                             f"used more than {NOISY_OTHER_CPU_PCT:.0f} %% of a core during it (a shared machine)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="JSON and PNG go here")
+    parser.add_argument("--logs", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sfu-scenarios",
+                        help="server and locust logs, locust CSV and JSON per step")
     args = parser.parse_args()
 
     scenario = SCENARIOS[args.scenario]
@@ -343,6 +357,8 @@ def main() -> None:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "command": " ".join(["python", "bench/scenarios.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "revision": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                   text=True).stdout.strip(),
         "steps": [],
         "capacity": None,
         "stopped_because": None,
@@ -350,15 +366,29 @@ def main() -> None:
     json_path = args.out / f"{args.scenario}.json"
     for n in steps:
         print(f"[{args.scenario}] {n} participants ...", flush=True)
-        step = run_step(args.scenario, scenario, n, args, args.out)
-        why = verdict(step, n)
-        step["over_limit"] = why
+        attempts = []
+        while True:
+            step = run_step(args.scenario, scenario, n, args)
+            why = verdict(step, n)
+            step["over_limit"] = why
+            attempts.append(step)
+            noisy = step.get("other_cpu_pct", 0) > NOISY_OTHER_CPU_PCT
+            if why is None or not noisy or len(attempts) >= args.attempts:
+                break
+            print(f"  {why} while other programs used {step['other_cpu_pct']:.0f} % of a core: again", flush=True)
+        if len(attempts) > 1:
+            step["earlier_attempts"] = [
+                {k: a.get(k) for k in ("over_limit", "other_cpu_pct", "loss_pct", "latency_ms", "server_cpu_total_pct")}
+                for a in attempts[:-1]
+            ]
         report["steps"].append(step)
         lat = step.get("latency_ms", {})
         print(
             f"  joined {step.get('joined')}/{n}  server CPU {step.get('server_cpu_total_pct', 0):.0f} %"
             f"  generator CPU {step.get('generator_cpu_total_pct', 0):.0f} %  forwarded {step.get('forwarded_packets_per_s', 0):.0f} pkt/s"
-            f"  loss {step.get('loss_pct')}  p50/p99 {lat.get('p50')}/{lat.get('p99')} ms  {why or 'ok'}",
+            f"  loss {step.get('loss_pct')}  p50/p99 {lat.get('p50')}/{lat.get('p99')} ms"
+            f"  generator lag p99 {step.get('generator_loop_lag_ms', {}).get('p99')} ms"
+            f"  others {step.get('other_cpu_pct', 0):.0f} %  {why or 'ok'}",
             flush=True,
         )
         if why is None:
