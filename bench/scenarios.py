@@ -44,7 +44,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "big-room": {
         "about": "one room, every participant publishes simulcast video + audio and sees everyone (grid)",
         "room_size": 0, "publishers": -1, "layout": "grid",
-        "steps": [2, 4, 6, 8, 10, 12, 14, 16],
+        "steps": [2, 4, 6, 8, 10, 12, 14, 16, 20, 24],
     },
     "small-rooms": {
         "about": "rooms of four, every participant publishes simulcast video + audio (grid)",
@@ -293,7 +293,7 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
 
     steps = [s for s in report["steps"] if "server_cpu_total_pct" in s]
     x = [s["participants"] for s in steps]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2, ax4) = plt.subplots(1, 3, figsize=(16, 4.4))
     ax1.plot(x, [s["server_cpu_total_pct"] for s in steps], "o-", label="server (1 process)")
     ax1.plot(x, [s["generator_cpu_max_process_pct"] for s in steps], "s--", label="load generator (busiest process)")
     ax1.plot(x, [s["machine_cpu_pct"] / 2 for s in steps], ":", color="grey", label="whole machine (% of 2 cores)")
@@ -319,6 +319,20 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     lines = ax2.get_legend_handles_labels()
     more = ax3.get_legend_handles_labels()
     ax2.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+    ax4.plot(x, [s["forwarded_packets_per_s"] / 1000 for s in steps], "o-", label="forwarded by the server")
+    ax4.plot(x, [s["rx_packets_per_s"] / 1000 for s in steps], "x--", label="received by the subscribers")
+    ax4.set_xlabel("participants")
+    ax4.set_ylabel("thousand RTP packets per second")
+    ax4.set_ylim(bottom=0)
+    ax4.grid(alpha=0.3)
+    ax5 = ax4.twinx()
+    ax5.plot(x, [s["generator_loop_lag_ms"]["p99"] or 0 for s in steps], "v:", color="tab:red",
+             label="generator loop lag p99 (ms)")
+    ax5.set_ylabel("generator loop lag, ms")
+    ax5.set_ylim(bottom=0)
+    ax4.set_title(f"{name}: packets, generator health")
+    a, b = ax4.get_legend_handles_labels(), ax5.get_legend_handles_labels()
+    ax4.legend(a[0] + b[0], a[1] + b[1], fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
