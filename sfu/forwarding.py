@@ -28,6 +28,7 @@ SendFn = Callable[[bytes], bool]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 # A simulcast layer that has sent nothing for this long is taken as stopped.
 LAYER_TIMEOUT_MS = 500
+PAUSED_FOR_BANDWIDTH = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,9 @@ class Layer:
         "sr_ntp",
         "sr_rtp",
         "last_keyframe_request_s",
+        "bitrate_bps",
+        "_measured_at_ms",
+        "_measured_bytes",
     )
 
     def __init__(self, index: int, rid: str | None, clock_rate: int) -> None:
@@ -79,6 +83,22 @@ class Layer:
         self.sr_ntp: int | None = None
         self.sr_rtp = 0
         self.last_keyframe_request_s = -1e9
+        self.bitrate_bps = 0
+        self._measured_at_ms = 0
+        self._measured_bytes = 0
+
+    def measure(self, now_ms: int) -> int:
+        """The layer's incoming bitrate, re-measured at most every 500 ms (0 when stopped)."""
+        elapsed = now_ms - self._measured_at_ms
+        if elapsed >= 500:
+            if self._measured_at_ms:
+                rate = (self.stats.bytes - self._measured_bytes) * 8000 // elapsed
+                self.bitrate_bps = rate if self.bitrate_bps == 0 else (self.bitrate_bps + rate) // 2
+            self._measured_at_ms = now_ms
+            self._measured_bytes = self.stats.bytes
+        if not self.active(now_ms):
+            self.bitrate_bps = 0
+        return self.bitrate_bps
 
     def active(self, now_ms: int) -> bool:
         return self.last_arrival_ms > 0 and now_ms - self.last_arrival_ms < LAYER_TIMEOUT_MS
@@ -246,6 +266,8 @@ class Consumer:
         # What the subscriber asked for.
         self.max_height: int | None = None
         self.paused = False
+        # What its downlink allows (from the allocator): a layer, PAUSED_FOR_BANDWIDTH, or None.
+        self.bandwidth_layer: int | None = None
         self.closed = False
         self.packets_dropped = 0
         self.retransmitted = 0
@@ -267,6 +289,18 @@ class Consumer:
         self.paused = paused
         self.select(now_ms)
 
+    @property
+    def bandwidth_paused(self) -> bool:
+        return self.bandwidth_layer == PAUSED_FOR_BANDWIDTH
+
+    def set_bandwidth_layer(self, layer: int | None, now_ms: int) -> None:
+        if layer == self.bandwidth_layer:
+            return
+        if layer == PAUSED_FOR_BANDWIDTH:
+            self.restart()
+        self.bandwidth_layer = layer
+        self.select(now_ms)
+
     def desired_layer(self) -> int:
         """The highest layer within the subscriber's cap (the lowest if none fits)."""
         layers = self.producer.layers
@@ -283,6 +317,8 @@ class Consumer:
         layers = self.producer.layers
         if len(layers) > 1:
             desired = self.desired_layer()
+            if self.bandwidth_layer is not None and self.bandwidth_layer >= 0:
+                desired = min(desired, self.bandwidth_layer)
             active = [layer.index for layer in layers if layer.active(now_ms)]
             if active:
                 fitting = [i for i in active if i <= desired]
@@ -290,7 +326,7 @@ class Consumer:
             else:
                 target = desired
             self.target = target
-        if not self.paused and self._video and (self.target != self.current or self._must_restart):
+        if self.forwarding and self._video and (self.target != self.current or self._must_restart):
             self.producer.request_keyframe(self._now_s(), self.target)
         return self.target
 
@@ -304,7 +340,7 @@ class Consumer:
         keyframe: bool,
         arrival_ms: int,
     ) -> None:
-        if self.paused:
+        if self.paused or self.bandwidth_layer == PAUSED_FOR_BANDWIDTH:
             return
         out = self.out
         if layer != self.current or self._must_restart:
@@ -337,6 +373,10 @@ class Consumer:
             out.last_send_ms = arrival_ms
         elif out.packets_sent == 0:
             self.restart()  # not connected yet: start again on a later keyframe
+
+    @property
+    def forwarding(self) -> bool:
+        return not self.paused and self.bandwidth_layer != PAUSED_FOR_BANDWIDTH
 
     def on_nack(self, lost: list[int]) -> None:
         """Retransmit what the cache still holds."""
@@ -377,6 +417,7 @@ class Consumer:
             "target_layer": self.target,
             "max_height": self.max_height,
             "paused": self.paused,
+            "bandwidth_layer": self.bandwidth_layer,
             "packets_sent": self.out.packets_sent,
             "layer_switches": self.layer_switches,
         }

@@ -46,8 +46,14 @@ class Allocation:
     reason: str
 
 
-def allocate(budget_bps: float, audio_streams: int, demands: list[VideoDemand]) -> dict[Hashable, Allocation]:
-    """One allocation for one budget, without history."""
+def allocate(
+    budget_bps: float, audio_streams: int, demands: list[VideoDemand], may_pause: bool = True
+) -> dict[Hashable, Allocation]:
+    """One allocation for one budget, without history.
+
+    ``may_pause`` False keeps every video at least at its lowest layer (used when only the
+    delay-based estimate is low, which on a busy host can be scheduling noise, not the network).
+    """
     remaining = budget_bps - audio_streams * AUDIO_BPS
     order = sorted(demands, key=lambda d: (d.priority, -d.requested_height))
     out: dict[Hashable, Allocation] = {}
@@ -58,7 +64,7 @@ def allocate(budget_bps: float, audio_streams: int, demands: list[VideoDemand]) 
             continue
         lowest = _lowest_sent(d)
         cost = d.layer_bps[lowest] if lowest is not None else 0
-        if lowest is None or cost <= remaining:
+        if lowest is None or cost <= remaining or not may_pause:
             chosen[d.key] = lowest if lowest is not None else 0
             remaining -= cost
         else:
@@ -102,7 +108,12 @@ class StreamAllocator:
         self.current: dict[Hashable, Allocation] = {}
 
     def update(
-        self, now_ms: float, estimate_bps: int | None, audio_streams: int, demands: list[VideoDemand]
+        self,
+        now_ms: float,
+        estimate_bps: int | None,
+        audio_streams: int,
+        demands: list[VideoDemand],
+        may_pause: bool = True,
     ) -> dict[Hashable, Allocation]:
         """New allocations; also kept in ``current``. estimate None: nothing limits."""
         if estimate_bps is None:
@@ -117,8 +128,8 @@ class StreamAllocator:
             self._estimates.popleft()
         held = min(e for _, e in self._estimates)
         held_long_enough = now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
-        now_alloc = allocate(estimate_bps, audio_streams, demands)
-        up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands)
+        now_alloc = allocate(estimate_bps, audio_streams, demands, may_pause)
+        up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands, may_pause)
         result: dict[Hashable, Allocation] = {}
         for d in demands:
             fresh = now_alloc[d.key]

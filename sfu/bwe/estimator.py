@@ -178,12 +178,15 @@ class DelayBasedEstimator:
         elif self._hold:
             self._hold = False
         else:
+            previous = self.rate_bps
             near = self._congested_at_bps is not None and self.rate_bps > 0.7 * self._congested_at_bps
             if self._congested_at_bps is not None and self.rate_bps > 1.5 * self._congested_at_bps:
                 self._congested_at_bps = None  # the link got better: forget the old ceiling
             self.rate_bps *= (INCREASE_PER_S if near else FAST_INCREASE_PER_S) ** dt_s
-        if acked_bps:
-            self.rate_bps = min(self.rate_bps, 1.5 * acked_bps + 10_000)
+            if acked_bps:
+                # Never run far ahead of what actually gets through (but an app-limited
+                # sender is not a reason to lower the estimate).
+                self.rate_bps = min(self.rate_bps, max(previous, 1.5 * acked_bps + 10_000))
         self.rate_bps = max(MIN_BPS, min(MAX_BPS, self.rate_bps))
 
 
@@ -271,6 +274,11 @@ class BandwidthEstimator:
             self.loss_bps *= INCREASE_PER_S**dt_s
             if self.loss_bps > 2 * max(reference, MIN_BPS):
                 self.loss_bps = None  # loss no longer limits anything
+
+    @property
+    def loss_limited(self) -> bool:
+        """Whether loss (or the subscriber's own REMB) limits the estimate, not only delay."""
+        return self.loss_bps is not None or self.remb_bps is not None
 
     @property
     def estimate_bps(self) -> int | None:

@@ -126,8 +126,8 @@ def build_feedback(
     return struct.pack("!BBH", 0x80 | TWCC_FMT, RTCP_RTPFB, len(body) // 4) + body
 
 
-def split_compound(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(packet type, count/fmt, body) for each packet of a compound RTCP packet."""
+def split_compound(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
+    """(packet type, count/fmt, body, whole packet) for each packet of a compound RTCP packet."""
     out = []
     pos = 0
     while pos + 4 <= len(data):
@@ -141,8 +141,26 @@ def split_compound(data: bytes) -> list[tuple[int, int, bytes]]:
             if not pad or pad > len(body):
                 raise ValueError("bad RTCP padding")
             body = body[:-pad]
-        out.append((pt, b0 & 0x1F, body))
+        out.append((pt, b0 & 0x1F, body, data[pos:end]))
         pos = end
     if pos != len(data):
         raise ValueError("trailing bytes after RTCP packets")
     return out
+
+
+def add_transport_cc(sdp: str, ext_id: int) -> str:
+    """Offer transport-cc: the header extension and the RTCP feedback on every media codec."""
+    out: list[str] = []
+    in_media = False
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if not line:
+            continue
+        if line.startswith("m="):
+            in_media = line.startswith("m=audio") or line.startswith("m=video")
+        out.append(line)
+        if in_media and line.startswith("a=mid:"):
+            out.append(f"a=extmap:{ext_id} {TWCC_URI}")
+        if in_media and line.startswith("a=rtpmap:") and " rtx/" not in line.lower():
+            pt = line[len("a=rtpmap:") :].split()[0]
+            out.append(f"a=rtcp-fb:{pt} transport-cc")
+    return "\r\n".join(out) + "\r\n"

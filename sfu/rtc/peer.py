@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,9 +36,13 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from ..bwe.allocator import PAUSED, PRIORITY_NORMAL, PRIORITY_SCREEN, REASON_BANDWIDTH, StreamAllocator, VideoDemand
+from ..bwe.estimator import BandwidthEstimator
+from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
 from ..errors import SignalingError
-from ..forwarding import Codec, Consumer, Layer, OutStream, Producer
+from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
+from ..tasks import spawn
 from . import aiortc_glue as glue
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,10 @@ RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 SIMULCAST_EXTENSION_URIS = (RID_URI, REPAIRED_RID_URI)
 MAX_SIMULCAST_LAYERS = 4
+TWCC_EXT_ID = 5  # aiortc uses 1-3 for its own extensions
+PROBE_EVERY_MS = 4000
+PROBE_FOR_MS = 1200
+PADDING_PACKET_BYTES = 255
 RTCP_INTERVAL_S = 1.0
 TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
@@ -516,6 +525,8 @@ class Slot:
     producer: Producer | None = None
     consumer: Consumer | None = None
     mid: str | None = None
+    rtx_ssrc: int = 0
+    rtx_payload_type: int | None = None
 
 
 class SubscribePeer(PeerBase):
@@ -528,6 +539,7 @@ class SubscribePeer(PeerBase):
         on_failed: Callable[[], None],
         signal: SignalFn,
         now_s: Callable[[], float] = time.monotonic,
+        initial_bps: int = 1_000_000,
     ) -> None:
         super().__init__(ice_servers, on_failed)
         self.participant_id = participant_id
@@ -541,6 +553,19 @@ class SubscribePeer(PeerBase):
         self._offer_outstanding = False
         self._dirty = False
         self.negotiations = 0
+        # Downlink estimation and allocation.
+        self.estimator = BandwidthEstimator(initial_bps)
+        self.allocator = StreamAllocator()
+        self._twcc_ext_id: int | None = None
+        self._tw_seq = 0
+        self._bytes_sent = 0
+        self._rate_window: tuple[int, int] = (0, 0)  # (time, bytes) at the last measurement
+        self.send_bps = 0
+        self._told: dict[str, bool] = {}  # track id -> paused for bandwidth, as last told
+        self._rtx_seq = random.getrandbits(15)
+        self._probe_until_ms = 0
+        self._next_probe_ms = 0
+        self.padding_bytes_sent = 0
 
     # -- what to consume ------------------------------------------------------------------
 
@@ -580,6 +605,8 @@ class SubscribePeer(PeerBase):
             if not changed:
                 return
             offer = await self.pc.createOffer()
+            # aiortc knows no transport-cc: offer it ourselves (we stamp and estimate).
+            offer = RTCSessionDescription(add_transport_cc(offer.sdp, TWCC_EXT_ID), "offer")
             await self.pc.setLocalDescription(offer)
             self._tap()
             local = parse_sdp(self.pc.localDescription.sdp)
@@ -636,9 +663,9 @@ class SubscribePeer(PeerBase):
             )
         ]
         transceiver.setCodecPreferences(prefs)
-        ssrc, _rtx = glue.prepare_forwarding_sender(transceiver, producer.participant_id, producer.id)
+        ssrc, rtx = glue.prepare_forwarding_sender(transceiver, producer.participant_id, producer.id)
         out = OutStream(ssrc, random.getrandbits(15), random.getrandbits(32))
-        slot = Slot(transceiver=transceiver, kind=producer.kind, codec=producer.codec, out=out)
+        slot = Slot(transceiver=transceiver, kind=producer.kind, codec=producer.codec, out=out, rtx_ssrc=rtx)
         self.slots.append(slot)
         self._by_ssrc[ssrc] = slot
         return slot
@@ -655,6 +682,14 @@ class SubscribePeer(PeerBase):
             negotiated = media_codec(media) if media is not None else None
             if negotiated is None:
                 continue
+            slot.rtx_payload_type = next(
+                (
+                    c.payloadType
+                    for c in media.rtp.codecs  # type: ignore[union-attr]
+                    if c.name.lower() == "rtx" and str(c.parameters.get("apt")) == str(negotiated[1])
+                ),
+                None,
+            )
             if slot.consumer is None or slot.consumer.producer is not producer:
                 if slot.consumer is not None:
                     slot.consumer.close()
@@ -688,6 +723,10 @@ class SubscribePeer(PeerBase):
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:
                 raise SignalingError("bad-sdp", f"answer could not be applied: {exc}") from exc
+            answer = parse_sdp(sdp)
+            self._twcc_ext_id = next(
+                (ext_id for m in answer.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
+            )
             glue.detach_receivers(self.pc)
             self._tap()
             self._offer_outstanding = False
@@ -716,9 +755,154 @@ class SubscribePeer(PeerBase):
                 consumer.set_preferences(max_height, paused, now_ms())
 
     def tick(self, now_ms: int) -> None:
+        self._measure_send_rate(now_ms)
+        self.allocate(now_ms)
         for consumer in self.consumers():
             if consumer.producer.simulcast:
                 consumer.select(now_ms)
+
+    # -- sending, estimation, allocation --------------------------------------------------
+
+    def send_rtp(self, packet: bytes) -> bool:
+        """Send one packet, stamped with a transport-wide sequence number when negotiated."""
+        transport = self.transport
+        if transport is None:
+            return False
+        ext_id = self._twcc_ext_id
+        if ext_id is not None:
+            tw = self._tw_seq
+            self._tw_seq = (tw + 1) & 0xFFFF
+            packet = (
+                bytes((packet[0] | 0x10,))
+                + packet[1:12]
+                + bytes((0xBE, 0xDE, 0, 1, (ext_id << 4) | 1, tw >> 8, tw & 0xFF, 0))
+                + packet[12:]
+            )
+            if not glue.send_packet(transport, packet):
+                return False
+            self.estimator.on_sent(tw, now_ms(), len(packet))
+        elif not glue.send_packet(transport, packet):
+            return False
+        self._bytes_sent += len(packet)
+        return True
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        try:
+            parts = split_compound(data)
+        except ValueError:
+            self.malformed_packets += 1
+            return
+        rest = []
+        for pt, fmt, body, raw in parts:
+            if pt == RTCP_RTPFB and fmt == TWCC_FMT:
+                try:
+                    feedback = parse_feedback(body)
+                except ValueError:
+                    self.malformed_packets += 1
+                    continue
+                self.estimator.on_feedback(feedback, now_ms())
+            else:
+                rest.append(raw)
+        if rest:
+            await super()._on_rtcp(b"".join(rest))
+
+    def _measure_send_rate(self, now: int) -> None:
+        at, sent = self._rate_window
+        if now - at >= 500:
+            if at:
+                self.send_bps = (self._bytes_sent - sent) * 8000 // (now - at)
+            self._rate_window = (now, self._bytes_sent)
+
+    def allocate(self, now: int) -> None:
+        """Fit the videos this subscriber receives into its downlink estimate."""
+        estimate = self.estimator.estimate_bps
+        consumers = self.consumers()
+        demands = []
+        audio = 0
+        for c in consumers:
+            producer = c.producer
+            if producer.kind == "audio":
+                audio += 0 if producer.muted else 1
+                continue
+            layer_bps = tuple(layer.measure(now) for layer in producer.layers)
+            wanted = PAUSED if c.paused or producer.muted else c.desired_layer()
+            priority = PRIORITY_SCREEN if producer.source == "screen" else PRIORITY_NORMAL
+            demands.append(VideoDemand(c, priority, wanted, layer_bps, c.max_height or 100_000))
+        allocations = self.allocator.update(now, estimate, audio, demands, self.estimator.loss_limited)
+        for c, alloc in allocations.items():
+            bandwidth_paused = alloc.layer == PAUSED and alloc.reason == REASON_BANDWIDTH
+            if estimate is None:
+                layer = None
+            elif bandwidth_paused:
+                layer = PAUSED_FOR_BANDWIDTH
+            else:
+                layer = alloc.layer if alloc.layer >= 0 else None
+            if layer != c.bandwidth_layer:
+                logger.debug(
+                    "subscriber %s: %s -> layer %s (%s), estimate %s bps",
+                    self.participant_id, c.producer.id, layer, alloc.reason, estimate,
+                )
+            c.set_bandwidth_layer(layer, now)
+            if self._told.get(c.producer.id, False) != bandwidth_paused:
+                self._told[c.producer.id] = bandwidth_paused
+                msg = {
+                    "type": "track-quality",
+                    "track": c.producer.id,
+                    "paused": bandwidth_paused,
+                    "reason": alloc.reason,
+                    "estimate_bps": estimate,
+                }
+                spawn(self._signal(msg), name=f"track-quality-{self.participant_id}")
+        self._probe(now, estimate, allocations)
+
+    def _probe(self, now: int, estimate: int | None, allocations: dict[Any, Any]) -> None:
+        """While bandwidth holds a video back, test for more now and then with RTX padding."""
+        if estimate is None or not self.estimator.transport_cc:
+            return
+        limited = any(a.reason == REASON_BANDWIDTH for a in allocations.values())
+        if now >= self._probe_until_ms:
+            if not limited or now < self._next_probe_ms:
+                return
+            self._probe_until_ms = now + PROBE_FOR_MS
+            self._next_probe_ms = now + PROBE_EVERY_MS
+        slot = next(
+            (s for s in self.slots if s.kind == "video" and s.consumer is not None and s.rtx_payload_type is not None),
+            None,
+        )
+        if slot is None:
+            return
+        # Pad up to what the next step needs (at most half the estimate again).
+        wanted_bps = min(0.5 * estimate, max(0.0, 1.3 * self._next_step_bps(allocations) - self.send_bps))
+        budget = int(wanted_bps * TICK_INTERVAL_S / 8)
+        while budget > 0:
+            header = struct.pack(
+                "!BBHII", 0xA0, slot.rtx_payload_type, self._rtx_seq, slot.out.munger.last_ts, slot.rtx_ssrc
+            )
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            packet = header + bytes(PADDING_PACKET_BYTES - 1) + bytes((PADDING_PACKET_BYTES,))
+            if not self.send_rtp(packet):
+                return
+            self.padding_bytes_sent += len(packet)
+            budget -= len(packet)
+
+    def _next_step_bps(self, allocations: dict[Any, Any]) -> float:
+        """What all videos together would need if each held-back one got one layer more."""
+        total = 0.0
+        for consumer, alloc in allocations.items():
+            layers = consumer.producer.layers
+            index = alloc.layer + 1 if alloc.reason == REASON_BANDWIDTH else alloc.layer
+            if 0 <= index < len(layers):
+                total += layers[index].bitrate_bps
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        now = now_ms()
+        return {
+            "bandwidth": self.estimator.describe(now),
+            "send_bps": self.send_bps,
+            "padding_bytes_sent": self.padding_bytes_sent,
+            "consumers": [c.describe() for c in self.consumers()],
+        }
 
     # -- RTCP from the subscriber ---------------------------------------------------------
 
@@ -734,6 +918,7 @@ class SubscribePeer(PeerBase):
                 except ValueError:
                     self.malformed_packets += 1
                     return
+                self.estimator.on_remb(bitrate)
                 for ssrc in ssrcs:
                     consumer = self._consumer(ssrc)
                     if consumer is not None:
@@ -743,6 +928,9 @@ class SubscribePeer(PeerBase):
             if consumer is not None:
                 consumer.on_nack(list(packet.lost))
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            worst = max((r.fraction_lost for r in packet.reports if self._consumer(r.ssrc)), default=None)
+            if worst is not None:
+                self.estimator.on_receiver_report(worst, now_ms(), self.send_bps)
             for report in packet.reports:
                 consumer = self._consumer(report.ssrc)
                 if consumer is not None:

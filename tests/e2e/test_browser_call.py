@@ -83,7 +83,7 @@ async def test_three_browsers_see_and_hear_each_other_and_see_a_leave(browser, e
         media = {}
         deadline = time.monotonic() + 20
         while not full_media(media := await remote_media(page), others):
-            assert time.monotonic() < deadline, f"page {i} media: {media}"
+            assert time.monotonic() < deadline, f"page {i} media: {media}; server: {_subscriber_state(e2e_server)}"
             await asyncio.sleep(0.2)
         before.append(media)
     await asyncio.sleep(2)
@@ -108,3 +108,13 @@ async def test_three_browsers_see_and_hear_each_other_and_see_a_leave(browser, e
         await page.context.close()
     # The server forgot them all.
     await eventually(lambda: not e2e_server.app[__import__("sfu.app").app.ROOMS_KEY].rooms, timeout=10)
+
+
+def _subscriber_state(server) -> list:
+    from sfu.app import ROOMS_KEY
+
+    return [
+        (p.id, p.subscriber.describe() if p.subscriber else None)
+        for room in server.app[ROOMS_KEY].rooms.values()
+        for p in room.participants.values()
+    ]

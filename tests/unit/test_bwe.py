@@ -22,7 +22,8 @@ from sfu.bwe.twcc import build_feedback, parse_feedback, split_compound
 def test_feedback_round_trip_with_losses_and_large_and_negative_deltas():
     arrivals = [1_000_000, 1_000_250, None, 1_005_000, 1_200_000, None, 1_199_000, 1_199_500, 1_300_000]
     packet = build_feedback(1, 2, 65534, 7, arrivals)
-    [(pt, fmt, body)] = split_compound(packet)
+    [(pt, fmt, body, raw)] = split_compound(packet)
+    assert raw == packet
     assert (pt, fmt) == (205, 15)
     fb = parse_feedback(body)
     assert (fb.sender_ssrc, fb.media_ssrc, fb.base_seq, fb.fb_count) == (1, 2, 65534, 7)
@@ -101,7 +102,7 @@ def run(est, link, seconds, now_ms=0.0, seq=0, source_bps=None):
                 ready.append(pending.pop(0))
             if ready:
                 arrivals = [None if a is None else int(a * 1000) for _, a, _ in ready]
-                [(_, _, body)] = split_compound(build_feedback(1, 2, ready[0][0], fb_count, arrivals))
+                [(_, _, body, _)] = split_compound(build_feedback(1, 2, ready[0][0], fb_count, arrivals))
                 fb_count += 1
                 est.on_feedback(parse_feedback(body), now_ms)
             trace.append((now_ms, est.estimate_bps))
@@ -215,3 +216,13 @@ def test_an_estimate_oscillating_around_a_layer_boundary_does_not_flap():
 def test_no_estimate_means_no_constraint():
     a = StreamAllocator()
     assert a.update(0, None, 3, [demand("v", wanted=2)])["v"].layer == 2
+
+
+def test_offer_gets_transport_cc_on_media_sections_only():
+    from sfu.bwe.twcc import TWCC_URI, add_transport_cc
+
+    sdp = "v=0\r\nm=video 9 X 97 98\r\na=mid:0\r\na=rtpmap:97 VP8/90000\r\na=rtpmap:98 rtx/90000\r\nm=application 9 X\r\na=mid:1\r\n"
+    out = add_transport_cc(sdp, 5)
+    assert f"a=extmap:5 {TWCC_URI}" in out.split("m=application")[0]
+    assert "a=rtcp-fb:97 transport-cc" in out and "a=rtcp-fb:98" not in out
+    assert out.count("extmap") == 1
