@@ -173,6 +173,10 @@ session.on('remote-track-removed', (c) => {
   ui.removeRemoteTrack(c);
 });
 session.on('chat', (m) => ui.addChat(m));
+session.on('track-quality', ({ track, paused }) => {
+  const c = [...session.consumers.values()].find((x) => x.track === track);
+  if (c) ui.setBandwidthPaused(c, paused);
+});
 
 session.on('error', ({ code, message, fatal }) => {
   if (fatal) {

@@ -451,6 +451,8 @@ export class Session {
         return this._onMute(msg);
       case 'chat':
         return this._emit('chat', { ...msg, self: msg.from === this.id });
+      case 'track-quality':
+        return this._emit('track-quality', msg);
       case 'error':
         return this._onServerError(msg);
       case 'pong':

@@ -16,6 +16,7 @@ class Tile {
       <video autoplay playsinline></video>
       <div class="avatar"><span></span></div>
       <div class="camera-off">Camera off</div>
+      <div class="low-bandwidth">Video paused: your connection is too slow</div>
       <div class="label"><span class="mic-off" title="Microphone muted">${MIC_OFF_ICON}</span><span class="name"></span></div>
       <div class="stats"></div>`;
     this.video = this.el.querySelector('video');
@@ -36,6 +37,10 @@ class Tile {
   }
 
   /** micMuted / cameraOff overlays. */
+  setBandwidthPaused(paused) {
+    this.el.toggleAttribute('data-bandwidth-paused', paused);
+  }
+
   setFlags({ micMuted = false, cameraOff = false }) {
     this.el.toggleAttribute('data-mic-muted', micMuted);
     this.el.toggleAttribute('data-camera-off', cameraOff);
@@ -300,6 +305,12 @@ export class UI {
     const tile = this.participantTile(participant, name);
     tile.addTrack(mediaTrack);
     return tile;
+  }
+
+  /** The server paused (or resumed) a remote video because our downlink is too slow. */
+  setBandwidthPaused({ participant, source }, paused) {
+    const tile = source === 'screen' ? this.screens.get(participant) : this.remote.get(participant);
+    tile?.setBandwidthPaused(paused);
   }
 
   removeRemoteTrack({ participant, source, mediaTrack }) {

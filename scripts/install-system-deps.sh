@@ -8,6 +8,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
