@@ -18,7 +18,8 @@ value named, per user and interval):
 
     webrtc  join                   ms from opening the WebSocket to ``joined``
     webrtc  publish                ms from the publish offer to a connected DTLS transport
-    webrtc  first remote frame     ms from opening the WebSocket to the first remote keyframe
+    webrtc  first remote frame     ms from the first subscribe offer with a remote video (or
+                                   from joining, if later) to the first remote keyframe
     rx      packets/s              RTP packets received per second (response_length: bytes)
     rx      kbit/s                 RTP bitrate received
     rx      loss %                 packets missing from the (gapless) forwarded sequence
@@ -229,7 +230,13 @@ class LoadPeer(Participant):
         self.counters: dict[int, StreamCounter] = {}  # by SSRC
         self.latencies_ms: list[float] = []
         self.first_keyframe_s: float | None = None
+        self.first_video_offer_s: float | None = None  # the first subscribe offer with a remote video
         self.subscriptions: dict[str, int | None] = {}  # track -> max_height sent
+
+    async def _on_subscribe_offer(self, msg: dict[str, Any]) -> None:
+        if self.first_video_offer_s is None and any(c.get("kind") == "video" for c in msg.get("consumers", ())):
+            self.first_video_offer_s = time.time()
+        await super()._on_subscribe_offer(msg)
 
     async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
         try:
@@ -346,7 +353,11 @@ class PeerSession:
                 pass
             now = time.time()
             if self.info.get("first_frame_ms") is None and p.first_keyframe_s is not None:
-                self.info["first_frame_ms"] = (p.first_keyframe_s - self.started_s) * 1000
+                # From the first offer of a remote video (or from joining, if that came first):
+                # what a participant waits for a picture, not when the others happened to publish.
+                since = max(self.started_s, p.first_video_offer_s or self.started_s)
+                self.info["first_frame_ms"] = (p.first_keyframe_s - since) * 1000
+                self.info["first_frame_since_join_ms"] = (p.first_keyframe_s - self.started_s) * 1000
                 self.event("webrtc", "first remote frame", self.info["first_frame_ms"])
             packets = nbytes = expected = 0
             kinds = {"audio": 0, "video": 0}
