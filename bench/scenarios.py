@@ -313,12 +313,14 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2, ax4) = plt.subplots(1, 3, figsize=(16, 4.4))
     ax1.plot(x, [s["server_cpu_total_pct"] for s in steps], "o-", label="server (1 process)")
     ax1.plot(x, [s["generator_cpu_max_process_pct"] for s in steps], "s--", label="load generator (busiest process)")
-    ax1.plot(x, [s["machine_cpu_pct"] / 2 for s in steps], ":", color="grey", label="whole machine (% of 2 cores)")
+    ax1.plot(x, [s.get("other_cpu_pct", 0) for s in steps], ":", color="grey", label="other programs on the machine")
+    ax1.plot(x, [s.get("server_runqueue_wait_pct", 0) for s in steps], "^:", color="tab:blue", alpha=0.6,
+             label="server waiting for a CPU (% of time)")
     ax1.axhline(100, color="red", lw=0.8)
     ax1.set_xlabel("participants")
     ax1.set_ylabel("CPU, % of one core")
     ax1.set_title(f"{name}: CPU")
-    ax1.set_ylim(bottom=0)
+    ax1.set_ylim(bottom=0, top=max([105.0] + [s.get("other_cpu_pct", 0) * 1.05 for s in steps]))
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
     for q, style in (("p50", "o-"), ("p90", "^-"), ("p99", "s-")):
@@ -371,10 +373,15 @@ def main() -> None:
                         help="run a step over the limits again (up to this many runs) when other programs "
                              f"used more than {NOISY_OTHER_CPU_PCT:.0f} %% of a core during it (a shared machine)")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="JSON and PNG go here")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the scenario's JSON")
     parser.add_argument("--logs", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sfu-scenarios",
                         help="server and locust logs, locust CSV and JSON per step")
     args = parser.parse_args()
 
+    if args.replot:
+        plot(args.scenario, json.loads((args.out / f"{args.scenario}.json").read_text()),
+             args.out / f"{args.scenario}.png")
+        return
     scenario = SCENARIOS[args.scenario]
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(scenario["steps"])
     if args.max_participants:
