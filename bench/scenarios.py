@@ -54,7 +54,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "broadcast": {
         "about": "one room, one publisher (simulcast video + audio), everyone else only watches (top layer)",
         "room_size": 0, "publishers": 1, "layout": "high",
-        "steps": [2, 11, 21, 41, 61, 81, 101],
+        "steps": [2, 21, 61, 101, 151, 201],
     },
 }
 
