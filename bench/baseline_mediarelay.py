@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from aiohttp import WSMsgType, web
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, os.environ.get("SFU_ROOT", str(Path(__file__).resolve().parent.parent)))
 from sfu.rtc import aiortc_glue  # noqa: E402
 
 logger = logging.getLogger("baseline")

@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import statistics
@@ -40,7 +41,47 @@ import psutil
 from aiortc import sdp as aiortc_sdp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+
+def _argv_value(name: str) -> str | None:
+    for i, a in enumerate(sys.argv):
+        if a == name and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def snapshot(commit: str) -> Path:
+    """A `git archive` copy of one commit in the temp dir (made once, then reused)."""
+    import tempfile
+
+    full = subprocess.run(["git", "rev-parse", "--verify", commit + "^{commit}"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    root = Path(tempfile.gettempdir()) / f"sfu-bench-{full[:12]}"
+    if not (root / "COMMIT").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", full], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        (root / "COMMIT").write_text(full + "\n")
+    return root
+
+
+def _sfu_root() -> Path:
+    """The checkout whose sfu package (server AND client library) is benchmarked.
+
+    --sfu-commit REV: a `git archive` snapshot of that commit; --sfu-root DIR: any checkout;
+    default: this working tree. A snapshot keeps a working tree that is being edited from
+    changing the code under test halfway through a series of runs. Read before importing sfu."""
+    commit = _argv_value("--sfu-commit")
+    if commit:
+        return snapshot(commit)
+    root = _argv_value("--sfu-root")
+    return Path(root).resolve() if root else ROOT
+
+
+SFU_ROOT = _sfu_root()
+sys.path.insert(0, str(SFU_ROOT))
 
 from sfu.client import Participant, load_clip  # noqa: E402
 from sfu.rtc import aiortc_glue as glue  # noqa: E402
@@ -48,6 +89,7 @@ from sfu.rtc import aiortc_glue as glue  # noqa: E402
 PYTHON = sys.executable
 HOST = "127.0.0.1"
 _RTP_HDR = struct.Struct("!BBHII")
+PROFILE_RATE = 1000  # py-spy samples per second
 
 
 # -- subscribers that only count ------------------------------------------------------------
@@ -160,7 +202,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_CMD: str | None = None  # --server-cmd template
+
+
 def server_command(server: str, port: int) -> list[str]:
+    if SERVER_CMD:
+        return shlex.split(SERVER_CMD.format(python=PYTHON, host=HOST, port=port, root=SFU_ROOT))
     common = ["--host", HOST, "--port", str(port), "--ice-host", HOST]
     if server == "sfu":
         return [PYTHON, "-m", "sfu", *common, "--log-level", "WARNING"]
@@ -216,14 +263,17 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
     cmd = server_command(cfg.server, port)
     if cfg.profile:
         cmd = [
-            str(Path(PYTHON).parent / "py-spy"), "record", "--nonblocking", "--threads", "--rate", "250",
+            str(Path(PYTHON).parent / "py-spy"), "record", "--nonblocking", "--threads", "--rate", str(PROFILE_RATE),
             "--format", cfg.profile_format, "-o", cfg.profile, "--", *cmd,
         ]
     log = None
     if cfg.log_dir is not None:
         cfg.log_dir.mkdir(parents=True, exist_ok=True)
         log = (cfg.log_dir / f"{cfg.server}-{cfg.subscribers}-{int(time.time())}.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    env = dict(os.environ, PYTHONPATH=str(SFU_ROOT), SFU_ROOT=str(SFU_ROOT))
+    proc = subprocess.Popen(
+        cmd, cwd=SFU_ROOT, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     me = psutil.Process()
     participants: list[CountingParticipant] = []
     try:
@@ -373,7 +423,11 @@ MEDIAN_KEYS = [
 ]
 
 
+SOURCE_FPS = 30.0  # the publisher's clip (sfu.client.load_clip("video") default)
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    runs = [r for r in runs if "error" not in r]
     out: dict[str, Any] = {"server": runs[0]["server"], "subscribers": runs[0]["subscribers"], "runs": len(runs)}
     for key in MEDIAN_KEYS:
         values = [r[key] for r in runs if r.get(key) is not None]
@@ -383,11 +437,20 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             out[key + "_max"] = round(max(values), 3)
     out["packets_lost"] = sum(r["packets_lost"] for r in runs)
     out["packets_expected"] = sum(r["packets_expected"] for r in runs)
+    # Saturated: the server no longer delivers the source frame rate to its subscribers, or
+    # loses packets. (A re-encoding server drops frames before packetizing them, so its
+    # overload shows as a lower frame rate with no sequence gaps.)
+    out["saturated"] = bool(
+        out["subscribers"] > 0
+        and (out.get("video_fps_per_subscriber_mean", 0) < 0.9 * SOURCE_FPS or out.get("loss_pct", 0) > 2.0)
+    )
     return out
 
 
 def marginal(summary: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Least-squares slope and intercept of server CPU (median) vs subscribers."""
+    """Least-squares slope and intercept of server CPU (median) vs subscribers, over the
+    subscriber counts where the server was not saturated."""
+    summary = [s for s in summary if not s.get("saturated")]
     pts = [(s["subscribers"], s["server_cpu_pct"]) for s in summary]
     pts_pkt = [(s["forwarded_pps"], s["server_cpu_pct"]) for s in summary]
     if len({x for x, _ in pts}) < 2:
@@ -398,7 +461,22 @@ def marginal(summary: list[dict[str, Any]]) -> dict[str, Any] | None:
         "server_cpu_pct_per_extra_subscriber": round(slope, 3),
         "server_cpu_pct_intercept": round(intercept, 3),
         "server_marginal_us_per_forwarded_packet": round(slope_pkt * 1e4, 2),  # %/pps -> us/packet
+        "fitted_subscriber_counts": [x for x, _ in pts],
     }
+
+
+def resummarize(out: Path) -> None:
+    """Recompute every server's summary and fit from the raw runs stored in ``out``."""
+    data = json.loads(out.read_text())
+    for server, payload in data.get("results", {}).items():
+        by_n: dict[int, list[dict[str, Any]]] = {}
+        for r in payload.get("runs", []):
+            by_n.setdefault(r["subscribers"], []).append(r)
+        payload["summary"] = [summarize(rs) for _, rs in sorted(by_n.items()) if any("error" not in r for r in rs)]
+        payload["marginal"] = marginal(payload["summary"])
+        print_table(payload["summary"])
+        print(f"{server} fit: {payload['marginal']}")
+    out.write_text(json.dumps(data, indent=2) + "\n")
 
 
 async def settle(below_pct: float, max_s: float) -> float:
@@ -431,20 +509,54 @@ def machine_info() -> dict[str, Any]:
         ) if Path("/proc/cpuinfo").exists() else platform.processor(),
         "loadavg_at_start": load,
         "aiortc": aiortc.__version__,
+        "sfu_root": str(SFU_ROOT),
+        "sfu_commit": git_describe(SFU_ROOT),
     }
 
 
-def save(out: Path, server: str, payload: dict[str, Any]) -> None:
-    """Merge this server's results into the output file (other servers' results are kept)."""
+def git_describe(root: Path) -> str | None:
+    """The commit under test: `git rev-parse HEAD` (+"-dirty"), or a snapshot's COMMIT file."""
+    marker = root / "COMMIT"
+    if marker.exists():
+        return marker.read_text().strip()
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sfu"], cwd=root, capture_output=True,
+                               text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def save(out: Path, server: str, payload: dict[str, Any], merge: bool) -> dict[str, Any]:
+    """Write this server's results into the output file; other servers' results are kept.
+
+    With merge, subscriber counts measured earlier for the same server (and not measured
+    now) are kept too, and the marginal fit is recomputed over all of them."""
     data: dict[str, Any] = {}
     if out.exists():
         try:
             data = json.loads(out.read_text())
         except ValueError:
             data = {}
-    data.setdefault("results", {})[server] = payload
+    results = data.setdefault("results", {})
+    old = results.get(server)
+    if merge and old:
+        counts = {s["subscribers"] for s in payload["summary"]}
+        payload["summary"] = sorted(
+            [s for s in old.get("summary", []) if s["subscribers"] not in counts] + payload["summary"],
+            key=lambda s: s["subscribers"],
+        )
+        payload["runs"] = [r for r in old.get("runs", []) if r["subscribers"] not in counts] + payload["runs"]
+        payload["marginal"] = marginal(payload["summary"])
+        payload["invocations"] = old.get("invocations", [old.get("args")]) + [payload["args"]]
+    else:
+        payload["invocations"] = [payload["args"]]
+    results[server] = payload
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
+    return payload
 
 
 def fmt(v: Any, spec: str = ".1f") -> str:
@@ -464,12 +576,27 @@ def print_table(summary: list[dict[str, Any]]) -> None:
             f"{fmt(s.get('server_us_per_forwarded_packet')):>8}"
             f"{fmt(s.get('server_pct_core_per_subscriber'), '.2f'):>10}"
             f"{fmt(s.get('rx_kbps_per_subscriber'), '.0f'):>9}"
-            f"{fmt(s.get('video_fps_per_subscriber_mean')):>6}{fmt(s.get('loss_pct'), '.2f'):>7}",
+            f"{fmt(s.get('video_fps_per_subscriber_mean')):>6}{fmt(s.get('loss_pct'), '.2f'):>7}"
+            f"{'  SATURATED' if s.get('saturated') else ''}",
             flush=True,
         )
 
 
+def quiet_leaked_publish_waiter(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """sfu.client.Participant.publish() leaves a wait_type("error", timeout=30) task behind
+    that times out 30 s later; hide that one "never retrieved" TimeoutError, keep the rest."""
+    task = context.get("future")
+    if (
+        isinstance(context.get("exception"), asyncio.TimeoutError)
+        and isinstance(task, asyncio.Task)
+        and "wait_type" in repr(task.get_coro())
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    asyncio.get_running_loop().set_exception_handler(quiet_leaked_publish_waiter)
     glue.set_host_addresses([HOST])
     load_clip("audio")
     load_clip("video")  # encode the clips now (once, cached) rather than inside a run
@@ -527,6 +654,9 @@ async def main_async(args: argparse.Namespace) -> int:
         "marginal": marginal(summary),
         "runs": all_runs,
     }
+    if args.out:
+        payload = save(Path(args.out), args.server, payload, args.merge)
+        print(f"wrote {args.out}")
     if payload["marginal"]:
         m = payload["marginal"]
         print(
@@ -534,9 +664,6 @@ async def main_async(args: argparse.Namespace) -> int:
             f"{m['server_marginal_us_per_forwarded_packet']:.1f} us per extra forwarded packet "
             f"(intercept {m['server_cpu_pct_intercept']:.1f} %)"
         )
-    if args.out:
-        save(Path(args.out), args.server, payload)
-        print(f"wrote {args.out}")
     return 0 if summary else 1
 
 
@@ -545,9 +672,15 @@ def main() -> int:
     parser.add_argument("--subscribers", default="1,2,4,8", help="comma-separated subscriber counts, one run each")
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window (s)")
     parser.add_argument("--warmup", type=float, default=5.0, help="steady-state wait before measuring (s)")
-    parser.add_argument("--server", choices=["sfu", "mediarelay"], default="sfu")
+    parser.add_argument("--server", default="sfu",
+                        help="sfu | mediarelay | any label when --server-cmd is given")
+    parser.add_argument("--server-cmd",
+                        help="custom server command, e.g. '{python} my_server.py --host {host} --port {port}' "
+                             "(placeholders: python, host, port, root); it must serve GET /healthz and /ws")
     parser.add_argument("--repeat", type=int, default=1, help="runs per subscriber count (median reported)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "forward.json"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep this server's earlier results for subscriber counts not run now")
     parser.add_argument("--pin", action="store_true", help="pin the server to one CPU and the clients to another")
     parser.add_argument("--pause", type=float, default=1.0, help="pause between runs (s)")
     parser.add_argument("--settle-below", type=float, default=0.0,
@@ -556,7 +689,20 @@ def main() -> int:
     parser.add_argument("--profile", help="run the server under py-spy for the first run of the last count; output path")
     parser.add_argument("--profile-format", default="speedscope", choices=["speedscope", "flamegraph", "raw"])
     parser.add_argument("--log-dir", help="keep server stdout/stderr here")
+    parser.add_argument("--sfu-root", default=str(ROOT),
+                        help="checkout whose sfu package is benchmarked (server and client); default: this repo")
+    parser.add_argument("--sfu-commit",
+                        help="benchmark this commit (e.g. HEAD) from a git-archive snapshot in the temp dir")
+    parser.add_argument("--resummarize", action="store_true",
+                        help="only recompute summaries and fits of --out from its stored runs")
     args = parser.parse_args()
+    global SERVER_CMD
+    SERVER_CMD = args.server_cmd
+    if not SERVER_CMD and args.server not in ("sfu", "mediarelay"):
+        parser.error("--server must be sfu or mediarelay unless --server-cmd is given")
+    if args.resummarize:
+        resummarize(Path(args.out))
+        return 0
     try:
         import uvloop
 
