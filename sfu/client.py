@@ -350,13 +350,13 @@ class Participant:
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         self._answer = asyncio.get_running_loop().create_future()
         await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
-        done, _ = await asyncio.wait(
-            [self._answer, asyncio.ensure_future(self.wait_type("error", timeout=30))],
-            timeout=15,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        error = asyncio.ensure_future(self.wait_for(lambda m: m.get("type") == "error" and m.get("request") == "offer", 30))
+        try:
+            done, _ = await asyncio.wait([self._answer, error], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            error.cancel()
         if self._answer not in done:
-            raise RuntimeError(f"publish failed: {[d.result() for d in done]}")
+            raise RuntimeError(f"publish failed: {[d.result() for d in done if not d.cancelled()]}")
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(self._answer.result(), "answer"))
 
     async def publish_rtp(

@@ -47,14 +47,18 @@ class Allocation:
 
 
 def allocate(
-    budget_bps: float, audio_streams: int, demands: list[VideoDemand], may_pause: bool = True
+    budget_bps: float,
+    audio_streams: int,
+    demands: list[VideoDemand],
+    may_pause: bool = True,
+    audio_bps: float | None = None,
 ) -> dict[Hashable, Allocation]:
     """One allocation for one budget, without history.
 
     ``may_pause`` False keeps every video at least at its lowest layer (used when only the
     delay-based estimate is low, which on a busy host can be scheduling noise, not the network).
     """
-    remaining = budget_bps - audio_streams * AUDIO_BPS
+    remaining = budget_bps - (audio_bps if audio_bps is not None else audio_streams * AUDIO_BPS)
     order = sorted(demands, key=lambda d: (d.priority, -d.requested_height))
     out: dict[Hashable, Allocation] = {}
     chosen: dict[Hashable, int] = {}
@@ -114,6 +118,7 @@ class StreamAllocator:
         audio_streams: int,
         demands: list[VideoDemand],
         may_pause: bool = True,
+        audio_bps: float | None = None,
     ) -> dict[Hashable, Allocation]:
         """New allocations; also kept in ``current``. estimate None: nothing limits."""
         if estimate_bps is None:
@@ -128,8 +133,8 @@ class StreamAllocator:
             self._estimates.popleft()
         held = min(e for _, e in self._estimates)
         held_long_enough = now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
-        now_alloc = allocate(estimate_bps, audio_streams, demands, may_pause)
-        up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands, may_pause)
+        now_alloc = allocate(estimate_bps, audio_streams, demands, may_pause, audio_bps)
+        up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands, may_pause, audio_bps)
         result: dict[Hashable, Allocation] = {}
         for d in demands:
             fresh = now_alloc[d.key]

@@ -40,6 +40,7 @@ ACKED_WINDOW_MS = 750
 LOSS_WINDOW_MS = 1000
 HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
+LOSS_HOLD_MS = 3000  # a loss-based limit lapses this long after the last high-loss cut
 MIN_BPS = 30_000
 MAX_BPS = 50_000_000
 
@@ -184,6 +185,8 @@ class DelayBasedEstimator:
                 self._congested_at_bps = None  # the link got better: forget the old ceiling
             self.rate_bps *= (INCREASE_PER_S if near else FAST_INCREASE_PER_S) ** dt_s
             if acked_bps:
+                # What gets through without queues building is evidently available.
+                self.rate_bps = max(self.rate_bps, acked_bps)
                 # Never run far ahead of what actually gets through (but an app-limited
                 # sender is not a reason to lower the estimate).
                 self.rate_bps = min(self.rate_bps, max(previous, 1.5 * acked_bps + 10_000))
@@ -268,11 +271,15 @@ class BandwidthEstimator:
         if self.loss_ratio > HIGH_LOSS:
             if now_ms - self._last_cut_ms > 300:
                 current = min(self.loss_bps or reference, reference) if reference else (self.loss_bps or MIN_BPS)
-                self.loss_bps = max(MIN_BPS, current * (1 - 0.5 * self.loss_ratio))
+                cut = current * (1 - 0.5 * self.loss_ratio)
+                # Never below most of what still gets through: the loss is measured at the old rate.
+                self.loss_bps = max(MIN_BPS, cut, 0.8 * (acked or 0.0))
                 self._last_cut_ms = now_ms
+                self._loss.clear()  # judge the new rate on new feedback only
         elif self.loss_ratio < LOW_LOSS and self.loss_bps is not None:
-            self.loss_bps *= INCREASE_PER_S**dt_s
-            if self.loss_bps > 2 * max(reference, MIN_BPS):
+            # Grow again, and never stay below what now gets through without loss.
+            self.loss_bps = max(self.loss_bps * INCREASE_PER_S**dt_s, 0.9 * (acked or 0.0))
+            if self.loss_bps > 2 * max(reference, MIN_BPS) or now_ms - self._last_cut_ms > LOSS_HOLD_MS:
                 self.loss_bps = None  # loss no longer limits anything
 
     @property

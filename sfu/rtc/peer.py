@@ -595,7 +595,8 @@ class SubscribePeer(PeerBase):
     async def negotiate(self) -> None:
         """Send a new offer if anything changed; at most one offer is outstanding."""
         async with self._lock:
-            if self.closed:
+            # aiortc closes the connection by itself when the client's DTLS goes away.
+            if self.closed or self.pc.signalingState == "closed":
                 return
             if self._offer_outstanding:
                 self._dirty = True
@@ -819,16 +820,21 @@ class SubscribePeer(PeerBase):
         consumers = self.consumers()
         demands = []
         audio = 0
+        audio_bps = 0
         for c in consumers:
             producer = c.producer
             if producer.kind == "audio":
-                audio += 0 if producer.muted else 1
+                if not producer.muted:
+                    audio += 1
+                    audio_bps += producer.layers[0].measure(now)
                 continue
             layer_bps = tuple(layer.measure(now) for layer in producer.layers)
             wanted = PAUSED if c.paused or producer.muted else c.desired_layer()
             priority = PRIORITY_SCREEN if producer.source == "screen" else PRIORITY_NORMAL
             demands.append(VideoDemand(c, priority, wanted, layer_bps, c.max_height or 100_000))
-        allocations = self.allocator.update(now, estimate, audio, demands, self.estimator.loss_limited)
+        allocations = self.allocator.update(
+            now, estimate, audio, demands, self.estimator.loss_limited, audio_bps=audio_bps or None
+        )
         for c, alloc in allocations.items():
             bandwidth_paused = alloc.layer == PAUSED and alloc.reason == REASON_BANDWIDTH
             if estimate is None:

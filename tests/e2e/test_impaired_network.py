@@ -1,0 +1,170 @@
+"""A Chromium subscriber behind an impaired downlink, in a network namespace of its own.
+
+The namespace is joined to the host by a veth pair; `tc tbf` on the host side caps what the
+server sends to that subscriber. The publisher and a second, unimpaired subscriber run outside
+it. (Random loss needs netem or gact, which the kernels we test on do not have.)
+"""
+
+import asyncio
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from playwright.async_api import Page, async_playwright
+
+from sfu.app import ROOMS_KEY
+from tests.conftest import RunningServer, eventually, start_server
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+NS = f"sfu-e2e-{os.getpid()}"
+HOST_IF, NS_IF = f"sfuh{os.getpid() % 100000}", f"sfus{os.getpid() % 100000}"
+HOST_IP, NS_IP = "10.99.0.1", "10.99.0.2"
+
+INBOUND_JS = """async (track) => {
+  const s = window.sfuSession;
+  const c = s && [...s.consumers.values()].find((c) => c.track === track);
+  if (!c || !s.subscribePc) return null;
+  let out = null;
+  (await s.subscribePc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.mid === c.mid)
+      out = {height: r.frameHeight || 0, frames: r.framesDecoded || 0, received: r.packetsReceived || 0,
+             lost: r.packetsLost || 0, nacks: r.nackCount || 0, freezes_s: r.totalFreezesDuration || 0};
+  });
+  return out;
+}"""
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+class Namespace:
+    def __init__(self) -> None:
+        self.remove_stale()
+        sh("ip", "netns", "add", NS)
+        sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+        sh("ip", "link", "set", NS_IF, "netns", NS)
+        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", HOST_IF)
+        sh("ip", "link", "set", HOST_IF, "up")
+        sh("ip", "netns", "exec", NS, "ip", "addr", "add", f"{NS_IP}/24", "dev", NS_IF)
+        sh("ip", "netns", "exec", NS, "ip", "link", "set", NS_IF, "up")
+        sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
+        self.wrapper = tempfile.NamedTemporaryFile("w", suffix="-chromium", delete=False)
+        self.wrapper.write(f"#!/bin/sh\nexec ip netns exec {NS} {CHROMIUM} \"$@\"\n")
+        self.wrapper.close()
+        os.chmod(self.wrapper.name, 0o755)
+
+    @staticmethod
+    def remove_stale() -> None:
+        """Namespaces and links left by a run that was killed before it could clean up."""
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        for line in links.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name.startswith("sfuh"):
+                subprocess.run(["ip", "link", "del", name], capture_output=True)
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in namespaces.splitlines():
+            if line.startswith("sfu-e2e-"):
+                subprocess.run(["ip", "netns", "del", line.split()[0]], capture_output=True)
+
+    def shape(self, *qdisc: str) -> None:
+        """Replace the downlink shaping (what the host sends into the namespace)."""
+        self.unshape()
+        sh("tc", "qdisc", "add", "dev", HOST_IF, "root", *qdisc)
+
+    def unshape(self) -> None:
+        subprocess.run(["tc", "qdisc", "del", "dev", HOST_IF, "root"], capture_output=True)
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+        os.unlink(self.wrapper.name)
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[tuple[RunningServer, Namespace]]:
+    ns = Namespace()
+    srv = await start_server(heartbeat_interval_s=1.0, ice_host_addresses=("127.0.0.1", HOST_IP))
+    await web.TCPSite(srv.runner, HOST_IP, srv.config.port).start()
+    try:
+        yield srv, ns
+    finally:
+        await srv.runner.cleanup()
+        ns.close()
+
+
+async def inbound(page: Page, track: str) -> dict:
+    return await page.evaluate(INBOUND_JS, track) or {}
+
+
+async def call(pw, srv: RunningServer, ns: Namespace, room: str):
+    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    confined = await pw.chromium.launch(executable_path=ns.wrapper.name, args=CHROMIUM_ARGS)
+    viewport = {"width": 1920, "height": 1080}
+    publisher = await (await browser.new_context()).new_page()
+    await publisher.goto(f"{srv.url}/?room={room}&name=pub&autojoin=1")
+    await publisher.wait_for_function("document.body.dataset.state === 'joined'", timeout=15000)
+    pub_id = await publisher.evaluate("window.sfuSession.id")
+    free = await (await browser.new_context(viewport=viewport)).new_page()
+    await free.goto(f"{srv.url}/?room={room}&name=free&autojoin=1&publish=0")
+    impaired = await (await confined.new_context(viewport=viewport)).new_page()
+    await impaired.goto(f"http://{HOST_IP}:{srv.config.port}/?room={room}&name=impaired&autojoin=1&publish=0")
+    for page in (free, impaired):
+        await page.wait_for_function("document.body.dataset.state === 'joined'", timeout=15000)
+    room_obj = srv.app[ROOMS_KEY].rooms[room]
+    producer = await eventually(lambda: next((p for p in room_obj.participants[pub_id].producers() if p.kind == "video"), None))
+    ids = {name: await page.evaluate("window.sfuSession.id") for name, page in (("free", free), ("impaired", impaired))}
+
+    def consumer(name):
+        return next((c for c in producer.consumers if c.subscriber_id == ids[name]), None)
+
+    await eventually(lambda: consumer("free") and consumer("impaired"), timeout=15)
+    return browser, confined, producer, consumer, free, impaired
+
+
+async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
+    srv, ns = lab
+    async with async_playwright() as pw:
+        browser, confined, producer, consumer, free, impaired = await call(pw, srv, ns, "cap")
+        top = len(producer.layers) - 1
+        await eventually(lambda: consumer("impaired").current == top and consumer("free").current == top, timeout=30)
+        free_layers: list[int] = []
+
+        async def watch_free():
+            while True:
+                free_layers.append(consumer("free").current)
+                await asyncio.sleep(0.25)
+
+        watcher = asyncio.create_task(watch_free())
+        # ~300 kbps downlink.
+        ns.shape("tbf", "rate", "300kbit", "burst", "16kbit", "latency", "200ms")
+        t0 = time.monotonic()
+        await eventually(lambda: consumer("impaired").current == 0, timeout=5)
+        t_down = time.monotonic() - t0
+        await asyncio.sleep(3)  # adaptation settles
+        before = await inbound(impaired, producer.id)
+        await asyncio.sleep(10)
+        after = await inbound(impaired, producer.id)
+        lost = after["lost"] - before["lost"]
+        received = after["received"] - before["received"]
+        # packetsLost counts what never arrived, net of late arrivals (NACK repairs): at least 0
+        loss = max(0, lost) / max(1, lost + received)
+        assert received > 100, "video still flows at the lowest layer"
+        assert consumer("impaired").current == 0
+        # The cap is lifted.
+        ns.unshape()
+        t1 = time.monotonic()
+        await eventually(lambda: consumer("impaired").current == top, timeout=20)
+        t_up = time.monotonic() - t1
+        watcher.cancel()
+        print(f"down to the lowest layer in {t_down:.1f}s, loss after adaptation {100 * loss:.2f}%, "
+              f"back to the top layer in {t_up:.1f}s")
+        assert loss < 0.02
+        assert consumer("impaired").retransmitted > 0, "the browser's NACKs were answered from the cache"
+        assert set(free_layers) == {top}, "the unimpaired subscriber stays on the top layer throughout"
+        await browser.close()
+        await confined.close()
