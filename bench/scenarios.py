@@ -308,7 +308,8 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [s for s in report["steps"] if "server_cpu_total_pct" in s]
+    # Steps where not everyone joined measured something else than N participants: left out.
+    steps = [s for s in report["steps"] if "server_cpu_total_pct" in s and s.get("joined", 0) >= s["participants"]]
     x = [s["participants"] for s in steps]
     fig, (ax1, ax2, ax4) = plt.subplots(1, 3, figsize=(16, 4.4))
     ax1.plot(x, [s["server_cpu_total_pct"] for s in steps], "o-", label="server (1 process)")
@@ -326,6 +327,9 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     for q, style in (("p50", "o-"), ("p90", "^-"), ("p99", "s-")):
         ax2.plot(x, [s["latency_ms"][q] for s in steps], style, label=f"latency {q}")
     ax2.axhline(P99_LIMIT_MS, color="red", lw=0.8)
+    over = [s for s in steps if s.get("over_limit")]
+    ax2.plot([s["participants"] for s in over], [s["latency_ms"]["p99"] for s in over], "o", ms=14, mfc="none",
+             mec="red", label="over the limits")
     ax2.set_yscale("log")
     ax2.set_xlabel("participants")
     ax2.set_ylabel("send → receive, ms")
@@ -352,7 +356,11 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     ax4.set_title(f"{name}: packets, generator health")
     a, b = ax4.get_legend_handles_labels(), ax5.get_legend_handles_labels()
     ax4.legend(a[0] + b[0], a[1] + b[1], fontsize=8, loc="upper left")
-    fig.tight_layout()
+    left_out = [s for s in report["steps"] if s not in steps]
+    if left_out:
+        fig.text(0.01, 0.01, "not plotted: " + "; ".join(f"{s['participants']}: {s.get('over_limit')}" for s in left_out),
+                 fontsize=8, color="red")
+    fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -414,10 +422,13 @@ def main() -> None:
             if why is None or not noisy or len(attempts) >= args.attempts:
                 break
             print(f"  {why} while other programs used {step['other_cpu_pct']:.0f} % of a core: again", flush=True)
+        if step.get("loss_pct") is None:  # nothing measured: report an attempt that measured media
+            step = next((a for a in reversed(attempts) if a.get("loss_pct") is not None), step)
+            why = step["over_limit"]
         if len(attempts) > 1:
             step["earlier_attempts"] = [
                 {k: a.get(k) for k in ("over_limit", "other_cpu_pct", "loss_pct", "latency_ms", "server_cpu_total_pct")}
-                for a in attempts[:-1]
+                for a in attempts if a is not step
             ]
         report["steps"].append(step)
         lat = step.get("latency_ms", {})
