@@ -17,6 +17,16 @@ NO_ICE_SDP = (
 )
 
 
+async def publisher_and_viewer(server, room):
+    """a publishes, b receives; returns once b gets a's video."""
+    a, b = Participant(server.ws_url, room, "a"), Participant(server.ws_url, room, "b")
+    await a.join()
+    await a.publish()
+    await b.join()
+    await eventually(lambda: b.received_from(a.id, "video") > 20, timeout=15)
+    return a, b
+
+
 async def test_every_bad_message_gets_a_typed_error_and_the_call_next_door_goes_on(server):
     # A healthy call in another room.
     a, b = Participant(server.ws_url, "good", "a"), Participant(server.ws_url, "good", "b")
@@ -75,12 +85,7 @@ async def test_every_bad_message_gets_a_typed_error_and_the_call_next_door_goes_
 
 
 async def test_a_failed_reoffer_leaves_the_published_tracks_consistent(server):
-    a = Participant(server.ws_url, "reoffer", "a")
-    b = Participant(server.ws_url, "reoffer", "b")
-    await a.join()
-    await a.publish()
-    await b.join()
-    await eventually(lambda: b.received_from(a.id, "video") > 20, timeout=15)
+    a, b = await publisher_and_viewer(server, "reoffer")
     await a.send({"type": "offer", "pc": "publish", "sdp": GARBAGE_SDP})
     assert (await a.wait_type("error"))["code"] == "bad-sdp"
     # the garbage was rejected before touching the connection: media still flows
@@ -93,12 +98,7 @@ async def test_a_failed_reoffer_leaves_the_published_tracks_consistent(server):
 
 
 async def test_malformed_rtp_and_rtcp_are_dropped_and_counted(server):
-    a = Participant(server.ws_url, "packets", "a")
-    b = Participant(server.ws_url, "packets", "b")
-    await a.join()
-    await a.publish()
-    await b.join()
-    await eventually(lambda: b.received_from(a.id, "video") > 20, timeout=15)
+    a, b = await publisher_and_viewer(server, "packets")
     transport = aiortc_glue.dtls_transports(a.publish_pc)[0]
     def bad_rtp(seq):  # a fresh sequence number each time, or SRTP drops them as replays
         return [
