@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Hashable
 
-UPGRADE_HOLD_MS = 2500
+UPGRADE_HOLD_MS = 1500
 UPGRADE_HEADROOM = 0.85  # use at most 85 % of the held estimate when stepping up
 AUDIO_BPS = 50_000
 

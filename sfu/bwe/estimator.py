@@ -35,7 +35,7 @@ THRESHOLD_UP = 0.0087
 THRESHOLD_DOWN = 0.039
 DECREASE_FACTOR = 0.85
 INCREASE_PER_S = 1.08  # near the rate where the link last congested
-FAST_INCREASE_PER_S = 1.25  # far from it (or before any congestion)
+FAST_INCREASE_PER_S = 1.35  # far from it (or before any congestion)
 ACKED_WINDOW_MS = 750
 LOSS_WINDOW_MS = 1000
 HIGH_LOSS = 0.10
@@ -181,7 +181,7 @@ class DelayBasedEstimator:
         else:
             previous = self.rate_bps
             near = self._congested_at_bps is not None and self.rate_bps > 0.7 * self._congested_at_bps
-            if self._congested_at_bps is not None and self.rate_bps > 1.5 * self._congested_at_bps:
+            if self._congested_at_bps is not None and self.rate_bps > 1.25 * self._congested_at_bps:
                 self._congested_at_bps = None  # the link got better: forget the old ceiling
             self.rate_bps *= (INCREASE_PER_S if near else FAST_INCREASE_PER_S) ** dt_s
             if acked_bps:

@@ -9,6 +9,7 @@ from sfu.bwe.allocator import (
     PRIORITY_NORMAL,
     PRIORITY_SCREEN,
     REASON_BANDWIDTH,
+    UPGRADE_HOLD_MS,
     StreamAllocator,
     VideoDemand,
     allocate,
@@ -194,7 +195,7 @@ def test_steps_down_at_once_and_up_only_after_the_estimate_held():
         t += 200
         ups.append((t, a.update(t, 3_000_000, 0, demands)["v"].layer))
     first_up = next(t for t, layer in ups if layer == 2)
-    assert 2000 <= first_up - 200 <= 3500
+    assert UPGRADE_HOLD_MS * 0.8 <= first_up - 200 <= UPGRADE_HOLD_MS + 1000
 
 
 def test_an_estimate_oscillating_around_a_layer_boundary_does_not_flap():
