@@ -98,6 +98,7 @@ class DelayBasedEstimator:
         self._last_threshold_ms: float | None = None
         self._hold = False
         self._congested_at_bps: float | None = None  # the rate when overuse was last seen
+        self.congested = False  # whether the link has ever shown a growing queue
 
     def on_packet(self, send_ms: float, arrival_ms: float, size: int) -> None:
         g = self._group
@@ -167,6 +168,7 @@ class DelayBasedEstimator:
         dt_s = 0.0 if self._last_update_ms is None else min(1.0, (now_ms - self._last_update_ms) / 1000)
         self._last_update_ms = now_ms
         if self.state == OVERUSE:
+            self.congested = True
             self._congested_at_bps = acked_bps or self.rate_bps
             if acked_bps:
                 self.rate_bps = min(self.rate_bps, DECREASE_FACTOR * acked_bps)
@@ -291,7 +293,9 @@ class BandwidthEstimator:
     def estimate_bps(self) -> int | None:
         """The downlink estimate; None when nothing limits it (no congestion signal at all)."""
         limits = [x for x in (self.loss_bps, self.remb_bps) if x is not None]
-        if self.transport_cc:
+        if self.transport_cc and self.delay.congested:
+            # Until a queue has built up once, the delay-based rate only says what we sent
+            # (the sender is application-limited), not what the link carries.
             limits.append(self.delay.rate_bps)
         if not limits:
             return None
