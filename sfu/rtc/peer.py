@@ -207,6 +207,7 @@ class PeerBase:
         self.malformed_packets = 0
         self.closed = False
         self._on_failed = on_failed
+        self._transport: Any = None
         self._rtcp_task: asyncio.Task[None] | None = None
 
         @self.pc.on("connectionstatechange")
@@ -222,8 +223,11 @@ class PeerBase:
 
     @property
     def transport(self) -> Any:
-        transports = glue.dtls_transports(self.pc)
-        return transports[0] if transports else None
+        """The connection's one DTLS transport (everything is bundled); looked up once."""
+        if self._transport is None:
+            transports = glue.dtls_transports(self.pc)
+            self._transport = transports[0] if transports else None
+        return self._transport
 
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)
