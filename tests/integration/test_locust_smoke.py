@@ -4,26 +4,13 @@ import csv
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+from bench.scenarios import wait_healthy
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 3
-
-
-def wait_healthy(url: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_locust_users_join_receive_media_and_report_rates(tmp_path):
