@@ -26,6 +26,7 @@ import aiohttp
 import av
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
 
 from .media.keyframe import vp8_keyframe_start
 from .media.rtp import MalformedPacket, parse_rtp
@@ -181,9 +182,16 @@ class RtpStream:
     ts_base: int = field(default_factory=lambda: random.getrandbits(31))
     picture_id: int = field(default_factory=lambda: random.getrandbits(15))
     packets_sent: int = 0
+    active: bool = True  # False: the server asked for this layer to stop (dynacast)
+    keyframe_wanted: bool = False  # a PLI/FIR arrived: the next frame is a keyframe
+    frame_offset: int = 0  # clip frame played at index i: i + frame_offset
+
+    def start_on_keyframe(self, index: int) -> None:
+        """Play the clip's first frame (a keyframe) at ``index``, as an encoder that (re)starts."""
+        self.frame_offset = -index % len(self.clip.frames)
 
     def packets(self, index: int, trailer: bool) -> list[bytes]:
-        data, _key = self.clip.frames[index % len(self.clip.frames)]
+        data, _key = self.clip.frames[(index + self.frame_offset) % len(self.clip.frames)]
         ts = (self.ts_base + index * int(self.clock / self.clip.fps)) & 0xFFFFFFFF
         if self.clip.kind == "video":
             if trailer:
@@ -338,6 +346,15 @@ class Participant:
                 self._answer.set_result(msg["sdp"])
         elif kind == "offer" and msg.get("pc") == "subscribe":
             await self._on_subscribe_offer(msg)
+        elif kind == "layers":
+            self._on_layers(msg)
+
+    def _on_layers(self, msg: dict[str, Any]) -> None:
+        """Dynacast: stop or restart the RTP publisher's video layers as the server asks.
+        (The aiortc ``publish()`` path ignores it: aiortc has no per-encoding control.)"""
+        for stream in self.rtp_streams:
+            if stream.clip.kind == "video" and f"{self.id}-{stream.mid}" == msg.get("track"):
+                stream.active = not msg.get("paused") and (stream.rid is None or stream.rid in msg.get("active", []))
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -404,16 +421,39 @@ class Participant:
                 return
             await asyncio.sleep(0.02)
         transport = glue.dtls_transports(pc)[0]
+
+        async def ignore_rtp(data: bytes, arrival_ms: int) -> None:
+            return None
+
+        async def on_rtcp(data: bytes) -> None:  # answer keyframe requests, as an encoder does
+            try:
+                packets = RtcpPacket.parse(data)
+            except Exception:
+                return
+            for p in packets:
+                if isinstance(p, RtcpPsfbPacket) and p.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    for stream in streams:
+                        if stream.ssrc == p.media_ssrc:
+                            stream.keyframe_wanted = True
+
+        glue.install_tap(pc, ignore_rtp, on_rtcp)
         start = time.monotonic()
         sent: dict[int, int] = {id(s): 0 for s in streams}
         while pc.connectionState not in ("failed", "closed") and not self.closed:
             now = time.monotonic() - start
             next_due = now + 0.05
-            for stream in streams:
+            for stream in list(streams):
+                if not stream.active:
+                    sent.pop(id(stream), None)  # stopped by the server: not even encoded
+                    continue
                 due_index = int(now * stream.clip.fps)
-                if due_index - sent.get(id(stream), due_index) > stream.clip.fps:
-                    sent[id(stream)] = due_index  # a stream paused for a while resumes now
+                if due_index - sent.get(id(stream), -1_000_000) > stream.clip.fps:
+                    sent[id(stream)] = due_index  # a stream paused for a while resumes now,
+                    stream.start_on_keyframe(due_index)  # with a keyframe, as an encoder would
                 sent.setdefault(id(stream), due_index)
+                if stream.keyframe_wanted:
+                    stream.keyframe_wanted = False
+                    stream.start_on_keyframe(sent[id(stream)])
                 while sent[id(stream)] <= due_index:
                     for packet in stream.packets(sent[id(stream)], trailer):
                         if glue.send_packet(transport, packet):

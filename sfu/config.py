@@ -84,6 +84,13 @@ class Config:
     publisher_bitrate_bps: int = field(
         default=2_500_000, metadata=_doc("REMB the server sends publishers for their video (0: none)")
     )
+    dynacast: bool = field(
+        default=True,
+        metadata=_doc(
+            "tell publishers to stop sending simulcast layers (and videos) that no subscriber needs, "
+            "and to restart them when one does (`layers` message)"
+        ),
+    )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
         default=(),

@@ -66,6 +66,7 @@ class Layer:
         "sr_rtp",
         "last_keyframe_request_s",
         "bitrate_bps",
+        "stopped_bps",
         "_measured_at_ms",
         "_measured_bytes",
     )
@@ -84,6 +85,7 @@ class Layer:
         self.sr_rtp = 0
         self.last_keyframe_request_s = -1e9
         self.bitrate_bps = 0
+        self.stopped_bps = 0  # the bitrate it had when it last stopped
         self._measured_at_ms = 0
         self._measured_bytes = 0
 
@@ -97,7 +99,12 @@ class Layer:
             self._measured_at_ms = now_ms
             self._measured_bytes = self.stats.bytes
         if not self.active(now_ms):
+            self.stopped_bps = self.bitrate_bps or self.stopped_bps
             self.bitrate_bps = 0
+        elif self.bitrate_bps == 0:
+            # Restarted (e.g. by dynacast) and not measured yet: assume what it had, so the
+            # allocator can move subscribers onto it without waiting for a measurement.
+            return self.stopped_bps
         return self.bitrate_bps
 
     def active(self, now_ms: int) -> bool:
@@ -136,16 +143,29 @@ class Producer:
         self._request_keyframe = request_keyframe
         self.keyframe_requests_sent = 0
         self.packets_dropped = 0
+        # Dynacast (sfu/dynacast.py): how many of the lowest layers the publisher was asked to
+        # send, and a hook called when what the consumers want may have changed.
+        self.requested_layers = len(self.layers)
+        self.on_demand_changed: Callable[[], None] | None = None
 
     @property
     def simulcast(self) -> bool:
         return len(self.layers) > 1
 
-    def describe(self) -> dict[str, object]:
+    def describe(self, detail: bool = False) -> dict[str, object]:
+        """The wire's track object; ``detail`` adds server state for the admin API."""
         d: dict[str, object] = {"id": self.id, "kind": self.kind, "source": self.source, "muted": self.muted}
         if self.simulcast:
             d["layers"] = [layer.rid for layer in self.layers]
+        if detail:
+            # What the publisher is asked to send (dynacast): RIDs, or [null] / [] without simulcast.
+            d["requested_layers"] = [layer.rid for layer in self.layers[: self.requested_layers]]
+            d["layer_heights"] = [layer.height for layer in self.layers]
         return d
+
+    def demand_changed(self) -> None:
+        if self.on_demand_changed is not None and not self.closed:
+            self.on_demand_changed()
 
     def layer_by_rid(self, rid: str) -> Layer | None:
         for layer in self.layers:
@@ -207,10 +227,12 @@ class Producer:
         consumer.restart()
         if self.kind == "video":
             self.request_keyframe(now_s, max(consumer.target, 0))
+        self.demand_changed()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            self.demand_changed()
 
     def on_sender_report(self, layer: Layer, ntp_timestamp: int, rtp_timestamp: int) -> None:
         layer.sr_ntp = ntp_timestamp
@@ -288,6 +310,8 @@ class Consumer:
         self.max_height = max_height
         self.paused = paused
         self.select(now_ms)
+        if self in self.producer.consumers:
+            self.producer.demand_changed()
 
     @property
     def bandwidth_paused(self) -> bool:

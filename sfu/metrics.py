@@ -49,6 +49,7 @@ class Totals:
     keyframe_requests: int = 0
     malformed_packets: int = 0
     unroutable_packets: int = 0
+    layer_changes: int = 0
 
     def add(self, other: Totals) -> None:
         for name in self.__dataclass_fields__:
@@ -82,6 +83,7 @@ def participant_totals(participant: Participant, into: Totals) -> None:
             producer_totals(producer, into)
         into.malformed_packets += participant.publisher.malformed_packets
         into.unroutable_packets += participant.publisher.unroutable_packets
+        into.layer_changes += participant.publisher.layer_changes_sent
     if participant.subscriber is not None:
         subscriber_totals(participant.subscriber, into)
 
@@ -154,6 +156,11 @@ class SfuCollector(Collector):
         )
         yield CounterMetricFamily(
             "sfu_unroutable_packets", "RTP packets of no known stream dropped", value=totals.unroutable_packets
+        )
+        yield CounterMetricFamily(
+            "sfu_dynacast_layer_changes",
+            "Changes of the layers publishers are asked to send (dynacast `layers` messages)",
+            value=totals.layer_changes,
         )
         yield GaugeMetricFamily(
             "sfu_bitrate_in_bps", "Incoming RTP bitrate since the previous scrape", value=bitrate_in

@@ -75,6 +75,8 @@ class Participant:
                 list(self._config.ice_servers),
                 self._failed,
                 self._config.publisher_bitrate_bps,
+                signal=self.signal,
+                dynacast=self._config.dynacast,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)

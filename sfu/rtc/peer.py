@@ -39,6 +39,7 @@ from aiortc.rtp import (
 from ..bwe.allocator import PAUSED, PRIORITY_NORMAL, PRIORITY_SCREEN, REASON_BANDWIDTH, StreamAllocator, VideoDemand
 from ..bwe.estimator import BandwidthEstimator
 from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
+from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
@@ -308,10 +309,17 @@ class PublishPeer(PeerBase):
         on_failed: Callable[[], None],
         publisher_bitrate_bps: int,
         now_s: Callable[[], float] = time.monotonic,
+        signal: SignalFn | None = None,
+        dynacast: bool = True,
     ) -> None:
         super().__init__(ice_servers, on_failed)
         self.participant_id = participant_id
         self.producers: dict[str, Producer] = {}  # by mid
+        # Dynacast: which layers of each video the publisher is asked to send (`layers`).
+        self._signal = signal
+        self._dynacast = dynacast and signal is not None
+        self._layer_needs: dict[Producer, LayerNeed] = {}
+        self.layer_changes_sent = 0
         self._by_ssrc: dict[int, tuple[Producer, Layer]] = {}
         self._ignored_ssrcs: set[int] = set()  # RTX and other streams we do not forward
         self._ext_ids: dict[str, int] = {}  # header extension URI -> id, from the answer
@@ -393,6 +401,9 @@ class PublishPeer(PeerBase):
                 )
                 self.producers[mid] = producer
                 added.append(producer)
+                if self._dynacast and producer.kind == "video":
+                    self._layer_needs[producer] = LayerNeed(len(producer.layers), now_ms())
+                    producer.on_demand_changed = lambda p=producer: self._update_layers(p, now_ms())
             if not producer.simulcast and media_ssrcs and producer.layers[0].ssrc != media_ssrcs[0]:
                 self._bind(producer, producer.layers[0], media_ssrcs[0])
         for mid in list(self.producers):
@@ -402,6 +413,7 @@ class PublishPeer(PeerBase):
 
     def _remove(self, mid: str) -> Producer:
         producer = self.producers.pop(mid)
+        self._layer_needs.pop(producer, None)
         for layer in producer.layers:
             if layer.ssrc is not None:
                 self._by_ssrc.pop(layer.ssrc, None)
@@ -463,6 +475,31 @@ class PublishPeer(PeerBase):
             if route is not None:
                 route[0].on_sender_report(route[1], ntp, packet.sender_info.rtp_timestamp)
 
+    def tick(self, now_ms: int) -> None:
+        for producer in list(self._layer_needs):
+            self._update_layers(producer, now_ms)
+
+    def _update_layers(self, producer: Producer, now: int) -> None:
+        """Tell the publisher when the layers its consumers need change (dynacast)."""
+        need = self._layer_needs.get(producer)
+        if need is None or producer.closed or self._signal is None:
+            return
+        count, reason = needed_layers(producer.consumers, producer.layers)
+        before = need.active
+        if not need.update(now, count):
+            return
+        producer.requested_layers = need.active
+        rids = [layer.rid for layer in producer.layers]
+        active = [rid for rid in rids[: need.active] if rid is not None]
+        logger.debug(
+            "publisher %s: %s layers %s -> %s (%s%s)",
+            self.participant_id, producer.id, rids[:before], rids[: need.active], reason,
+            "" if need.active > before else f", unneeded for {need.hold_ms} ms",
+        )
+        self.layer_changes_sent += 1
+        msg = {"type": "layers", "track": producer.id, "active": active, "paused": need.active == 0}
+        spawn(self._signal(msg), name=f"layers-{self.participant_id}")
+
     def _send_pli(self, producer: Producer, layer: Layer) -> None:
         if layer.ssrc is not None:
             self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=layer.ssrc)])
@@ -514,6 +551,7 @@ class PublishPeer(PeerBase):
         for producer in self.producers.values():
             producer.close()
         self.producers.clear()
+        self._layer_needs.clear()
         self._by_ssrc.clear()
         await super().close()
 

@@ -71,7 +71,7 @@ def describe_participant(participant: Any) -> dict[str, Any]:
         "name": participant.name,
         "grants": sorted(participant.grants),
         "joined_at": participant.joined_at,
-        "tracks": [p.describe() for p in participant.producers()],
+        "tracks": [p.describe(detail=True) for p in participant.producers()],
         # The downlink estimate and what is forwarded to this participant, with reasons.
         "subscriber": participant.subscriber.describe() if participant.subscriber else None,
     }

@@ -1,0 +1,127 @@
+"""Dynacast through the real server: the Python simulcast publisher stops the layers nobody needs."""
+
+import time
+
+from sfu.app import ROOMS_KEY
+from sfu.client import Participant
+from sfu.dynacast import HOLD_MS
+from sfu.metrics import Totals, participant_totals
+from tests.conftest import eventually
+
+
+def layer_packets(producer):
+    return [layer.stats.packets for layer in producer.layers]
+
+
+async def growing(producer, seconds=1.0):
+    """Which layers received packets during the next ``seconds``."""
+    import asyncio
+
+    before = layer_packets(producer)
+    await asyncio.sleep(seconds)
+    return [after > b for after, b in zip(layer_packets(producer), before)]
+
+
+async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_return_when_it_grows(server):
+    pub = Participant(server.ws_url, "dyn", "pub")
+    viewer = Participant(server.ws_url, "dyn", "viewer")
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=True, video=True, simulcast=True)
+        await viewer.join()
+        participant = server.app[ROOMS_KEY].rooms["dyn"].participants[pub.id]
+        producer = next(p for p in participant.producers() if p.kind == "video")
+        consumer = await eventually(lambda: next(iter(producer.consumers), None), timeout=10)
+        await eventually(lambda: [layer.height for layer in producer.layers] == [90, 180, 360], timeout=10)
+        await eventually(lambda: consumer.current == 2, timeout=10)
+
+        # The viewer's tile is small: only the lowest layer is needed; after the hold time the
+        # publisher is told, and the server stops receiving the upper two.
+        t0 = time.monotonic()
+        await viewer.send({"type": "subscription", "track": producer.id, "max_height": 100, "paused": False})
+        msg = await pub.wait_for(lambda m: m.get("type") == "layers" and m["active"] == ["q"], timeout=HOLD_MS / 1000 + 3)
+        told_s = time.monotonic() - t0
+        assert msg == {"type": "layers", "track": producer.id, "active": ["q"], "paused": False}
+        assert HOLD_MS / 1000 - 0.3 <= told_s, "downgrades wait for the hold time"
+        await eventually(lambda: not producer.layers[2].active(_now_ms()), timeout=2)
+        assert await growing(producer) == [True, False, False]
+        assert consumer.current == 0 and consumer.bandwidth_layer in (None, 0)
+        switches = consumer.layer_switches
+        assert [m["active"] for m in pub.messages if m.get("type") == "layers"] == [["q"]], "sent only on change"
+        detail = next(t for t in participant.describe()["tracks"] if t["kind"] == "video")
+        assert "requested_layers" not in detail  # the wire's track object is unchanged
+        assert producer.describe(detail=True)["requested_layers"] == ["q"]
+
+        # The viewer grows: the publisher is told at once and the viewer gets the top layer.
+        t0 = time.monotonic()
+        await viewer.send({"type": "subscription", "track": producer.id, "max_height": None, "paused": False})
+        await pub.wait_for(lambda m: m.get("type") == "layers" and m["active"] == ["q", "h", "f"], timeout=1)
+        told_s = time.monotonic() - t0
+        await eventually(lambda: producer.layers[2].active(_now_ms()), timeout=2, interval=0.02)
+        arrived_s = time.monotonic() - t0
+        await eventually(lambda: consumer.current == 2, timeout=3, interval=0.02)
+        top_s = time.monotonic() - t0
+        print(f"told the publisher after {told_s * 1000:.0f} ms, top layer arriving after {arrived_s * 1000:.0f} ms, "
+              f"forwarded after {top_s * 1000:.0f} ms")
+        assert told_s < 0.5
+        assert consumer.layer_switches - switches <= 2, "no fallback churn on the way up"
+        assert await growing(producer) == [True, True, True]
+        totals = Totals()
+        participant_totals(participant, totals)
+        assert totals.layer_changes == 2
+    finally:
+        for p in (pub, viewer):
+            await p.close()
+
+
+async def test_a_video_nobody_watches_stops_and_restarts_for_a_new_viewer(server):
+    pub = Participant(server.ws_url, "dyn2", "pub")
+    viewer = Participant(server.ws_url, "dyn2", "viewer")
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=True, video=True, simulcast=True)
+        participant = server.app[ROOMS_KEY].rooms["dyn2"].participants[pub.id]
+        producer = next(p for p in participant.producers() if p.kind == "video")
+        audio = next(p for p in participant.producers() if p.kind == "audio")
+        msg = await pub.wait_for(lambda m: m.get("type") == "layers", timeout=HOLD_MS / 1000 + 3)
+        assert msg == {"type": "layers", "track": producer.id, "active": [], "paused": True}
+        await eventually(lambda: not any(layer.active(_now_ms()) for layer in producer.layers), timeout=2)
+        assert await growing(producer) == [False, False, False]
+        audio_before = audio.layers[0].stats.packets
+        assert all(not s.active for s in pub.rtp_streams if s.clip.kind == "video")
+
+        # Someone joins: the video comes back at once and reaches the viewer.
+        t0 = time.monotonic()
+        await viewer.join()
+        await pub.wait_for(lambda m: m.get("type") == "layers" and not m["paused"], timeout=10)
+        await eventually(lambda: viewer.received_from(pub.id, "video") > 30, timeout=5)
+        print(f"video back at the new viewer after {time.monotonic() - t0:.2f}s")
+        assert audio.layers[0].stats.packets > audio_before, "audio is never stopped"
+    finally:
+        for p in (pub, viewer):
+            await p.close()
+
+
+async def test_dynacast_can_be_switched_off():
+    from tests.conftest import start_server
+
+    srv = await start_server(heartbeat_interval_s=1.0, dynacast=False)
+    pub = Participant(srv.ws_url, "off", "pub")
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=False, video=True, simulcast=True)
+        producer = next(p for p in srv.app[ROOMS_KEY].rooms["off"].participants[pub.id].producers())
+        import asyncio
+
+        await asyncio.sleep(HOLD_MS / 1000 + 1)
+        assert not any(m.get("type") == "layers" for m in pub.messages)
+        assert await growing(producer) == [True, True, True]
+    finally:
+        await pub.close()
+        await srv.runner.cleanup()
+
+
+def _now_ms() -> int:
+    from sfu.rtc.peer import now_ms
+
+    return now_ms()
