@@ -59,7 +59,10 @@ function toggleStats() {
   clearInterval(statsTimer);
   statsTimer = null;
   if (statsOn) {
-    const refresh = () => session.getReceiveStats().then((s) => statsOn && ui.showStats(s), () => {});
+    const refresh = () => {
+      session.getReceiveStats().then((s) => statsOn && ui.showStats(s), () => {});
+      session.getSendStats().then((s) => statsOn && ui.showLocalStats(s), () => {});
+    };
     refresh();
     statsTimer = setInterval(refresh, 1000);
   }

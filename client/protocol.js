@@ -187,6 +187,11 @@ const SERVER_MESSAGES = {
     if (typeof m.name !== 'string') m.name = '';
     if (typeof m.ts_ms !== 'number') m.ts_ms = Date.now();
   },
+  layers(m) {
+    requireString(m.track, 'track');
+    m.active = m.active == null ? [] : requireArray(m.active, 'active');
+    m.paused = Boolean(m.paused);
+  },
   pong() {},
   error(m) {
     requireString(m.code, 'code');

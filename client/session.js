@@ -158,10 +158,12 @@ export class Session {
 
     const existing = this._transceiver('screen');
     if (existing) {
-      // Reuse the m-section of an earlier share.
+      // Reuse the m-section of an earlier share. It is a new track for the server, which
+      // expects every encoding on: forget what it asked of the old one.
       await existing.sender.replaceTrack(track);
       if (this.screenStream !== stream) return null; // stopped meanwhile
       existing.direction = 'sendonly';
+      if (existing.mid != null) this._onLayers({ track: P.ownTrackId(this.id, existing.mid), active: null, paused: false });
     } else {
       const t = this.publishPc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       this._pub.sources.set(t, 'screen');
@@ -251,6 +253,48 @@ export class Session {
     return out;
   }
 
+  /**
+   * Send-side stats of our own videos, one entry per encoding: {track, source, rid,
+   * requested (false: the server asked us to stop it, dynacast), active (the sender's flag),
+   * frameHeight, bytesSent, bitrateBps (since the previous call; null on the first)}.
+   */
+  async getSendStats() {
+    const pc = this.publishPc;
+    if (!pc || pc.signalingState === 'closed') return [];
+    const report = await pc.getStats();
+    const byKey = new Map();
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp' && (s.kind ?? s.mediaType) === 'video') byKey.set(`${s.mid}/${s.rid ?? ''}`, s);
+    });
+    const prevAll = this._sendStatsPrev;
+    this._sendStatsPrev = new Map();
+    const out = [];
+    for (const [t, source] of this._pub.sources) {
+      if (t.stopped || t.mid == null || source === 'microphone') continue;
+      const track = P.ownTrackId(this.id, t.mid);
+      const want = this._layers.get(track);
+      const encodings = t.sender.getParameters().encodings ?? [];
+      for (const e of encodings) {
+        const s = byKey.get(`${t.mid}/${e.rid ?? ''}`);
+        const bytes = s?.bytesSent ?? 0;
+        const prev = s && prevAll.get(s.id);
+        if (s) this._sendStatsPrev.set(s.id, { t: s.timestamp, bytes });
+        const dt = prev ? (s.timestamp - prev.t) / 1000 : 0;
+        out.push({
+          track,
+          source,
+          rid: e.rid ?? null,
+          requested: !want || wantsEncoding(want, e, encodings.length),
+          active: e.active !== false,
+          frameHeight: s?.frameHeight ?? 0,
+          bytesSent: bytes,
+          bitrateBps: dt > 0 ? (8 * (bytes - prev.bytes)) / dt : null,
+        });
+      }
+    }
+    return out;
+  }
+
   // ----- internals: state ------------------------------------------------------
 
   _reset() {
@@ -285,6 +329,9 @@ export class Session {
     this._endOfCandidates = { publish: false, subscribe: false };
     this._subscribeChain = Promise.resolve();
     this._statsPrev = new Map();
+    this._sendStatsPrev = new Map();
+    this._layers = new Map(); // own track id → {active, paused}: what the server last asked us to send
+    this._layersChain = Promise.resolve(); // setParameters calls, one at a time
     this._timers = [];
     this._unansweredSince = null; // when the oldest unanswered ping was sent
     this._joinWaiter = null;
@@ -453,6 +500,8 @@ export class Session {
         return this._emit('chat', { ...msg, self: msg.from === this.id });
       case 'track-quality':
         return this._emit('track-quality', msg);
+      case 'layers':
+        return this._onLayers(msg);
       case 'error':
         return this._onServerError(msg);
       case 'pong':
@@ -530,6 +579,52 @@ export class Session {
     const track = this.participants.get(m.participant)?.tracks.get(m.track);
     if (track) track.muted = m.muted;
     this._emit('mute', { participant: m.participant, track: m.track, muted: m.muted, source: track?.source ?? null });
+  }
+
+  /**
+   * Dynacast: the server asks us to send only the encodings of one of our videos that some
+   * subscriber receives (`active` RIDs; `paused`: none at all). `active: null` means all.
+   */
+  _onLayers(m) {
+    if (m.active === null && !m.paused) this._layers.delete(m.track);
+    else this._layers.set(m.track, { active: m.active, paused: m.paused });
+    this._emit('local-layers', { track: m.track, active: m.active, paused: m.paused });
+    const gen = this._gen;
+    // One setParameters at a time (each must start from what the previous one set); a
+    // request that is superseded meanwhile is applied as the newest one when its turn comes.
+    this._layersChain = this._layersChain
+      .then(() => this._applyLayers(m.track, gen))
+      .catch((e) => console.warn(`could not apply layers for ${m.track}`, e));
+  }
+
+  async _applyLayers(track, gen, retry = true) {
+    const pc = this.publishPc;
+    if (gen !== this._gen || !pc || pc.signalingState === 'closed') return;
+    let transceiver = null;
+    for (const t of this._pub.sources.keys()) {
+      if (!t.stopped && t.mid != null && P.ownTrackId(this.id, t.mid) === track) transceiver = t;
+    }
+    if (!transceiver) return; // unpublished meanwhile
+    const want = this._layers.get(track) ?? { active: null, paused: false };
+    const sender = transceiver.sender;
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    let changed = false;
+    for (const e of params.encodings) {
+      const active = wantsEncoding(want, e, params.encodings.length);
+      if ((e.active !== false) !== active) {
+        e.active = active;
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      // e.g. a renegotiation changed the parameters between get and set: once more.
+      if (!retry) throw e;
+      await this._applyLayers(track, gen, false);
+    }
   }
 
   _onServerError(m) {
@@ -724,6 +819,13 @@ export class Session {
     this.consumers.delete(mid);
     this._emit('remote-track-removed', cur);
   }
+}
+
+/** Whether an encoding should be sent under the server's request `want` ({active, paused}). */
+function wantsEncoding(want, encoding, count) {
+  if (want.paused) return false;
+  if (want.active === null || encoding.rid == null || count === 1) return true; // all, or the only encoding
+  return want.active.includes(encoding.rid);
 }
 
 async function permissionState(name) {

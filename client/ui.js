@@ -367,7 +367,23 @@ export class UI {
 
   setStatsVisible(on) {
     document.body.toggleAttribute('data-stats', on);
-    if (!on) for (const tile of this._allRemoteTiles()) tile.statsEl.textContent = '';
+    if (!on) for (const tile of [...this._allRemoteTiles(), this.localTile, this.localScreenTile]) if (tile) tile.statsEl.textContent = '';
+  }
+
+  /** `stats`: entries of Session.getSendStats(): what each of our encodings sends. */
+  showLocalStats(stats) {
+    for (const [source, tile] of [['camera', this.localTile], ['screen', this.localScreenTile]]) {
+      if (!tile) continue;
+      const parts = stats
+        .filter((s) => s.source === source)
+        .map((s) => {
+          const name = s.rid ?? 'video';
+          if (!s.active) return `${name} off${s.requested ? '' : ' (unwatched)'}`;
+          const kbps = s.bitrateBps == null ? '–' : Math.round(s.bitrateBps / 1000);
+          return `${name} ${s.frameHeight}p ${kbps} kb/s`;
+        });
+      tile.statsEl.textContent = parts.length ? `sending: ${parts.join(' · ')}` : '';
+    }
   }
 
   /** `stats`: entries of Session.getReceiveStats(). */

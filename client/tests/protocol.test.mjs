@@ -112,3 +112,11 @@ test('parse rejects bad frames', () => {
   assert.throws(() => P.parse('{"type":"nope"}'), P.ProtocolError);
   assert.throws(() => P.parse('{"no":"type"}'), P.ProtocolError);
 });
+
+test('parse layers (dynacast)', () => {
+  const m = P.parse('{"type":"layers","track":"p1-1","active":["q","h"],"paused":false}');
+  assert.deepEqual([m.track, m.active, m.paused], ['p1-1', ['q', 'h'], false]);
+  assert.deepEqual(P.parse('{"type":"layers","track":"p1-1","paused":true}').active, []);
+  assert.throws(() => P.parse('{"type":"layers","active":[]}'), P.ProtocolError);
+  assert.throws(() => P.parse('{"type":"layers","track":"p1-1","active":"q"}'), P.ProtocolError);
+});
