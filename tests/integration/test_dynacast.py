@@ -2,11 +2,15 @@
 
 import time
 
+import aiohttp
+
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
 from sfu.dynacast import HOLD_MS
 from sfu.metrics import Totals, participant_totals
+from sfu.signaling.http import describe_participant
 from tests.conftest import eventually
+from tests.integration.test_operations import parse_metrics
 
 
 def layer_packets(producer):
@@ -69,6 +73,11 @@ async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_retur
         totals = Totals()
         participant_totals(participant, totals)
         assert totals.layer_changes == 2
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/metrics") as resp:
+                assert parse_metrics(await resp.text())["sfu_dynacast_layer_changes_total"] == 2
+        video = next(t for t in describe_participant(participant)["tracks"] if t["kind"] == "video")  # admin API
+        assert video["requested_layers"] == ["q", "h", "f"] and video["layer_heights"] == [90, 180, 360]
     finally:
         for p in (pub, viewer):
             await p.close()
