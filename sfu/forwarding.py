@@ -179,6 +179,7 @@ class Producer:
             self.packets_dropped += 1  # e.g. RTX or padding on a PT we do not forward
             return
         ext_seq = layer.stats.update(view.seq, view.timestamp, arrival_ms, len(data))
+        started = arrival_ms - layer.last_arrival_ms >= LAYER_TIMEOUT_MS
         layer.last_timestamp = view.timestamp
         layer.last_arrival_ms = arrival_ms
         payload = data[view.payload_start : view.payload_end]
@@ -196,6 +197,11 @@ class Producer:
         if self.muted:
             return
         index = layer.index
+        if started and self.simulcast:
+            # A layer (re)starts, e.g. asked back by dynacast: consumers may move onto it now,
+            # on the keyframe a starting encoder begins with, rather than at their next tick.
+            for consumer in self.consumers:
+                consumer.layer_started(index, keyframe, arrival_ms)
         for consumer in self.consumers:
             consumer.forward(index, ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
 
@@ -299,6 +305,8 @@ class Consumer:
         self.fraction_lost = 0
         self.rtt_ms: float | None = None
         self.remb_bps: int | None = None
+        # Called when a layer of the producer starts (the subscriber re-runs its allocation).
+        self.on_layer_started: Callable[[], None] | None = None
 
     def restart(self) -> None:
         """Resume on the next keyframe (video) or the next packet (audio)."""
@@ -323,6 +331,20 @@ class Consumer:
         if layer == PAUSED_FOR_BANDWIDTH:
             self.restart()
         self.bandwidth_layer = layer
+        self.select(now_ms)
+
+    def layer_started(self, index: int, keyframe: bool, now_ms: int) -> None:
+        # Only the best layer it can expect (wanted, and asked of the publisher): moving onto a
+        # lower one that happens to restart first would be one more switch for nothing.
+        if index != min(self.desired_layer(), self.producer.requested_layers - 1):
+            return
+        if index == self.current or not self.forwarding:
+            return
+        if keyframe:
+            # It begins with a keyframe: asking for another one now would only cost bandwidth.
+            self.producer.layers[index].last_keyframe_request_s = self._now_s()
+        if self.on_layer_started is not None:
+            self.on_layer_started()
         self.select(now_ms)
 
     def desired_layer(self) -> int:

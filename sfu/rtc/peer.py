@@ -744,6 +744,7 @@ class SubscribePeer(PeerBase):
                     send=self.send_rtp,
                     now_s=self._now_s,
                 )
+                slot.consumer.on_layer_started = lambda: self.allocate(now_ms())
                 if producer.id in self._preferences:
                     slot.consumer.set_preferences(*self._preferences[producer.id], now_ms())
             described.append(

@@ -128,3 +128,29 @@ def test_a_restarted_layer_is_offered_to_the_allocator_at_its_last_bitrate():
     assert top.measure(5000) == 0  # stopped
     top.last_arrival_ms = 6000  # restarted, not measured yet
     assert top.measure(6010) == top.stopped_bps > 0
+
+
+def test_a_restarted_layer_is_taken_on_its_first_keyframe_without_a_keyframe_request():
+    from tests.unit.test_forwarding import Simulcast, assert_continuous, make, out_fields
+
+    producer, consumer, sent, requests, clock = make(rids=["q", "h", "f"])
+    started = []
+    consumer.on_layer_started = lambda: started.append(consumer.current)
+    sim = Simulcast(producer)
+    consumer.set_preferences(max_height=200, paused=False, now_ms=sim.ms)
+    sim.frame(key=True)  # sizes learnt; the consumer takes the low layer
+    sim.frame()
+    assert consumer.current == 0
+    for _ in range(20):  # dynacast stopped the upper layers a while ago
+        sim.frame(layers=(0,))
+    sim.ms += 1000
+    sim.frame(layers=(0,))
+    consumer.set_preferences(max_height=None, paused=False, now_ms=sim.ms)
+    clock.t += 10
+    assert consumer.target == 0  # the top layer is not arriving yet: stay
+    requests.clear()
+    sim.frame(layers=(0, 1, 2), key=True)  # the publisher restarts them, each with a keyframe
+    assert consumer.current == 2 and started[-1] == 0
+    assert consumer.layer_switches == 1, "straight to the top layer, not through the middle one"
+    assert requests == []  # the restart's own keyframe was enough
+    assert_continuous(out_fields(sent))
