@@ -21,8 +21,10 @@ async def growing(producer, seconds=1.0):
     """Which layers received packets during the next ``seconds``."""
     import asyncio
 
-    before = layer_packets(producer)
+    before, bytes_before = layer_packets(producer), sum(layer.stats.bytes for layer in producer.layers)
     await asyncio.sleep(seconds)
+    rate = (sum(layer.stats.bytes for layer in producer.layers) - bytes_before) * 8 / seconds / 1000
+    print(f"video from the publisher: {rate:.0f} kbit/s")
     return [after > b for after, b in zip(layer_packets(producer), before)]
 
 
