@@ -62,6 +62,12 @@ async def run(browser: Browser, dynacast: bool) -> dict[str, object]:
             assert flowing["q"] and not flowing["f"], flowing
             assert all(not flowing[rid] for rid in stopped), flowing
             print(f"layers {heights}: the publisher was told to stop {stopped} after {told_s:.1f}s")
+            # The publisher's stats overlay says so on its own tile.
+            await publisher.click("#stats-button")
+            await publisher.wait_for_function(
+                "document.querySelector('#local-tile .stats').textContent.includes('f off (unwatched)')", timeout=5000
+            )
+            print("local tile:", await publisher.eval_on_selector("#local-tile .stats", "e => e.textContent"))
         else:
             await asyncio.sleep(5)
             flowing = await sending(publisher)
