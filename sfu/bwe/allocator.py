@@ -8,7 +8,8 @@ order, towards the layer they asked for while the budget lasts.
 Against flapping (the anchors' users' top complaint) the decisions have hysteresis:
 - down fast: when the current estimate no longer carries the current allocation, step down now;
 - up slowly: step up only to what the *lowest* estimate of the last UPGRADE_HOLD_MS carries,
-  with UPGRADE_HEADROOM to spare, so one good sample never raises a layer.
+  with UPGRADE_HEADROOM to spare, so one good sample never raises a layer; an estimate a
+  completed bandwidth probe has just shown to get through counts as held (``confirm``).
 """
 
 from __future__ import annotations
@@ -109,7 +110,13 @@ class StreamAllocator:
 
     def __init__(self) -> None:
         self._estimates: deque[tuple[float, float]] = deque()
+        self._confirmed = False  # the oldest estimate kept is a probe's confirmed one
         self.current: dict[Hashable, Allocation] = {}
+
+    def confirm(self, now_ms: float, estimate_bps: int) -> None:
+        """A probe has just carried ``estimate_bps`` without congestion: treat it as held."""
+        self._estimates = deque([(now_ms, estimate_bps)])
+        self._confirmed = True
 
     def update(
         self,
@@ -132,7 +139,8 @@ class StreamAllocator:
         while self._estimates and self._estimates[0][0] < now_ms - UPGRADE_HOLD_MS:
             self._estimates.popleft()
         held = min(e for _, e in self._estimates)
-        held_long_enough = now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
+        held_long_enough = self._confirmed or now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
+        self._confirmed = False
         now_alloc = allocate(estimate_bps, audio_streams, demands, may_pause, audio_bps)
         up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands, may_pause, audio_bps)
         result: dict[Hashable, Allocation] = {}

@@ -38,6 +38,7 @@ from aiortc.rtp import (
 
 from ..bwe.allocator import PAUSED, PRIORITY_NORMAL, PRIORITY_SCREEN, REASON_BANDWIDTH, StreamAllocator, VideoDemand
 from ..bwe.estimator import BandwidthEstimator
+from ..bwe.probe import Prober
 from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
@@ -53,9 +54,8 @@ REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 SIMULCAST_EXTENSION_URIS = (RID_URI, REPAIRED_RID_URI)
 MAX_SIMULCAST_LAYERS = 4
 TWCC_EXT_ID = 5  # aiortc uses 1-3 for its own extensions
-PROBE_EVERY_MS = 4000
-PROBE_FOR_MS = 1200
 PADDING_PACKET_BYTES = 255
+PADDING_BURSTS = 10  # per tick
 RTCP_INTERVAL_S = 1.0
 TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
@@ -567,8 +567,7 @@ class SubscribePeer(PeerBase):
         self.send_bps = 0
         self._told: dict[str, bool] = {}  # track id -> paused for bandwidth, as last told
         self._rtx_seq = random.getrandbits(15)
-        self._probe_until_ms = 0
-        self._next_probe_ms = 0
+        self.prober = Prober()
         self.padding_bytes_sent = 0
 
     # -- what to consume ------------------------------------------------------------------
@@ -866,24 +865,38 @@ class SubscribePeer(PeerBase):
         self._probe(now, estimate, allocations)
 
     def _probe(self, now: int, estimate: int | None, allocations: dict[Any, Any]) -> None:
-        """While bandwidth holds a video back, test for more now and then with RTX padding."""
-        if estimate is None or not self.estimator.transport_cc:
+        """While bandwidth holds a video back, test for more with RTX padding (sfu/bwe/probe.py)."""
+        if not self.estimator.transport_cc:
             return
         limited = any(a.reason == REASON_BANDWIDTH for a in allocations.values())
-        if now >= self._probe_until_ms:
-            if not limited or now < self._next_probe_ms:
-                return
-            self._probe_until_ms = now + PROBE_FOR_MS
-            self._next_probe_ms = now + PROBE_EVERY_MS
+        successes = self.prober.successes
+        padding_bps = self.prober.padding_bps(
+            now,
+            estimate,
+            self._videos_bps(allocations, step_up=False),
+            self._videos_bps(allocations, step_up=True) if limited else 0.0,
+            self.estimator.congestion_events,
+        )
+        if self.prober.successes > successes and estimate is not None:
+            self.allocator.confirm(now, estimate)  # the probe showed the estimate gets through
+        if padding_bps <= 0:
+            return
         slot = next(
             (s for s in self.slots if s.kind == "video" and s.consumer is not None and s.rtx_payload_type is not None),
             None,
         )
         if slot is None:
             return
-        # Pad up to what the next step needs (at most half the estimate again).
-        wanted_bps = min(0.5 * estimate, max(0.0, 1.3 * self._next_step_bps(allocations) - self.send_bps))
-        budget = int(wanted_bps * TICK_INTERVAL_S / 8)
+        # Paced over the tick in PADDING_BURSTS bursts, not one: a burst queues on a slow link.
+        burst = int(padding_bps * TICK_INTERVAL_S / 8 / PADDING_BURSTS)
+        loop = asyncio.get_running_loop()
+        self._send_padding(slot, burst)
+        for i in range(1, PADDING_BURSTS):
+            loop.call_later(i * TICK_INTERVAL_S / PADDING_BURSTS, self._send_padding, slot, burst)
+
+    def _send_padding(self, slot: Slot, budget: int) -> None:
+        if slot.consumer is None or not self.prober.probing:
+            return  # the slot was freed or the probe ended meanwhile
         while budget > 0:
             header = struct.pack(
                 "!BBHII", 0xA0, slot.rtx_payload_type, self._rtx_seq, slot.out.munger.last_ts, slot.rtx_ssrc
@@ -895,12 +908,14 @@ class SubscribePeer(PeerBase):
             self.padding_bytes_sent += len(packet)
             budget -= len(packet)
 
-    def _next_step_bps(self, allocations: dict[Any, Any]) -> float:
-        """What all videos together would need if each held-back one got one layer more."""
+    @staticmethod
+    def _videos_bps(allocations: dict[Any, Any], step_up: bool) -> float:
+        """What the allocated videos need together; with ``step_up``, if each video held back by
+        bandwidth got one layer more."""
         total = 0.0
         for consumer, alloc in allocations.items():
             layers = consumer.producer.layers
-            index = alloc.layer + 1 if alloc.reason == REASON_BANDWIDTH else alloc.layer
+            index = alloc.layer + 1 if step_up and alloc.reason == REASON_BANDWIDTH else alloc.layer
             if 0 <= index < len(layers):
                 total += layers[index].bitrate_bps
         return total
@@ -911,6 +926,7 @@ class SubscribePeer(PeerBase):
             "bandwidth": self.estimator.describe(now),
             "send_bps": self.send_bps,
             "padding_bytes_sent": self.padding_bytes_sent,
+            "probe": self.prober.describe(),
             "consumers": [c.describe() for c in self.consumers()],
         }
 
