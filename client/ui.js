@@ -198,6 +198,7 @@ export class UI {
     this.remote.clear();
     this.screens.clear();
     this.localTile = this.localScreenTile = null;
+    this.activeSpeaker = null;
     $('chat-messages').replaceChildren();
     this.unread = 0;
     this._updateBadge();
@@ -235,6 +236,7 @@ export class UI {
     if (!this.localTile) {
       this.localTile = new Tile({ label, local: true });
       this.localTile.el.id = 'local-tile';
+      if (this.activeSpeaker === 'self') this.localTile.el.setAttribute('data-speaking', '');
       $('grid').prepend(this.localTile.el);
     }
     this.localTile.setStream(stream);
@@ -279,6 +281,7 @@ export class UI {
     if (!tile) {
       tile = new Tile({ label: name || 'Guest' });
       tile.el.dataset.participant = id;
+      if (this.activeSpeaker === id) tile.el.setAttribute('data-speaking', '');
       tile.onSoundBlocked = () => ($('sound-button').hidden = false);
       this.remote.set(id, tile);
       $('grid').append(tile.el);
@@ -300,6 +303,7 @@ export class UI {
 
   /** Highlight the active speaker's tile ('self' for our own). */
   setActiveSpeaker(id) {
+    this.activeSpeaker = id;
     for (const tile of [this.localTile, ...this.remote.values()]) tile?.el.removeAttribute('data-speaking');
     const tile = id === 'self' ? this.localTile : this.remote.get(id);
     tile?.el.setAttribute('data-speaking', '');
