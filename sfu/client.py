@@ -508,6 +508,20 @@ class Participant:
     async def _on_rtcp(self, data: bytes) -> None:
         return None
 
+    def send_remb(self, bitrate_bps: int) -> bool:
+        """Tell the server our downlink carries ``bitrate_bps`` (RTCP REMB for every stream we
+        receive), as a receiver's bandwidth estimator would."""
+        from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+        pc = self.subscribe_pc
+        transports = glue.dtls_transports(pc) if pc is not None else []
+        if not transports or not self._ssrc_mid:
+            return False
+        packet = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(bitrate_bps, sorted(self._ssrc_mid))
+        )
+        return glue.send_packet(transports[0], bytes(packet), rtcp=True)
+
     def received_from(self, participant_id: str, kind: str) -> int:
         """Packets received of ``kind`` from one participant's tracks."""
         return sum(s.packets for s in self.streams.values() if s.participant == participant_id and s.kind == kind)

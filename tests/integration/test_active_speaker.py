@@ -1,5 +1,6 @@
 """Active speaker from real RFC 6464 audio levels, and pinning, through the real server."""
 
+import asyncio
 import time
 
 import aiohttp
@@ -98,3 +99,57 @@ async def test_a_pinned_track_is_marked_and_served_first(server):
     finally:
         await pub.close()
         await sub.close()
+
+
+async def test_under_a_tight_downlink_the_speaker_and_then_the_pinned_video_keep_the_top_layer(server):
+    """Two simulcast publishers, one subscriber whose REMB fits one top layer and one low one."""
+    p1, p2, sub = (Participant(server.ws_url, "prio", n) for n in ("p1", "p2", "sub"))
+    try:
+        for p in (p1, p2, sub):
+            await p.join()
+        for p in (p1, p2):
+            await p.publish_rtp(audio=True, video=True, simulcast=True, trailer=False)
+        room = server.app[ROOMS_KEY].rooms["prio"]
+        subscriber = room.participants[sub.id].subscriber
+        await eventually(lambda: len([c for c in subscriber.consumers() if c.producer.kind == "video"]) == 2, 15)
+        videos = {c.producer.participant_id: c for c in subscriber.consumers() if c.producer.kind == "video"}
+        c1, c2 = videos[p1.id], videos[p2.id]
+        await eventually(lambda: all(c.producer.layers[2].bitrate_bps > 0 for c in (c1, c2)), 15)
+        top = max(c.producer.layers[2].bitrate_bps for c in (c1, c2))
+        low = max(c.producer.layers[0].bitrate_bps for c in (c1, c2))
+        audio = sum(c.producer.layers[0].bitrate_bps for c in subscriber.consumers() if c.producer.kind == "audio")
+        # Enough for audio, one top layer and one lowest layer even with the allocator's 15 %
+        # headroom for stepping up, not enough for two top layers.
+        enough, too_little = (top + low + audio) / 0.85, 2 * top + audio
+        budget = int((enough + too_little) / 2)
+        print(f"layer bitrates: top {top}, lowest {low}, audio {audio}; REMB {budget}")
+        assert enough < too_little
+
+        async def remb_until(predicate, timeout):
+            loop_end = time.monotonic() + timeout
+            while not predicate():
+                assert time.monotonic() < loop_end, [c.describe() for c in (c1, c2)]
+                sub.send_remb(budget)
+                await asyncio.sleep(0.2)
+
+        # p1 talks: its video is the one raised. Then p2 takes over, and so does its video.
+        p1.set_audio_level(-15)
+        await remb_until(lambda: subscriber.active_speaker == p1.id, 6)
+        await remb_until(lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10)
+        p1.set_audio_level(-127)
+        p2.set_audio_level(-15)
+        await remb_until(lambda: subscriber.active_speaker == p2.id, 6)
+        await remb_until(lambda: c2.bandwidth_layer == 2 and c1.bandwidth_layer is not None and c1.bandwidth_layer < 2, 10)
+        assert next(c for c in subscriber.describe()["consumers"] if c["track"] == c2.producer.id)["priority"] == "active-speaker"
+        await remb_until(lambda: c2.current == 2, 5)
+
+        # The subscriber pins p1: now p1's video gets the top layer, the speaker's steps down.
+        t0 = time.monotonic()
+        await sub.send({"type": "subscription", "track": c1.producer.id, "max_height": 720, "pinned": True})
+        await remb_until(lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10)
+        print(f"pinned video on the top layer {time.monotonic() - t0:.2f}s after the pin")
+        await remb_until(lambda: c1.current == 2 and c2.current < 2, 5)
+        assert next(c for c in subscriber.describe()["consumers"] if c["track"] == c1.producer.id)["priority"] == "pinned"
+    finally:
+        for p in (p1, p2, sub):
+            await p.close()
