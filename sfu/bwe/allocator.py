@@ -1,7 +1,7 @@
 """Fitting one subscriber's videos into its downlink estimate.
 
-Order of service: audio first (always), then screen shares and the pinned or speaking
-participant, then the others by requested height (a bigger tile first). Each video gets its
+Order of service: audio first (always), then screen shares, then the videos the subscriber
+pinned, then the active speaker's, then the others by requested height (a bigger tile first). Each video gets its
 lowest layer if it fits, else it is paused for bandwidth; then videos are raised, in the same
 order, towards the layer they asked for while the budget lasts.
 
@@ -29,7 +29,9 @@ REASON_REQUESTED = "requested"
 REASON_BANDWIDTH = "bandwidth"
 REASON_UNCONSTRAINED = "unconstrained"
 
-PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_NORMAL = 0, 1, 2
+PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_SPEAKER, PRIORITY_NORMAL = 0, 1, 2, 3
+# How each priority is shown in logs and describe().
+PRIORITY_NAMES = {PRIORITY_SCREEN: "screen", PRIORITY_PINNED: "pinned", PRIORITY_SPEAKER: "active-speaker", PRIORITY_NORMAL: "normal"}
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,10 @@ class StreamAllocator:
                 continue
             if fresh.layer < previous.layer:
                 result[d.key] = fresh  # down fast
-            elif held_long_enough and up_alloc[d.key].layer > previous.layer:
-                result[d.key] = up_alloc[d.key]  # up only on a held estimate
+            elif held_long_enough and min(up_alloc[d.key].layer, fresh.layer) > previous.layer:
+                # Up only on a held estimate, and never above what the current one carries (with
+                # priorities the two orders can differ: stepping up there would step down next).
+                result[d.key] = min(up_alloc[d.key], fresh, key=lambda a: a.layer)
             elif previous.layer > min(d.wanted_layer, _highest_sent(d)):
                 result[d.key] = fresh  # the subscriber asked for less, or the layer is gone
             else:

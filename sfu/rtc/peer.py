@@ -36,13 +36,24 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from ..bwe.allocator import PAUSED, PRIORITY_NORMAL, PRIORITY_SCREEN, REASON_BANDWIDTH, StreamAllocator, VideoDemand
+from ..bwe.allocator import (
+    PAUSED,
+    PRIORITY_NAMES,
+    PRIORITY_NORMAL,
+    PRIORITY_PINNED,
+    PRIORITY_SCREEN,
+    PRIORITY_SPEAKER,
+    REASON_BANDWIDTH,
+    StreamAllocator,
+    VideoDemand,
+)
 from ..bwe.estimator import BandwidthEstimator
 from ..bwe.probe import Prober
 from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
+from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..tasks import spawn
 from . import aiortc_glue as glue
 
@@ -319,6 +330,7 @@ class PublishPeer(PeerBase):
         self._publisher_bitrate_bps = publisher_bitrate_bps
         self._now_s = now_s
         self.unroutable_packets = 0
+        self.audio_levels: dict[str, AudioLevelMeter] = {}  # by producer id (audio only)
 
     async def handle_offer(
         self, sdp: str, sources: dict[str, str]
@@ -331,8 +343,10 @@ class PublishPeer(PeerBase):
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             glue.detach_receivers(self.pc)
-            if simulcast:
-                glue.accept_header_extensions(self.pc, offer, SIMULCAST_EXTENSION_URIS)
+            # RFC 6464 audio levels always (active speaker); RID extensions for simulcast.
+            glue.accept_header_extensions(
+                self.pc, offer, (AUDIO_LEVEL_URI, *SIMULCAST_EXTENSION_URIS) if simulcast else (AUDIO_LEVEL_URI,)
+            )
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except SignalingError:
@@ -393,6 +407,8 @@ class PublishPeer(PeerBase):
                 )
                 self.producers[mid] = producer
                 added.append(producer)
+                if producer.kind == "audio":
+                    self.audio_levels[producer.id] = AudioLevelMeter()
             if not producer.simulcast and media_ssrcs and producer.layers[0].ssrc != media_ssrcs[0]:
                 self._bind(producer, producer.layers[0], media_ssrcs[0])
         for mid in list(self.producers):
@@ -402,6 +418,7 @@ class PublishPeer(PeerBase):
 
     def _remove(self, mid: str) -> Producer:
         producer = self.producers.pop(mid)
+        self.audio_levels.pop(producer.id, None)
         for layer in producer.layers:
             if layer.ssrc is not None:
                 self._by_ssrc.pop(layer.ssrc, None)
@@ -453,7 +470,15 @@ class PublishPeer(PeerBase):
             if route is None:
                 self.unroutable_packets += 1
                 return
-        route[0].on_rtp(route[1], data, view, arrival_ms)
+        producer = route[0]
+        if producer.kind == "audio" and view.ext_start >= 0:
+            level_id = self._ext_ids.get(AUDIO_LEVEL_URI)
+            if level_id is not None:
+                level = read_audio_level(data, view.ext_start, level_id)
+                meter = self.audio_levels.get(producer.id)
+                if level >= 0 and meter is not None:
+                    meter.observe(level)
+        producer.on_rtp(route[1], data, view, arrival_ms)
 
     def handle_rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpSrPacket):
@@ -553,6 +578,8 @@ class SubscribePeer(PeerBase):
         self._now_s = now_s
         self._wanted: list[Producer] = []  # producers to consume, in order of arrival
         self._preferences: dict[str, tuple[int | None, bool]] = {}  # by track id
+        self.pinned: set[str] = set()  # track ids the subscriber pinned (served before others)
+        self.active_speaker: str | None = None  # participant id, set by the room
         self._lock = asyncio.Lock()
         self._offer_outstanding = False
         self._dirty = False
@@ -578,6 +605,7 @@ class SubscribePeer(PeerBase):
 
     def unconsume(self, producer: Producer) -> None:
         self._preferences.pop(producer.id, None)
+        self.pinned.discard(producer.id)
         if producer in self._wanted:
             self._wanted.remove(producer)
         for slot in self.slots:
@@ -748,12 +776,17 @@ class SubscribePeer(PeerBase):
             consumer.restart()
             consumer.select(now_ms())
 
-    def set_preferences(self, track_id: str, max_height: int | None, paused: bool) -> None:
-        """What the subscriber wants of one track: a height cap, or nothing at all (paused).
+    def set_preferences(self, track_id: str, max_height: int | None, paused: bool, pinned: bool = False) -> None:
+        """What the subscriber wants of one track: a height cap, or nothing at all (paused);
+        a pinned track is served before all but screen shares when bandwidth is short.
 
         Kept for tracks whose consumer does not exist yet (applied when it does).
         """
         self._preferences[track_id] = (max_height, paused)
+        if pinned:
+            self.pinned.add(track_id)
+        else:
+            self.pinned.discard(track_id)
         for consumer in self.consumers():
             if consumer.producer.id == track_id:
                 consumer.set_preferences(max_height, paused, now_ms())
@@ -833,7 +866,7 @@ class SubscribePeer(PeerBase):
                 continue
             layer_bps = tuple(layer.measure(now) for layer in producer.layers)
             wanted = PAUSED if c.paused or producer.muted else c.desired_layer()
-            priority = PRIORITY_SCREEN if producer.source == "screen" else PRIORITY_NORMAL
+            priority = self.priority(c)
             demands.append(VideoDemand(c, priority, wanted, layer_bps, c.max_height or 100_000))
         allocations = self.allocator.update(
             now, estimate, audio, demands, self.estimator.loss_limited, audio_bps=audio_bps or None
@@ -848,8 +881,8 @@ class SubscribePeer(PeerBase):
                 layer = alloc.layer if alloc.layer >= 0 else None
             if layer != c.bandwidth_layer:
                 logger.debug(
-                    "subscriber %s: %s -> layer %s (%s), estimate %s bps",
-                    self.participant_id, c.producer.id, layer, alloc.reason, estimate,
+                    "subscriber %s: %s -> layer %s (%s, priority: %s), estimate %s bps",
+                    self.participant_id, c.producer.id, layer, alloc.reason, PRIORITY_NAMES[self.priority(c)], estimate,
                 )
             c.set_bandwidth_layer(layer, now)
             if self._told.get(c.producer.id, False) != bandwidth_paused:
@@ -863,6 +896,17 @@ class SubscribePeer(PeerBase):
                 }
                 spawn(self._signal(msg), name=f"track-quality-{self.participant_id}")
         self._probe(now, estimate, allocations)
+
+    def priority(self, consumer: Consumer) -> int:
+        """Screen shares, then what this subscriber pinned, then the active speaker's video."""
+        producer = consumer.producer
+        if producer.source == "screen":
+            return PRIORITY_SCREEN
+        if producer.id in self.pinned:
+            return PRIORITY_PINNED
+        if producer.participant_id == self.active_speaker:
+            return PRIORITY_SPEAKER
+        return PRIORITY_NORMAL
 
     def _probe(self, now: int, estimate: int | None, allocations: dict[Any, Any]) -> None:
         """While bandwidth holds a video back, test for more with RTX padding (sfu/bwe/probe.py)."""
@@ -927,7 +971,11 @@ class SubscribePeer(PeerBase):
             "send_bps": self.send_bps,
             "padding_bytes_sent": self.padding_bytes_sent,
             "probe": self.prober.describe(),
-            "consumers": [c.describe() for c in self.consumers()],
+            "active_speaker": self.active_speaker,
+            "consumers": [
+                {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": PRIORITY_NAMES[self.priority(c)]}
+                for c in self.consumers()
+            ],
         }
 
     # -- RTCP from the subscriber ---------------------------------------------------------
