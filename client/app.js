@@ -176,6 +176,8 @@ session.on('remote-track-removed', (c) => {
   ui.removeRemoteTrack(c);
 });
 session.on('chat', (m) => ui.addChat(m));
+session.on('active-speaker', ({ participant }) => ui.setActiveSpeaker(participant === session.id ? 'self' : participant));
+ui.on('pinChanged', () => quality.update());
 session.on('track-quality', ({ track, paused }) => {
   const c = [...session.consumers.values()].find((x) => x.track === track);
   if (c) ui.setBandwidthPaused(c, paused);

@@ -90,9 +90,12 @@ export function mute(track, muted) {
   return { type: 'mute', track, muted: Boolean(muted) };
 }
 
-/** What we want of a remote track: a height cap in pixels (null: none) or nothing (paused). */
-export function subscription(track, maxHeight, paused) {
-  return { type: 'subscription', track, max_height: maxHeight, paused: !!paused };
+/**
+ * What we want of a remote track: a height cap in pixels (null: none) or nothing (paused);
+ * `pinned` asks the server to serve it before the others when bandwidth is short.
+ */
+export function subscription(track, maxHeight, paused, pinned = false) {
+  return { type: 'subscription', track, max_height: maxHeight, paused: !!paused, pinned: !!pinned };
 }
 
 export function chat(text) {
@@ -191,6 +194,14 @@ const SERVER_MESSAGES = {
     requireString(m.track, 'track');
     m.active = m.active == null ? [] : requireArray(m.active, 'active');
     m.paused = Boolean(m.paused);
+  },
+  'track-quality'(m) {
+    requireString(m.track, 'track');
+    if (typeof m.paused !== 'boolean') throw new ProtocolError('paused must be a boolean');
+  },
+  'active-speaker'(m) {
+    // The room's dominant speaker (null: none, e.g. they left).
+    if (m.participant !== null) requireString(m.participant, 'participant');
   },
   pong() {},
   error(m) {

@@ -4,6 +4,7 @@
 
 const HEADROOM = 1.5; // ask for a cap 1.5x the rendered height (sharper than exact)
 const DEBOUNCE_MS = 200;
+const PINNED_MIN_HEIGHT = 720; // a pinned tile is the big one: ask for a sharp layer
 
 export class QualityWatcher {
   /** @param {{setSubscription: Function}} session */
@@ -50,8 +51,10 @@ export class QualityWatcher {
     for (const [track, w] of this.watched) {
       const height = w.el.getBoundingClientRect().height;
       const paused = hidden || !w.visible || height < 1 || !w.el.isConnected;
-      const maxHeight = paused ? null : Math.ceil(height * (window.devicePixelRatio || 1) * HEADROOM);
-      this.session.setSubscription(track, { maxHeight, paused });
+      const pinned = w.el.hasAttribute('data-pinned');
+      let maxHeight = paused ? null : Math.ceil(height * (window.devicePixelRatio || 1) * HEADROOM);
+      if (pinned && maxHeight !== null) maxHeight = Math.max(maxHeight, PINNED_MIN_HEIGHT);
+      this.session.setSubscription(track, { maxHeight, paused, pinned });
     }
   }
 }

@@ -298,7 +298,8 @@ export class Session {
   // ----- internals: state ------------------------------------------------------
 
   _reset() {
-    this._subscriptions = new Map(); // track id -> last {maxHeight, paused} sent
+    this._subscriptions = new Map(); // track id -> last {maxHeight, paused, pinned} sent
+    this.activeSpeaker = null; // participant id of the room's dominant speaker (maybe us)
     this.ws = null;
     this.id = null; // our participant id
     this.room = null;
@@ -502,6 +503,9 @@ export class Session {
         return this._emit('track-quality', msg);
       case 'layers':
         return this._onLayers(msg);
+      case 'active-speaker':
+        this.activeSpeaker = msg.participant;
+        return this._emit('active-speaker', { participant: msg.participant });
       case 'error':
         return this._onServerError(msg);
       case 'pong':
@@ -804,13 +808,14 @@ export class Session {
 
   /**
    * Tell the server how much of a remote track we need: the height we render it at
-   * (a cap; null for no cap), or nothing at all while it is not visible (paused).
+   * (a cap; null for no cap), or nothing at all while it is not visible (paused);
+   * `pinned` tracks are served first when our downlink is short.
    */
-  setSubscription(track, { maxHeight = null, paused = false } = {}) {
+  setSubscription(track, { maxHeight = null, paused = false, pinned = false } = {}) {
     const last = this._subscriptions.get(track);
-    if (last && last.maxHeight === maxHeight && last.paused === paused) return;
-    this._subscriptions.set(track, { maxHeight, paused });
-    if (this.state === 'joined') this._send(P.subscription(track, maxHeight, paused));
+    if (last && last.maxHeight === maxHeight && last.paused === paused && last.pinned === pinned) return;
+    this._subscriptions.set(track, { maxHeight, paused, pinned });
+    if (this.state === 'joined') this._send(P.subscription(track, maxHeight, paused, pinned));
   }
 
   _detach(mid) {

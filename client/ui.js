@@ -18,11 +18,13 @@ class Tile {
       <div class="camera-off">Camera off</div>
       <div class="low-bandwidth">Video paused: your connection is too slow</div>
       <div class="label"><span class="mic-off" title="Microphone muted">${MIC_OFF_ICON}</span><span class="name"></span></div>
+      <button class="pin" type="button" title="Pin (show large, keep sharp)" aria-pressed="false">Pin</button>
       <div class="stats"></div>`;
     this.video = this.el.querySelector('video');
     this.video.muted = local; // never play our own microphone back
     this.nameEl = this.el.querySelector('.name');
     this.statsEl = this.el.querySelector('.stats');
+    this.el.querySelector('.pin').hidden = local;
     this.setLabel(label);
     this.setFlags({});
   }
@@ -34,6 +36,13 @@ class Tile {
   setLabel(label) {
     this.nameEl.textContent = label;
     this.el.querySelector('.avatar span').textContent = (label.trim()[0] ?? '?').toUpperCase();
+  }
+
+  setPinned(pinned) {
+    this.el.toggleAttribute('data-pinned', pinned);
+    const button = this.el.querySelector('.pin');
+    button.setAttribute('aria-pressed', String(pinned));
+    button.textContent = pinned ? 'Unpin' : 'Pin';
   }
 
   /** micMuted / cameraOff overlays. */
@@ -103,7 +112,7 @@ class Tile {
 
 export class UI {
   constructor() {
-    this.handlers = {}; // join, rejoin, reconnect, toggleMic, toggleCamera, toggleScreen, toggleStats, leave, sendChat
+    this.handlers = {}; // join, rejoin, reconnect, toggleMic, toggleCamera, toggleScreen, toggleStats, leave, sendChat, pinChanged
     this.remote = new Map(); // participant id → Tile
     this.screens = new Map(); // participant id → Tile
     this.localTile = null;
@@ -135,6 +144,10 @@ export class UI {
     $('leave-button').addEventListener('click', () => this._fire('leave'));
     $('chat-button').addEventListener('click', () => this.toggleChat());
     $('sound-button').addEventListener('click', () => this.enableSound());
+    $('grid').addEventListener('click', (e) => {
+      const button = e.target.closest?.('.tile .pin');
+      if (button) this.togglePin(button.closest('.tile'));
+    });
     $('chat-form').addEventListener('submit', (e) => {
       e.preventDefault();
       const text = $('chat-input').value.trim();
@@ -185,6 +198,7 @@ export class UI {
     this.remote.clear();
     this.screens.clear();
     this.localTile = this.localScreenTile = null;
+    this.activeSpeaker = null;
     $('chat-messages').replaceChildren();
     this.unread = 0;
     this._updateBadge();
@@ -222,6 +236,7 @@ export class UI {
     if (!this.localTile) {
       this.localTile = new Tile({ label, local: true });
       this.localTile.el.id = 'local-tile';
+      if (this.activeSpeaker === 'self') this.localTile.el.setAttribute('data-speaking', '');
       $('grid').prepend(this.localTile.el);
     }
     this.localTile.setStream(stream);
@@ -266,6 +281,7 @@ export class UI {
     if (!tile) {
       tile = new Tile({ label: name || 'Guest' });
       tile.el.dataset.participant = id;
+      if (this.activeSpeaker === id) tile.el.setAttribute('data-speaking', '');
       tile.onSoundBlocked = () => ($('sound-button').hidden = false);
       this.remote.set(id, tile);
       $('grid').append(tile.el);
@@ -275,6 +291,22 @@ export class UI {
       tile.setLabel(name);
     }
     return tile;
+  }
+
+  /** Pin one remote tile (shown large and first) or unpin it; at most one tile is pinned. */
+  togglePin(el) {
+    const pin = !el.hasAttribute('data-pinned');
+    for (const tile of this._allRemoteTiles()) tile.setPinned(pin && tile.el === el);
+    this._layout();
+    this._fire('pinChanged');
+  }
+
+  /** Highlight the active speaker's tile ('self' for our own). */
+  setActiveSpeaker(id) {
+    this.activeSpeaker = id;
+    for (const tile of [this.localTile, ...this.remote.values()]) tile?.el.removeAttribute('data-speaking');
+    const tile = id === 'self' ? this.localTile : this.remote.get(id);
+    tile?.el.setAttribute('data-speaking', '');
   }
 
   removeParticipant(id) {

@@ -31,6 +31,7 @@ from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
 from .media.keyframe import vp8_keyframe_start
 from .media.rtp import MalformedPacket, parse_rtp
 from .rtc import aiortc_glue as glue
+from .speaker import AUDIO_LEVEL_URI
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -186,6 +187,11 @@ class RtpStream:
     keyframe_wanted: bool = False  # a PLI/FIR arrived: the next frame is a keyframe
     frame_offset: int = 0  # clip frame played at index i: i + frame_offset
 
+    # Audio: the RFC 6464 level written into every packet (-dBov, 0 loud .. 127 silent), and the
+    # extension id the server's answer gave it. None: no audio-level extension.
+    audio_level_ext_id: int | None = None
+    level: int | None = None
+
     def start_on_keyframe(self, index: int) -> None:
         """Play the clip's first frame (a keyframe) at ``index``, as an encoder that (re)starts."""
         self.frame_offset = -index % len(self.clip.frames)
@@ -203,6 +209,9 @@ class RtpStream:
         ext = b""
         if self.rid is not None:
             ext = one_byte_extensions([(MID_EXT_ID, self.mid.encode()), (RID_EXT_ID, self.rid.encode())])
+        elif self.level is not None and self.audio_level_ext_id is not None:
+            voice = 0x80 if self.level <= 50 else 0  # V: what a sender's VAD would say
+            ext = one_byte_extensions([(self.audio_level_ext_id, bytes([voice | self.level]))])
         out = []
         for i, payload in enumerate(payloads):
             marker = 1 if i == len(payloads) - 1 else 0
@@ -274,6 +283,7 @@ class Participant:
         self.subscribe_pc: Any = None
         self._answer: asyncio.Future[str] | None = None
         self.rtp_streams: list[RtpStream] = []
+        self._audio_level: int | None = 127  # RTP-published audio says "silent" until told otherwise
         self._rtp_task: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -404,7 +414,10 @@ class Participant:
             media = next(m for m in description.media if m.rtp.muxId == t.mid)
             codec = next(c for c in media.rtp.codecs if c.name.lower() in ("vp8", "opus"))
             if t.kind == "audio":
-                streams.append(RtpStream(load_clip("audio"), codec.payloadType, AUDIO_CLOCK, t.mid, None, ssrc=ssrcs["audio"]))
+                level_id = next((e.id for e in media.rtp.headerExtensions if e.uri == AUDIO_LEVEL_URI), None)
+                stream = RtpStream(load_clip("audio"), codec.payloadType, AUDIO_CLOCK, t.mid, None, ssrc=ssrcs["audio"])
+                stream.audio_level_ext_id, stream.level = level_id, self._audio_level
+                streams.append(stream)
             elif rids:
                 for rid, width, height, bitrate in SIMULCAST_LAYERS:
                     clip = load_clip("video", width=width, height=height, bitrate=bitrate)
@@ -413,6 +426,14 @@ class Participant:
                 streams.append(RtpStream(load_clip("video"), codec.payloadType, VIDEO_CLOCK, t.mid, None, ssrc=ssrcs["video"]))
         self.rtp_streams = streams
         self._rtp_task = asyncio.get_running_loop().create_task(self._send_rtp(pc, streams, trailer))
+
+    def set_audio_level(self, dbov: int | None) -> None:
+        """The audio level (dBov, -127..0) that RTP-published audio claims from now on, in the
+        RFC 6464 extension the server negotiated (e.g. -20 talking, -127 silent). None: none."""
+        self._audio_level = None if dbov is None else min(127, max(0, -dbov))
+        for stream in self.rtp_streams:
+            if stream.clip.kind == "audio":
+                stream.level = self._audio_level
 
     async def _send_rtp(self, pc: Any, streams: list[RtpStream], trailer: bool) -> None:
         """Send every stream's frames in real time until the connection closes."""
@@ -527,6 +548,20 @@ class Participant:
 
     async def _on_rtcp(self, data: bytes) -> None:
         return None
+
+    def send_remb(self, bitrate_bps: int) -> bool:
+        """Tell the server our downlink carries ``bitrate_bps`` (RTCP REMB for every stream we
+        receive), as a receiver's bandwidth estimator would."""
+        from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+        pc = self.subscribe_pc
+        transports = glue.dtls_transports(pc) if pc is not None else []
+        if not transports or not self._ssrc_mid:
+            return False
+        packet = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(bitrate_bps, sorted(self._ssrc_mid))
+        )
+        return glue.send_packet(transports[0], bytes(packet), rtcp=True)
 
     def received_from(self, participant_id: str, kind: str) -> int:
         """Packets received of ``kind`` from one participant's tracks."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -14,6 +15,7 @@ from .errors import SignalingError
 from .forwarding import Producer
 from .metrics import RetiredTotals
 from .rtc.peer import PublishPeer, SubscribePeer
+from .speaker import INTERVAL_MS, SpeakerDetector
 from .tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -111,7 +113,19 @@ class Participant:
     def ensure_subscriber(self) -> SubscribePeer:
         if self.subscriber is None:
             self.subscriber = SubscribePeer(self.id, list(self._config.ice_servers), self._failed, self.signal)
+            self.subscriber.active_speaker = self.room.active_speaker
         return self.subscriber
+
+    def speech_score(self, interval_ms: int) -> float | None:
+        """This interval's speech score from the audio levels of our microphone (None: no audio)."""
+        if self.publisher is None:
+            return None
+        score = None
+        for producer in self.publisher.producers.values():
+            meter = self.publisher.audio_levels.get(producer.id)
+            if meter is not None:
+                score = max(score or 0.0, meter.take(interval_ms, muted=producer.muted))
+        return score
 
     def renegotiate(self) -> None:
         if self.subscriber is not None and not self.closed:
@@ -142,6 +156,9 @@ class Room:
         self.closed = False
         self.created_at = time.time()
         self.retired = retired if retired is not None else RetiredTotals()
+        self.speakers = SpeakerDetector()
+        self.active_speaker: str | None = None  # participant id
+        self._speaker_task: asyncio.Task[None] | None = None
 
     def check_capacity(self) -> None:
         if len(self.participants) >= self.capacity:
@@ -162,6 +179,10 @@ class Room:
             }
         )
         self._broadcast({"type": "participant-joined", "participant": participant.describe()}, exclude=participant)
+        if self.active_speaker is not None:
+            participant.post({"type": "active-speaker", "participant": self.active_speaker})
+        if self._speaker_task is None:
+            self._speaker_task = spawn(self._detect_speakers(), name=f"speakers-{self.name}")
         # Consume everything already published.
         producers = [p for other in others for p in other.producers()]
         if producers and participant.can("subscribe"):
@@ -228,7 +249,37 @@ class Room:
         self._broadcast({"type": "participant-left", "id": participant.id, "reason": reason})
         if not self.participants:
             self.closed = True
+            if self._speaker_task is not None:
+                self._speaker_task.cancel()
             self._on_empty(self)
+
+    async def _detect_speakers(self) -> None:
+        """Every INTERVAL_MS: the dominant speaker from everyone's audio levels."""
+        last = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(INTERVAL_MS / 1000)
+            now = time.monotonic()
+            try:
+                self.update_speaker(now * 1000, int((now - last) * 1000))
+            except Exception:
+                logger.exception("speaker detection failed in room %s", self.name)
+            last = now
+
+    def update_speaker(self, now_ms: float, interval_ms: int = INTERVAL_MS) -> None:
+        scores = {}
+        for p in self.participants.values():
+            score = p.speech_score(interval_ms)
+            if score is not None:
+                scores[p.id] = score
+        speaker = self.speakers.update(now_ms, scores)
+        if speaker == self.active_speaker:
+            return
+        logger.info("room %s: active speaker %s -> %s", self.name, self.active_speaker, speaker)
+        self.active_speaker = speaker if isinstance(speaker, str) else None
+        for p in self.participants.values():
+            if p.subscriber is not None:
+                p.subscriber.active_speaker = self.active_speaker
+        self._broadcast({"type": "active-speaker", "participant": self.active_speaker})
 
     def _broadcast(self, msg: dict[str, Any], exclude: Participant | None = None) -> None:
         for p in list(self.participants.values()):

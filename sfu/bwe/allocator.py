@@ -1,14 +1,15 @@
 """Fitting one subscriber's videos into its downlink estimate.
 
-Order of service: audio first (always), then screen shares and the pinned or speaking
-participant, then the others by requested height (a bigger tile first). Each video gets its
+Order of service: audio first (always), then screen shares, then the videos the subscriber
+pinned, then the active speaker's, then the others by requested height (a bigger tile first). Each video gets its
 lowest layer if it fits, else it is paused for bandwidth; then videos are raised, in the same
 order, towards the layer they asked for while the budget lasts.
 
 Against flapping (the anchors' users' top complaint) the decisions have hysteresis:
 - down fast: when the current estimate no longer carries the current allocation, step down now;
 - up slowly: step up only to what the *lowest* estimate of the last UPGRADE_HOLD_MS carries,
-  with UPGRADE_HEADROOM to spare, so one good sample never raises a layer.
+  with UPGRADE_HEADROOM to spare, so one good sample never raises a layer; an estimate a
+  completed bandwidth probe has just shown to get through counts as held (``confirm``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ REASON_REQUESTED = "requested"
 REASON_BANDWIDTH = "bandwidth"
 REASON_UNCONSTRAINED = "unconstrained"
 
-PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_NORMAL = 0, 1, 2
+PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_SPEAKER, PRIORITY_NORMAL = 0, 1, 2, 3
+# How each priority is shown in logs and describe().
+PRIORITY_NAMES = {PRIORITY_SCREEN: "screen", PRIORITY_PINNED: "pinned", PRIORITY_SPEAKER: "active-speaker", PRIORITY_NORMAL: "normal"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,13 @@ class StreamAllocator:
 
     def __init__(self) -> None:
         self._estimates: deque[tuple[float, float]] = deque()
+        self._confirmed = False  # the oldest estimate kept is a probe's confirmed one
         self.current: dict[Hashable, Allocation] = {}
+
+    def confirm(self, now_ms: float, estimate_bps: int) -> None:
+        """A probe has just carried ``estimate_bps`` without congestion: treat it as held."""
+        self._estimates = deque([(now_ms, estimate_bps)])
+        self._confirmed = True
 
     def update(
         self,
@@ -132,7 +141,8 @@ class StreamAllocator:
         while self._estimates and self._estimates[0][0] < now_ms - UPGRADE_HOLD_MS:
             self._estimates.popleft()
         held = min(e for _, e in self._estimates)
-        held_long_enough = now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
+        held_long_enough = self._confirmed or now_ms - self._estimates[0][0] >= UPGRADE_HOLD_MS * 0.8
+        self._confirmed = False
         now_alloc = allocate(estimate_bps, audio_streams, demands, may_pause, audio_bps)
         up_alloc = allocate(held * UPGRADE_HEADROOM, audio_streams, demands, may_pause, audio_bps)
         result: dict[Hashable, Allocation] = {}
@@ -144,8 +154,10 @@ class StreamAllocator:
                 continue
             if fresh.layer < previous.layer:
                 result[d.key] = fresh  # down fast
-            elif held_long_enough and up_alloc[d.key].layer > previous.layer:
-                result[d.key] = up_alloc[d.key]  # up only on a held estimate
+            elif held_long_enough and min(up_alloc[d.key].layer, fresh.layer) > previous.layer:
+                # Up only on a held estimate, and never above what the current one carries (with
+                # priorities the two orders can differ: stepping up there would step down next).
+                result[d.key] = min(up_alloc[d.key], fresh, key=lambda a: a.layer)
             elif previous.layer > min(d.wanted_layer, _highest_sent(d)):
                 result[d.key] = fresh  # the subscriber asked for less, or the layer is gone
             else:

@@ -99,6 +99,7 @@ class DelayBasedEstimator:
         self._hold = False
         self._congested_at_bps: float | None = None  # the rate when overuse was last seen
         self.congested = False  # whether the link has ever shown a growing queue
+        self.cuts = 0  # how many times overuse has cut the rate
 
     def on_packet(self, send_ms: float, arrival_ms: float, size: int) -> None:
         g = self._group
@@ -169,6 +170,7 @@ class DelayBasedEstimator:
         self._last_update_ms = now_ms
         if self.state == OVERUSE:
             self.congested = True
+            self.cuts += 1
             self._congested_at_bps = acked_bps or self.rate_bps
             if acked_bps:
                 self.rate_bps = min(self.rate_bps, DECREASE_FACTOR * acked_bps)
@@ -209,6 +211,7 @@ class BandwidthEstimator:
         self._loss: deque[tuple[float, int, int]] = deque()  # (time, received, lost)
         self._last_loss_update_ms: float | None = None
         self._last_cut_ms = -1e9
+        self._loss_cuts = 0
         self._clock_offset_ms: float | None = None  # receiver clock → ours
 
     def on_sent(self, seq: int, now_ms: float, size: int) -> None:
@@ -277,12 +280,18 @@ class BandwidthEstimator:
                 # Never below most of what still gets through: the loss is measured at the old rate.
                 self.loss_bps = max(MIN_BPS, cut, 0.8 * (acked or 0.0))
                 self._last_cut_ms = now_ms
+                self._loss_cuts += 1
                 self._loss.clear()  # judge the new rate on new feedback only
         elif self.loss_ratio < LOW_LOSS and self.loss_bps is not None:
             # Grow again, and never stay below what now gets through without loss.
             self.loss_bps = max(self.loss_bps * INCREASE_PER_S**dt_s, 0.9 * (acked or 0.0))
             if self.loss_bps > 2 * max(reference, MIN_BPS) or now_ms - self._last_cut_ms > LOSS_HOLD_MS:
                 self.loss_bps = None  # loss no longer limits anything
+
+    @property
+    def congestion_events(self) -> int:
+        """A running count of congestion cuts (delay-based overuse or high loss)."""
+        return self.delay.cuts + self._loss_cuts
 
     @property
     def loss_limited(self) -> bool:

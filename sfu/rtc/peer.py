@@ -36,13 +36,25 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from ..bwe.allocator import PAUSED, PRIORITY_NORMAL, PRIORITY_SCREEN, REASON_BANDWIDTH, StreamAllocator, VideoDemand
+from ..bwe.allocator import (
+    PAUSED,
+    PRIORITY_NAMES,
+    PRIORITY_NORMAL,
+    PRIORITY_PINNED,
+    PRIORITY_SCREEN,
+    PRIORITY_SPEAKER,
+    REASON_BANDWIDTH,
+    StreamAllocator,
+    VideoDemand,
+)
 from ..bwe.estimator import BandwidthEstimator
+from ..bwe.probe import Prober
 from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
+from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..tasks import spawn
 from . import aiortc_glue as glue
 
@@ -54,9 +66,8 @@ REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 SIMULCAST_EXTENSION_URIS = (RID_URI, REPAIRED_RID_URI)
 MAX_SIMULCAST_LAYERS = 4
 TWCC_EXT_ID = 5  # aiortc uses 1-3 for its own extensions
-PROBE_EVERY_MS = 4000
-PROBE_FOR_MS = 1200
 PADDING_PACKET_BYTES = 255
+PADDING_BURSTS = 10  # per tick
 RTCP_INTERVAL_S = 1.0
 TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
@@ -327,6 +338,7 @@ class PublishPeer(PeerBase):
         self._publisher_bitrate_bps = publisher_bitrate_bps
         self._now_s = now_s
         self.unroutable_packets = 0
+        self.audio_levels: dict[str, AudioLevelMeter] = {}  # by producer id (audio only)
 
     async def handle_offer(
         self, sdp: str, sources: dict[str, str]
@@ -339,8 +351,10 @@ class PublishPeer(PeerBase):
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             glue.detach_receivers(self.pc)
-            if simulcast:
-                glue.accept_header_extensions(self.pc, offer, SIMULCAST_EXTENSION_URIS)
+            # RFC 6464 audio levels always (active speaker); RID extensions for simulcast.
+            glue.accept_header_extensions(
+                self.pc, offer, (AUDIO_LEVEL_URI, *SIMULCAST_EXTENSION_URIS) if simulcast else (AUDIO_LEVEL_URI,)
+            )
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except SignalingError:
@@ -404,6 +418,8 @@ class PublishPeer(PeerBase):
                 if self._dynacast and producer.kind == "video":
                     self._layer_needs[producer] = LayerNeed(len(producer.layers), now_ms())
                     producer.on_demand_changed = lambda p=producer: self._update_layers(p, now_ms())
+                if producer.kind == "audio":
+                    self.audio_levels[producer.id] = AudioLevelMeter()
             if not producer.simulcast and media_ssrcs and producer.layers[0].ssrc != media_ssrcs[0]:
                 self._bind(producer, producer.layers[0], media_ssrcs[0])
         for mid in list(self.producers):
@@ -414,6 +430,7 @@ class PublishPeer(PeerBase):
     def _remove(self, mid: str) -> Producer:
         producer = self.producers.pop(mid)
         self._layer_needs.pop(producer, None)
+        self.audio_levels.pop(producer.id, None)
         for layer in producer.layers:
             if layer.ssrc is not None:
                 self._by_ssrc.pop(layer.ssrc, None)
@@ -465,7 +482,15 @@ class PublishPeer(PeerBase):
             if route is None:
                 self.unroutable_packets += 1
                 return
-        route[0].on_rtp(route[1], data, view, arrival_ms)
+        producer = route[0]
+        if producer.kind == "audio" and view.ext_start >= 0:
+            level_id = self._ext_ids.get(AUDIO_LEVEL_URI)
+            if level_id is not None:
+                level = read_audio_level(data, view.ext_start, level_id)
+                meter = self.audio_levels.get(producer.id)
+                if level >= 0 and meter is not None:
+                    meter.observe(level)
+        producer.on_rtp(route[1], data, view, arrival_ms)
 
     def handle_rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpSrPacket):
@@ -591,6 +616,8 @@ class SubscribePeer(PeerBase):
         self._now_s = now_s
         self._wanted: list[Producer] = []  # producers to consume, in order of arrival
         self._preferences: dict[str, tuple[int | None, bool]] = {}  # by track id
+        self.pinned: set[str] = set()  # track ids the subscriber pinned (served before others)
+        self.active_speaker: str | None = None  # participant id, set by the room
         self._lock = asyncio.Lock()
         self._offer_outstanding = False
         self._dirty = False
@@ -605,8 +632,7 @@ class SubscribePeer(PeerBase):
         self.send_bps = 0
         self._told: dict[str, bool] = {}  # track id -> paused for bandwidth, as last told
         self._rtx_seq = random.getrandbits(15)
-        self._probe_until_ms = 0
-        self._next_probe_ms = 0
+        self.prober = Prober()
         self.padding_bytes_sent = 0
 
     # -- what to consume ------------------------------------------------------------------
@@ -617,6 +643,7 @@ class SubscribePeer(PeerBase):
 
     def unconsume(self, producer: Producer) -> None:
         self._preferences.pop(producer.id, None)
+        self.pinned.discard(producer.id)
         if producer in self._wanted:
             self._wanted.remove(producer)
         for slot in self.slots:
@@ -744,7 +771,8 @@ class SubscribePeer(PeerBase):
                     send=self.send_rtp,
                     now_s=self._now_s,
                 )
-                slot.consumer.on_layer_started = lambda: self.allocate(now_ms())
+                # A layer restarted (dynacast): allocate now, not at the next tick (no probe).
+                slot.consumer.on_layer_started = lambda: self.allocate(now_ms(), probe=False)
                 if producer.id in self._preferences:
                     slot.consumer.set_preferences(*self._preferences[producer.id], now_ms())
             described.append(
@@ -788,12 +816,17 @@ class SubscribePeer(PeerBase):
             consumer.restart()
             consumer.select(now_ms())
 
-    def set_preferences(self, track_id: str, max_height: int | None, paused: bool) -> None:
-        """What the subscriber wants of one track: a height cap, or nothing at all (paused).
+    def set_preferences(self, track_id: str, max_height: int | None, paused: bool, pinned: bool = False) -> None:
+        """What the subscriber wants of one track: a height cap, or nothing at all (paused);
+        a pinned track is served before all but screen shares when bandwidth is short.
 
         Kept for tracks whose consumer does not exist yet (applied when it does).
         """
         self._preferences[track_id] = (max_height, paused)
+        if pinned:
+            self.pinned.add(track_id)
+        else:
+            self.pinned.discard(track_id)
         for consumer in self.consumers():
             if consumer.producer.id == track_id:
                 consumer.set_preferences(max_height, paused, now_ms())
@@ -857,7 +890,7 @@ class SubscribePeer(PeerBase):
                 self.send_bps = (self._bytes_sent - sent) * 8000 // (now - at)
             self._rate_window = (now, self._bytes_sent)
 
-    def allocate(self, now: int) -> None:
+    def allocate(self, now: int, probe: bool = True) -> None:
         """Fit the videos this subscriber receives into its downlink estimate."""
         estimate = self.estimator.estimate_bps
         consumers = self.consumers()
@@ -873,7 +906,7 @@ class SubscribePeer(PeerBase):
                 continue
             layer_bps = tuple(layer.measure(now) for layer in producer.layers)
             wanted = PAUSED if c.paused or producer.muted else c.desired_layer()
-            priority = PRIORITY_SCREEN if producer.source == "screen" else PRIORITY_NORMAL
+            priority = self.priority(c)
             demands.append(VideoDemand(c, priority, wanted, layer_bps, c.max_height or 100_000))
         allocations = self.allocator.update(
             now, estimate, audio, demands, self.estimator.loss_limited, audio_bps=audio_bps or None
@@ -888,8 +921,8 @@ class SubscribePeer(PeerBase):
                 layer = alloc.layer if alloc.layer >= 0 else None
             if layer != c.bandwidth_layer:
                 logger.debug(
-                    "subscriber %s: %s -> layer %s (%s), estimate %s bps",
-                    self.participant_id, c.producer.id, layer, alloc.reason, estimate,
+                    "subscriber %s: %s -> layer %s (%s, priority: %s), estimate %s bps",
+                    self.participant_id, c.producer.id, layer, alloc.reason, PRIORITY_NAMES[self.priority(c)], estimate,
                 )
             c.set_bandwidth_layer(layer, now)
             if self._told.get(c.producer.id, False) != bandwidth_paused:
@@ -902,27 +935,53 @@ class SubscribePeer(PeerBase):
                     "estimate_bps": estimate,
                 }
                 spawn(self._signal(msg), name=f"track-quality-{self.participant_id}")
-        self._probe(now, estimate, allocations)
+        if probe:
+            self._probe(now, estimate, allocations)
+
+    def priority(self, consumer: Consumer) -> int:
+        """Screen shares, then what this subscriber pinned, then the active speaker's video."""
+        producer = consumer.producer
+        if producer.source == "screen":
+            return PRIORITY_SCREEN
+        if producer.id in self.pinned:
+            return PRIORITY_PINNED
+        if producer.participant_id == self.active_speaker:
+            return PRIORITY_SPEAKER
+        return PRIORITY_NORMAL
 
     def _probe(self, now: int, estimate: int | None, allocations: dict[Any, Any]) -> None:
-        """While bandwidth holds a video back, test for more now and then with RTX padding."""
-        if estimate is None or not self.estimator.transport_cc:
+        """While bandwidth holds a video back, test for more with RTX padding (sfu/bwe/probe.py)."""
+        if not self.estimator.transport_cc:
             return
         limited = any(a.reason == REASON_BANDWIDTH for a in allocations.values())
-        if now >= self._probe_until_ms:
-            if not limited or now < self._next_probe_ms:
-                return
-            self._probe_until_ms = now + PROBE_FOR_MS
-            self._next_probe_ms = now + PROBE_EVERY_MS
+        successes = self.prober.successes
+        padding_bps = self.prober.padding_bps(
+            now,
+            estimate,
+            self._videos_bps(allocations, step_up=False),
+            self._videos_bps(allocations, step_up=True) if limited else 0.0,
+            self.estimator.congestion_events,
+        )
+        if self.prober.successes > successes and estimate is not None:
+            self.allocator.confirm(now, estimate)  # the probe showed the estimate gets through
+        if padding_bps <= 0:
+            return
         slot = next(
             (s for s in self.slots if s.kind == "video" and s.consumer is not None and s.rtx_payload_type is not None),
             None,
         )
         if slot is None:
             return
-        # Pad up to what the next step needs (at most half the estimate again).
-        wanted_bps = min(0.5 * estimate, max(0.0, 1.3 * self._next_step_bps(allocations) - self.send_bps))
-        budget = int(wanted_bps * TICK_INTERVAL_S / 8)
+        # Paced over the tick in PADDING_BURSTS bursts, not one: a burst queues on a slow link.
+        burst = int(padding_bps * TICK_INTERVAL_S / 8 / PADDING_BURSTS)
+        loop = asyncio.get_running_loop()
+        self._send_padding(slot, burst)
+        for i in range(1, PADDING_BURSTS):
+            loop.call_later(i * TICK_INTERVAL_S / PADDING_BURSTS, self._send_padding, slot, burst)
+
+    def _send_padding(self, slot: Slot, budget: int) -> None:
+        if slot.consumer is None or not self.prober.probing:
+            return  # the slot was freed or the probe ended meanwhile
         while budget > 0:
             header = struct.pack(
                 "!BBHII", 0xA0, slot.rtx_payload_type, self._rtx_seq, slot.out.munger.last_ts, slot.rtx_ssrc
@@ -934,12 +993,14 @@ class SubscribePeer(PeerBase):
             self.padding_bytes_sent += len(packet)
             budget -= len(packet)
 
-    def _next_step_bps(self, allocations: dict[Any, Any]) -> float:
-        """What all videos together would need if each held-back one got one layer more."""
+    @staticmethod
+    def _videos_bps(allocations: dict[Any, Any], step_up: bool) -> float:
+        """What the allocated videos need together; with ``step_up``, if each video held back by
+        bandwidth got one layer more."""
         total = 0.0
         for consumer, alloc in allocations.items():
             layers = consumer.producer.layers
-            index = alloc.layer + 1 if alloc.reason == REASON_BANDWIDTH else alloc.layer
+            index = alloc.layer + 1 if step_up and alloc.reason == REASON_BANDWIDTH else alloc.layer
             if 0 <= index < len(layers):
                 total += layers[index].bitrate_bps
         return total
@@ -950,7 +1011,12 @@ class SubscribePeer(PeerBase):
             "bandwidth": self.estimator.describe(now),
             "send_bps": self.send_bps,
             "padding_bytes_sent": self.padding_bytes_sent,
-            "consumers": [c.describe() for c in self.consumers()],
+            "probe": self.prober.describe(),
+            "active_speaker": self.active_speaker,
+            "consumers": [
+                {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": PRIORITY_NAMES[self.priority(c)]}
+                for c in self.consumers()
+            ],
         }
 
     # -- RTCP from the subscriber ---------------------------------------------------------

@@ -113,7 +113,13 @@ def _room(request: web.Request) -> Any:
 async def get_room(request: web.Request) -> web.Response:
     room = _room(request)
     return web.json_response(
-        {"name": room.name, "participants": [describe_participant(p) for p in list(room.participants.values())]}
+        {
+            "name": room.name,
+            "participants": [describe_participant(p) for p in list(room.participants.values())],
+            # The dominant speaker and each participant's recent speech score.
+            "active_speaker": room.active_speaker,
+            "speaker_scores": room.speakers.describe(),
+        }
     )
 
 

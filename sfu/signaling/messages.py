@@ -115,8 +115,12 @@ def _subscription(msg: dict[str, Any]) -> None:
     paused = msg.get("paused", False)
     if not isinstance(paused, bool):
         raise SignalingError("bad-message", "'paused' must be true or false")
+    pinned = msg.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise SignalingError("bad-message", "'pinned' must be true or false")
     msg["max_height"] = height
     msg["paused"] = paused
+    msg["pinned"] = pinned
 
 
 def _chat(msg: dict[str, Any]) -> None:

@@ -138,7 +138,9 @@ class Session:
         elif kind == "subscription":
             if not participant.room.has_track(msg["track"], exclude=participant):
                 raise SignalingError("unknown-track", f"no other participant publishes {msg['track']!r}")
-            participant.ensure_subscriber().set_preferences(msg["track"], msg["max_height"], msg["paused"])
+            participant.ensure_subscriber().set_preferences(
+                msg["track"], msg["max_height"], msg["paused"], pinned=msg["pinned"]
+            )
         elif kind == "chat":
             participant.room.chat(participant, msg["text"])
         elif kind == "leave":
