@@ -84,6 +84,15 @@ class Config:
     publisher_bitrate_bps: int = field(
         default=2_500_000, metadata=_doc("REMB the server sends publishers for their video (0: none)")
     )
+    transport_cc: bool = field(
+        default=True,
+        metadata=_doc(
+            "negotiate transport-wide congestion control both ways: feedback to publishers (their "
+            "browser's send-side estimate, capped by publisher_bitrate_bps) and from subscribers (the "
+            "server's estimate). false: publishers get REMB only, subscribers are estimated from REMB "
+            "and receiver-report loss"
+        ),
+    )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
         default=(),

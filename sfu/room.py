@@ -75,6 +75,7 @@ class Participant:
                 list(self._config.ice_servers),
                 self._failed,
                 self._config.publisher_bitrate_bps,
+                transport_cc=self._config.transport_cc,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
@@ -108,7 +109,10 @@ class Participant:
 
     def ensure_subscriber(self) -> SubscribePeer:
         if self.subscriber is None:
-            self.subscriber = SubscribePeer(self.id, list(self._config.ice_servers), self._failed, self.signal)
+            self.subscriber = SubscribePeer(
+                self.id, list(self._config.ice_servers), self._failed, self.signal,
+                transport_cc=self._config.transport_cc,
+            )
         return self.subscriber
 
     def renegotiate(self) -> None:

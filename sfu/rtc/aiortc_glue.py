@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,6 +33,7 @@ import pylibsrtp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -58,6 +61,8 @@ def check_compatibility() -> None:
         (aioice.ice, "get_host_addresses"),
         (aioice.ice, "StunProtocol"),
         (aioice.ice.Connection, "_nominated"),
+        (aioice.ice.Connection, "data_received"),
+        (aioice.ice.Connection, "recvfrom"),
         (RTCDtlsTransport, "_handle_rtp_data"),
         (RTCDtlsTransport, "_handle_rtcp_data"),
         (RTCDtlsTransport, "_recv_next"),
@@ -78,8 +83,9 @@ def check_compatibility() -> None:
     for attr in ("__rtp_started", "__rtp_exited", "__rtcp_started", "__rtcp_exited"):
         if f"_RTCRtpSender{attr}" not in RTCRtpSender.__init__.__code__.co_names:
             problems.append(f"RTCRtpSender.{attr} is missing")
-    if "_headerExtensions" not in RTCRtpTransceiver.__init__.__code__.co_names:
-        problems.append("RTCRtpTransceiver._headerExtensions is missing")
+    for attr in ("_headerExtensions", "_codecs"):
+        if attr not in RTCRtpTransceiver.__init__.__code__.co_names:
+            problems.append(f"RTCRtpTransceiver.{attr} is missing")
     for attr in ("_ssrc", "_rtx_ssrc", "_stream_id"):
         if attr not in RTCRtpSender.__init__.__code__.co_names:
             problems.append(f"RTCRtpSender.{attr} is missing")
@@ -157,6 +163,58 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
         setattr(transport, _TAPPED, True)
 
 
+def track_arrival_times(pc: RTCPeerConnection) -> None:
+    """Note when each datagram of ``pc`` comes off the socket, for ``arrival_us``.
+
+    aiortc's arrival time is taken after an asyncio.Queue hop and a few awaits per packet,
+    so a burst read in one go is spread over however long the event loop takes to work
+    through it; transport-cc feedback built on that reports queueing in our process as
+    network delay. aioice hands every datagram to ``Connection.data_received`` and the
+    DTLS transport takes them back one at a time with ``Connection.recvfrom``; each returned
+    datagram is matched (by identity) to its stamp, which stays on the DTLS transport while
+    aiortc decrypts it and calls our tap. Idempotent.
+    """
+    for transport in dtls_transports(pc):
+        connection = transport.transport._connection
+        if getattr(connection, _TAPPED, False):
+            continue
+        _stamp_arrivals(transport, connection)
+        setattr(connection, _TAPPED, True)
+
+
+def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connection) -> None:
+    stamps: deque[tuple[bytes, int]] = deque()
+    clock = time.monotonic_ns
+    original_received = connection.data_received
+    original_recvfrom = connection.recvfrom
+
+    def data_received(data: bytes, component: int) -> None:
+        if len(stamps) > 10_000:  # nobody reads: do not grow without bound
+            stamps.clear()
+        stamps.append((data, clock() // 1000))
+        original_received(data, component)
+
+    async def recvfrom() -> tuple[bytes, int]:
+        result = await original_recvfrom()
+        data = result[0]
+        while stamps:
+            item, at_us = stamps.popleft()
+            if item is data:
+                transport._sfu_arrival_us = at_us  # type: ignore[attr-defined]
+                break
+        return result
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+    connection.recvfrom = recvfrom  # type: ignore[method-assign]
+
+
+def arrival_us(transport: RTCDtlsTransport) -> int:
+    """When the datagram being handled now came off the socket (monotonic µs), if
+    ``track_arrival_times`` is on for its connection; else now."""
+    at_us: int | None = getattr(transport, "_sfu_arrival_us", None)
+    return at_us if at_us is not None else time.monotonic_ns() // 1000
+
+
 def accept_header_extensions(pc: RTCPeerConnection, offer: Any, uris: Sequence[str]) -> None:
     """Answer the offer's header extensions with these URIs too (aiortc knows only a few).
 
@@ -172,6 +230,25 @@ def accept_header_extensions(pc: RTCPeerConnection, offer: Any, uris: Sequence[s
         for ext in media.rtp.headerExtensions:
             if ext.uri in uris and ext.uri not in present:
                 transceiver._headerExtensions.append(ext)
+
+
+def accept_rtcp_feedback(pc: RTCPeerConnection, offer: Any, feedback_type: str) -> None:
+    """Answer ``a=rtcp-fb:<pt> <feedback_type>`` for every codec the offer lists it for
+    (aiortc keeps only the feedback types it implements itself, e.g. not transport-cc).
+
+    Call between setRemoteDescription and createAnswer, like accept_header_extensions.
+    """
+    by_mid = {t.mid: t for t in pc.getTransceivers()}
+    for media in offer.media:
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None:
+            continue
+        offered = {
+            c.payloadType for c in media.rtp.codecs if any(fb.type == feedback_type for fb in c.rtcpFeedback)
+        }
+        for codec in transceiver._codecs:
+            if codec.payloadType in offered and not any(fb.type == feedback_type for fb in codec.rtcpFeedback):
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type=feedback_type))
 
 
 def detach_receivers(pc: RTCPeerConnection) -> None:
