@@ -21,7 +21,10 @@ upgrade that moves any of them fails loudly here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,6 +66,7 @@ def check_compatibility() -> None:
         (aioice.ice.Connection, "_nominated"),
         (aioice.ice.Connection, "data_received"),
         (aioice.ice.Connection, "recvfrom"),
+        (aioice.ice.StunProtocol, "datagram_received"),
         (RTCDtlsTransport, "_handle_rtp_data"),
         (RTCDtlsTransport, "_handle_rtcp_data"),
         (RTCDtlsTransport, "_recv_next"),
@@ -164,15 +168,20 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
 
 
 def track_arrival_times(pc: RTCPeerConnection) -> None:
-    """Note when each datagram of ``pc`` comes off the socket, for ``arrival_us``.
+    """Note when each datagram of ``pc`` arrived, for ``arrival_us``.
 
     aiortc's arrival time is taken after an asyncio.Queue hop and a few awaits per packet,
-    so a burst read in one go is spread over however long the event loop takes to work
-    through it; transport-cc feedback built on that reports queueing in our process as
-    network delay. aioice hands every datagram to ``Connection.data_received`` and the
-    DTLS transport takes them back one at a time with ``Connection.recvfrom``; each returned
-    datagram is matched (by identity) to its stamp, which stays on the DTLS transport while
-    aiortc decrypts it and calls our tap. Idempotent.
+    and even the moment the event loop reads a datagram is late by however long the loop
+    was busy: a burst (Chrome's bandwidth probes) is then read in one go, its spacing lost,
+    and transport-cc feedback built on that reports our process's stalls as the network's.
+    So the time is the kernel's receive timestamp of the datagram (``SIOCGSTAMP`` on the
+    candidate's socket, read in ``datagram_received`` right after the event loop's
+    ``recvfrom``; the loop's clock when the kernel has none). aioice passes each datagram on
+    to ``Connection.data_received`` and the DTLS transport takes them back one at a time
+    with ``Connection.recvfrom``; each returned datagram is matched (by identity) to its
+    stamp, which stays on the DTLS transport while aiortc decrypts it and calls our tap.
+    Wall-clock microseconds. Idempotent; call after the local description is set (the
+    candidate sockets exist).
     """
     for transport in dtls_transports(pc):
         connection = transport.transport._connection
@@ -182,16 +191,61 @@ def track_arrival_times(pc: RTCPeerConnection) -> None:
         setattr(connection, _TAPPED, True)
 
 
+_SIOCGSTAMP = 0x8906  # Linux: the receive time of the last datagram read from a socket
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _kernel_stamp_reader(sock: Any) -> Callable[[], int | None]:
+    """A function returning the kernel's receive time (µs) of the last datagram, or None."""
+    if sock is None or sys.platform != "linux":
+        return lambda: None
+    fd = sock.fileno()
+    buffer = bytes(_TIMEVAL.size)
+    ioctl = fcntl.ioctl
+    unpack = _TIMEVAL.unpack
+
+    def read() -> int | None:
+        try:
+            seconds, micros = unpack(ioctl(fd, _SIOCGSTAMP, buffer))
+        except OSError:  # ENOENT until the kernel stamps this socket's datagrams
+            return None
+        return seconds * 1_000_000 + micros
+
+    read()  # switches stamping on
+    return read
+
+
 def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connection) -> None:
     stamps: deque[tuple[bytes, int]] = deque()
-    clock = time.monotonic_ns
+    clock = time.time_ns
+    current: list[int | None] = [None]  # set by a socket's datagram_received, used just below
     original_received = connection.data_received
     original_recvfrom = connection.recvfrom
+
+    for protocol in connection._protocols:
+        socket_transport = getattr(protocol, "transport", None)
+        if socket_transport is None or getattr(protocol, _TAPPED, False):
+            continue
+        kernel_stamp = _kernel_stamp_reader(socket_transport.get_extra_info("socket"))
+        original_datagram = protocol.datagram_received
+
+        def datagram_received(
+            data: bytes, addr: Any, original: Any = original_datagram, stamp: Any = kernel_stamp
+        ) -> None:
+            current[0] = stamp()
+            try:
+                original(data, addr)
+            finally:
+                current[0] = None
+
+        protocol.datagram_received = datagram_received
+        setattr(protocol, _TAPPED, True)
 
     def data_received(data: bytes, component: int) -> None:
         if len(stamps) > 10_000:  # nobody reads: do not grow without bound
             stamps.clear()
-        stamps.append((data, clock() // 1000))
+        at_us = current[0]
+        stamps.append((data, at_us if at_us is not None else clock() // 1000))
         original_received(data, component)
 
     async def recvfrom() -> tuple[bytes, int]:
@@ -209,10 +263,10 @@ def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connecti
 
 
 def arrival_us(transport: RTCDtlsTransport) -> int:
-    """When the datagram being handled now came off the socket (monotonic µs), if
-    ``track_arrival_times`` is on for its connection; else now."""
+    """When the datagram being handled now arrived (wall-clock µs, see
+    ``track_arrival_times``); now if arrival times are not tracked."""
     at_us: int | None = getattr(transport, "_sfu_arrival_us", None)
-    return at_us if at_us is not None else time.monotonic_ns() // 1000
+    return at_us if at_us is not None else time.time_ns() // 1000
 
 
 def accept_header_extensions(pc: RTCPeerConnection, offer: Any, uris: Sequence[str]) -> None:
