@@ -11,7 +11,10 @@ the media path over:
   on the selected ICE pair without awaiting a chain of coroutines (``send_packet``); aiortc
   senders are kept for negotiation (SSRC, msid) but their encode loop and their sender-report
   loop never run (``prepare_forwarding_sender``);
-- the host candidate addresses can be pinned (``set_host_addresses``), which aioice cannot do.
+- the host candidate addresses can be pinned (``set_host_addresses``), which aioice cannot do;
+- the answer can accept what aiortc does not implement (header extensions, RTCP feedback
+  types such as transport-cc), and incoming datagrams carry the kernel's receive time for
+  transport-cc feedback (``track_arrival_times``).
 
 aiortc is pinned to one minor version in pyproject.toml. ``check_compatibility`` verifies every
 internal used here; it runs at server start and in tests/unit/test_aiortc_glue.py, so an aiortc
@@ -197,9 +200,12 @@ _TIMEVAL = struct.Struct("@ll")
 
 def _kernel_stamp_reader(sock: Any) -> Callable[[], int | None]:
     """A function returning the kernel's receive time (µs) of the last datagram, or None."""
-    if sock is None or sys.platform != "linux":
+    try:
+        fd = sock.fileno() if sock is not None and sys.platform == "linux" else -1
+    except (AttributeError, OSError):
+        fd = -1
+    if fd < 0:
         return lambda: None
-    fd = sock.fileno()
     buffer = bytes(_TIMEVAL.size)
     ioctl = fcntl.ioctl
     unpack = _TIMEVAL.unpack
@@ -226,7 +232,11 @@ def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connecti
         socket_transport = getattr(protocol, "transport", None)
         if socket_transport is None or getattr(protocol, _TAPPED, False):
             continue
-        kernel_stamp = _kernel_stamp_reader(socket_transport.get_extra_info("socket"))
+        try:  # a TURN-relayed candidate's transport has no socket of its own
+            sock = socket_transport.get_extra_info("socket")
+        except Exception:
+            sock = None
+        kernel_stamp = _kernel_stamp_reader(sock)
         original_datagram = protocol.datagram_received
 
         def datagram_received(
