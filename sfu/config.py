@@ -91,6 +91,15 @@ class Config:
             "and to restart them when one does (`layers` message)"
         ),
     )
+    transport_cc: bool = field(
+        default=True,
+        metadata=_doc(
+            "negotiate transport-wide congestion control both ways: feedback to publishers (their "
+            "browser's send-side estimate, capped by publisher_bitrate_bps) and from subscribers (the "
+            "server's estimate). false: publishers get REMB only, subscribers are estimated from REMB "
+            "and receiver-report loss"
+        ),
+    )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
         default=(),

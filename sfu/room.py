@@ -79,6 +79,7 @@ class Participant:
                 self._config.publisher_bitrate_bps,
                 signal=self.signal,
                 dynacast=self._config.dynacast,
+                transport_cc=self._config.transport_cc,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
@@ -112,7 +113,10 @@ class Participant:
 
     def ensure_subscriber(self) -> SubscribePeer:
         if self.subscriber is None:
-            self.subscriber = SubscribePeer(self.id, list(self._config.ice_servers), self._failed, self.signal)
+            self.subscriber = SubscribePeer(
+                self.id, list(self._config.ice_servers), self._failed, self.signal,
+                transport_cc=self._config.transport_cc,
+            )
             self.subscriber.active_speaker = self.room.active_speaker
         return self.subscriber
 

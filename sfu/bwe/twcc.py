@@ -106,13 +106,7 @@ def build_feedback(
         else:
             symbols.append(LARGE_DELTA)
             deltas += struct.pack("!h", delta)
-    chunks = bytearray()
-    for i in range(0, len(symbols), 7):
-        group = symbols[i : i + 7] + [0] * (7 - len(symbols[i : i + 7]))
-        chunk = 0xC000
-        for j, symbol in enumerate(group):
-            chunk |= symbol << (12 - 2 * j)
-        chunks += struct.pack("!H", chunk)
+    chunks = encode_chunks(symbols)
     body = struct.pack(
         "!IIHHI",
         sender_ssrc,
@@ -124,6 +118,40 @@ def build_feedback(
     body += bytes(chunks) + bytes(deltas)
     body += b"\0" * (-len(body) % 4)
     return struct.pack("!BBH", 0x80 | TWCC_FMT, RTCP_RTPFB, len(body) // 4) + body
+
+
+def encode_chunks(symbols: list[int]) -> bytes:
+    """Packet status chunks for these symbols: run-length chunks for runs of 14 or more,
+    one-bit vectors (14 symbols) where no large delta occurs, two-bit vectors (7) elsewhere.
+
+    The last vector chunk may describe more symbols than exist; the receiver reads only
+    the packet status count.
+    """
+    out = bytearray()
+    n = len(symbols)
+    i = 0
+    while i < n:
+        symbol = symbols[i]
+        run = 1
+        while i + run < n and symbols[i + run] == symbol and run < 0x1FFF:
+            run += 1
+        if run >= 14:
+            out += struct.pack("!H", (symbol << 13) | run)
+            i += run
+            continue
+        window = symbols[i : i + 14]
+        if LARGE_DELTA not in window:
+            chunk = 0x8000
+            for j, s in enumerate(window):
+                chunk |= s << (13 - j)
+            i += len(window)
+        else:
+            chunk = 0xC000
+            for j, s in enumerate(window[:7]):
+                chunk |= s << (12 - 2 * j)
+            i += len(window[:7])
+        out += struct.pack("!H", chunk)
+    return bytes(out)
 
 
 def split_compound(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
@@ -164,3 +192,136 @@ def add_transport_cc(sdp: str, ext_id: int) -> str:
             pt = line[len("a=rtpmap:") :].split()[0]
             out.append(f"a=rtcp-fb:{pt} transport-cc")
     return "\r\n".join(out) + "\r\n"
+
+
+# -- the receiving side: feedback for a publisher ----------------------------------------
+
+MAX_DELTA_UNITS = 0x7FFF  # a received packet's delta must fit a signed 16-bit count of 250 µs
+MAX_RECEIVED_PER_FEEDBACK = 200  # keeps one feedback packet under about 1200 bytes
+MAX_STATUSES_PER_FEEDBACK = 0xFFFF
+REORDER_WINDOW = 1024  # a packet this far behind the newest is dropped as too late
+# Largest gap between two received packets one feedback packet can carry (the first delta
+# of a packet is taken from its 64 ms reference time, hence the margin).
+MAX_DELTA_US = MAX_DELTA_UNITS * DELTA_UNIT_US - REFERENCE_UNIT_US
+
+
+def read_transport_seq(data: bytes, ext_start: int, ext_id: int) -> int:
+    """The transport-wide sequence number of an RTP packet, or -1 (RFC 8285, both forms)."""
+    if ext_start < 0:
+        return -1
+    profile = (data[ext_start] << 8) | data[ext_start + 1]
+    pos = ext_start + 4
+    end = min(pos + 4 * ((data[ext_start + 2] << 8) | data[ext_start + 3]), len(data))
+    if profile == 0xBEDE:
+        while pos < end:
+            b = data[pos]
+            if b == 0:
+                pos += 1
+                continue
+            ident, length = b >> 4, (b & 0x0F) + 1
+            if ident == 15:
+                return -1
+            if ident == ext_id:
+                return (data[pos + 1] << 8) | data[pos + 2] if length == 2 and pos + 3 <= end else -1
+            pos += 1 + length
+    elif profile & 0xFFF0 == 0x1000:
+        while pos + 1 < end:
+            ident = data[pos]
+            if ident == 0:
+                pos += 1
+                continue
+            length = data[pos + 1]
+            if ident == ext_id:
+                return (data[pos + 2] << 8) | data[pos + 3] if length == 2 and pos + 4 <= end else -1
+            pos += 2 + length
+    return -1
+
+
+class FeedbackGenerator:
+    """Transport-cc feedback for one incoming transport (what a browser's receiver sends).
+
+    The packet path only appends (sequence number, arrival time) to a list (``record``);
+    ``build`` (every 50-100 ms, or when ``pending`` grows after a burst) unwraps the
+    sequence numbers, and reports every number from the first one not reported yet to the
+    newest one received: lost ones as not received, a late packet by going back to it (its
+    neighbours that did arrive are reported again, as libwebrtc's receiver does), duplicates
+    once. A report that would not fit one packet (more than 200 received, a time gap beyond
+    the 16-bit delta range of about 8 s, or 65535 statuses) is split into several.
+    """
+
+    def __init__(self, sender_ssrc: int) -> None:
+        self.sender_ssrc = sender_ssrc
+        self.media_ssrc = 0  # an SSRC the sender sends (libwebrtc ignores feedback for others)
+        self.pending: list[tuple[int, int]] = []
+        self.packets_sent = 0
+        self.late_dropped = 0
+        self._arrivals: dict[int, int] = {}  # extended sequence number -> arrival µs
+        self._highest: int | None = None
+        self._next: int | None = None  # first sequence number not reported yet
+        self._fb_count = 0
+
+    def record(self, seq: int, arrival_us: int) -> None:
+        self.pending.append((seq, arrival_us))
+
+    def _take_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        arrivals = self._arrivals
+        for seq, arrival in pending:
+            highest = self._highest
+            if highest is None:
+                ext = seq
+                self._highest = self._next = ext
+            else:
+                delta = (seq - highest) & 0xFFFF
+                ext = highest + (delta - 0x10000 if delta >= 0x8000 else delta)
+                if ext < highest - REORDER_WINDOW:
+                    self.late_dropped += 1
+                    continue
+                if ext > highest:
+                    self._highest = ext
+            if ext in arrivals:
+                continue  # a duplicate: the first arrival counts
+            arrivals[ext] = arrival
+            if self._next is not None and ext < self._next:
+                self._next = ext  # late: report again from here
+        if len(arrivals) > 4 * REORDER_WINDOW and self._highest is not None:
+            floor = self._highest - 2 * REORDER_WINDOW
+            self._arrivals = {k: v for k, v in arrivals.items() if k >= floor}
+
+    def build(self) -> list[bytes]:
+        """RTCP transport-cc packets for everything received since the last call."""
+        self._take_pending()
+        if self._highest is None or self._next is None or self._next > self._highest:
+            return []
+        arrivals = self._arrivals
+        out: list[bytes] = []
+        start = self._next
+        segment: list[int | None] = []
+        received = 0
+        previous: int | None = None
+        for ext in range(start, self._highest + 1):
+            arrival = arrivals.get(ext)
+            if len(segment) >= MAX_STATUSES_PER_FEEDBACK or (
+                arrival is not None
+                and segment
+                and (
+                    received >= MAX_RECEIVED_PER_FEEDBACK
+                    or (previous is not None and abs(arrival - previous) > MAX_DELTA_US)
+                )
+            ):
+                out.append(self._packet(start, segment))
+                start, segment, received, previous = ext, [], 0, None
+            segment.append(arrival)
+            if arrival is not None:
+                received += 1
+                previous = arrival
+        if segment:
+            out.append(self._packet(start, segment))
+        self._next = self._highest + 1
+        return out
+
+    def _packet(self, base: int, arrivals: list[int | None]) -> bytes:
+        packet = build_feedback(self.sender_ssrc, self.media_ssrc, base, self._fb_count, arrivals)
+        self._fb_count = (self._fb_count + 1) & 0xFF
+        self.packets_sent += 1
+        return packet

@@ -11,7 +11,10 @@ the media path over:
   on the selected ICE pair without awaiting a chain of coroutines (``send_packet``); aiortc
   senders are kept for negotiation (SSRC, msid) but their encode loop and their sender-report
   loop never run (``prepare_forwarding_sender``);
-- the host candidate addresses can be pinned (``set_host_addresses``), which aioice cannot do.
+- the host candidate addresses can be pinned (``set_host_addresses``), which aioice cannot do;
+- the answer can accept what aiortc does not implement (header extensions, RTCP feedback
+  types such as transport-cc), and incoming datagrams carry the kernel's receive time for
+  transport-cc feedback (``track_arrival_times``).
 
 aiortc is pinned to one minor version in pyproject.toml. ``check_compatibility`` verifies every
 internal used here; it runs at server start and in tests/unit/test_aiortc_glue.py, so an aiortc
@@ -21,7 +24,12 @@ upgrade that moves any of them fails loudly here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import sys
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,6 +39,7 @@ import pylibsrtp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -58,6 +67,9 @@ def check_compatibility() -> None:
         (aioice.ice, "get_host_addresses"),
         (aioice.ice, "StunProtocol"),
         (aioice.ice.Connection, "_nominated"),
+        (aioice.ice.Connection, "data_received"),
+        (aioice.ice.Connection, "recvfrom"),
+        (aioice.ice.StunProtocol, "datagram_received"),
         (RTCDtlsTransport, "_handle_rtp_data"),
         (RTCDtlsTransport, "_handle_rtcp_data"),
         (RTCDtlsTransport, "_recv_next"),
@@ -78,8 +90,9 @@ def check_compatibility() -> None:
     for attr in ("__rtp_started", "__rtp_exited", "__rtcp_started", "__rtcp_exited"):
         if f"_RTCRtpSender{attr}" not in RTCRtpSender.__init__.__code__.co_names:
             problems.append(f"RTCRtpSender.{attr} is missing")
-    if "_headerExtensions" not in RTCRtpTransceiver.__init__.__code__.co_names:
-        problems.append("RTCRtpTransceiver._headerExtensions is missing")
+    for attr in ("_headerExtensions", "_codecs"):
+        if attr not in RTCRtpTransceiver.__init__.__code__.co_names:
+            problems.append(f"RTCRtpTransceiver.{attr} is missing")
     for attr in ("_ssrc", "_rtx_ssrc", "_stream_id"):
         if attr not in RTCRtpSender.__init__.__code__.co_names:
             problems.append(f"RTCRtpSender.{attr} is missing")
@@ -157,6 +170,115 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
         setattr(transport, _TAPPED, True)
 
 
+def track_arrival_times(pc: RTCPeerConnection) -> None:
+    """Note when each datagram of ``pc`` arrived, for ``arrival_us``.
+
+    aiortc's arrival time is taken after an asyncio.Queue hop and a few awaits per packet,
+    and even the moment the event loop reads a datagram is late by however long the loop
+    was busy: a burst (Chrome's bandwidth probes) is then read in one go, its spacing lost,
+    and transport-cc feedback built on that reports our process's stalls as the network's.
+    So the time is the kernel's receive timestamp of the datagram (``SIOCGSTAMP`` on the
+    candidate's socket, read in ``datagram_received`` right after the event loop's
+    ``recvfrom``; the loop's clock when the kernel has none). aioice passes each datagram on
+    to ``Connection.data_received`` and the DTLS transport takes them back one at a time
+    with ``Connection.recvfrom``; each returned datagram is matched (by identity) to its
+    stamp, which stays on the DTLS transport while aiortc decrypts it and calls our tap.
+    Wall-clock microseconds. Idempotent; call after the local description is set (the
+    candidate sockets exist).
+    """
+    for transport in dtls_transports(pc):
+        connection = transport.transport._connection
+        if getattr(connection, _TAPPED, False):
+            continue
+        _stamp_arrivals(transport, connection)
+        setattr(connection, _TAPPED, True)
+
+
+_SIOCGSTAMP = 0x8906  # Linux: the receive time of the last datagram read from a socket
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _kernel_stamp_reader(sock: Any) -> Callable[[], int | None]:
+    """A function returning the kernel's receive time (µs) of the last datagram, or None."""
+    try:
+        fd = sock.fileno() if sock is not None and sys.platform == "linux" else -1
+    except (AttributeError, OSError):
+        fd = -1
+    if fd < 0:
+        return lambda: None
+    buffer = bytes(_TIMEVAL.size)
+    ioctl = fcntl.ioctl
+    unpack = _TIMEVAL.unpack
+
+    def read() -> int | None:
+        try:
+            seconds, micros = unpack(ioctl(fd, _SIOCGSTAMP, buffer))
+        except OSError:  # ENOENT until the kernel stamps this socket's datagrams
+            return None
+        return seconds * 1_000_000 + micros
+
+    read()  # switches stamping on
+    return read
+
+
+def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connection) -> None:
+    stamps: deque[tuple[bytes, int]] = deque()
+    clock = time.time_ns
+    current: list[int | None] = [None]  # set by a socket's datagram_received, used just below
+    original_received = connection.data_received
+    original_recvfrom = connection.recvfrom
+
+    for protocol in connection._protocols:
+        socket_transport = getattr(protocol, "transport", None)
+        if socket_transport is None or getattr(protocol, _TAPPED, False):
+            continue
+        try:  # a TURN-relayed candidate's transport has no socket of its own
+            sock = socket_transport.get_extra_info("socket")
+        except Exception:
+            sock = None
+        kernel_stamp = _kernel_stamp_reader(sock)
+        original_datagram = protocol.datagram_received
+
+        def datagram_received(
+            data: bytes, addr: Any, original: Any = original_datagram, stamp: Any = kernel_stamp
+        ) -> None:
+            current[0] = stamp()
+            try:
+                original(data, addr)
+            finally:
+                current[0] = None
+
+        protocol.datagram_received = datagram_received
+        setattr(protocol, _TAPPED, True)
+
+    def data_received(data: bytes, component: int) -> None:
+        if len(stamps) > 10_000:  # nobody reads: do not grow without bound
+            stamps.clear()
+        at_us = current[0]
+        stamps.append((data, at_us if at_us is not None else clock() // 1000))
+        original_received(data, component)
+
+    async def recvfrom() -> tuple[bytes, int]:
+        result = await original_recvfrom()
+        data = result[0]
+        while stamps:
+            item, at_us = stamps.popleft()
+            if item is data:
+                transport._sfu_arrival_us = at_us  # type: ignore[attr-defined]
+                break
+        return result
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+    connection.recvfrom = recvfrom  # type: ignore[method-assign]
+
+
+def arrival_us(transport: RTCDtlsTransport) -> int:
+    """When the datagram being handled now arrived (wall-clock µs, see
+    ``track_arrival_times``); now if arrival times are not tracked."""
+    at_us: int | None = getattr(transport, "_sfu_arrival_us", None)
+    return at_us if at_us is not None else time.time_ns() // 1000
+
+
 def accept_header_extensions(pc: RTCPeerConnection, offer: Any, uris: Sequence[str]) -> None:
     """Answer the offer's header extensions with these URIs too (aiortc knows only a few).
 
@@ -172,6 +294,25 @@ def accept_header_extensions(pc: RTCPeerConnection, offer: Any, uris: Sequence[s
         for ext in media.rtp.headerExtensions:
             if ext.uri in uris and ext.uri not in present:
                 transceiver._headerExtensions.append(ext)
+
+
+def accept_rtcp_feedback(pc: RTCPeerConnection, offer: Any, feedback_type: str) -> None:
+    """Answer ``a=rtcp-fb:<pt> <feedback_type>`` for every codec the offer lists it for
+    (aiortc keeps only the feedback types it implements itself, e.g. not transport-cc).
+
+    Call between setRemoteDescription and createAnswer, like accept_header_extensions.
+    """
+    by_mid = {t.mid: t for t in pc.getTransceivers()}
+    for media in offer.media:
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None:
+            continue
+        offered = {
+            c.payloadType for c in media.rtp.codecs if any(fb.type == feedback_type for fb in c.rtcpFeedback)
+        }
+        for codec in transceiver._codecs:
+            if codec.payloadType in offered and not any(fb.type == feedback_type for fb in codec.rtcpFeedback):
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type=feedback_type))
 
 
 def detach_receivers(pc: RTCPeerConnection) -> None:

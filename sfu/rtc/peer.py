@@ -49,7 +49,16 @@ from ..bwe.allocator import (
 )
 from ..bwe.estimator import BandwidthEstimator
 from ..bwe.probe import Prober
-from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
+from ..bwe.twcc import (
+    RTCP_RTPFB,
+    TWCC_FMT,
+    TWCC_URI,
+    FeedbackGenerator,
+    add_transport_cc,
+    parse_feedback,
+    read_transport_seq,
+    split_compound,
+)
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
@@ -69,6 +78,8 @@ TWCC_EXT_ID = 5  # aiortc uses 1-3 for its own extensions
 PADDING_PACKET_BYTES = 255
 PADDING_BURSTS = 10  # per tick
 RTCP_INTERVAL_S = 1.0
+TWCC_FEEDBACK_INTERVAL_S = 0.05  # transport-cc feedback to publishers (libwebrtc: 50-250 ms)
+TWCC_FEEDBACK_BURST = 50  # ... or as soon as this many packets wait to be reported
 TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
 NON_MEDIA_CODECS = {"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"}
@@ -322,6 +333,7 @@ class PublishPeer(PeerBase):
         now_s: Callable[[], float] = time.monotonic,
         signal: SignalFn | None = None,
         dynacast: bool = True,
+        transport_cc: bool = True,
     ) -> None:
         super().__init__(ice_servers, on_failed)
         self.participant_id = participant_id
@@ -339,6 +351,11 @@ class PublishPeer(PeerBase):
         self._now_s = now_s
         self.unroutable_packets = 0
         self.audio_levels: dict[str, AudioLevelMeter] = {}  # by producer id (audio only)
+        # transport-cc: we answer it (if offered and enabled) and send the publisher feedback.
+        self._transport_cc = transport_cc
+        self._twcc_ext_id: int | None = None
+        self.feedback = FeedbackGenerator(self.rtcp_ssrc)
+        self._feedback_task: asyncio.Task[None] | None = None
 
     async def handle_offer(
         self, sdp: str, sources: dict[str, str]
@@ -351,10 +368,13 @@ class PublishPeer(PeerBase):
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             glue.detach_receivers(self.pc)
-            # RFC 6464 audio levels always (active speaker); RID extensions for simulcast.
-            glue.accept_header_extensions(
-                self.pc, offer, (AUDIO_LEVEL_URI, *SIMULCAST_EXTENSION_URIS) if simulcast else (AUDIO_LEVEL_URI,)
-            )
+            # RFC 6464 audio levels always (active speaker); RID extensions for simulcast;
+            # transport-cc when enabled (feedback to the publisher's send-side estimator).
+            uris = (AUDIO_LEVEL_URI,) + (SIMULCAST_EXTENSION_URIS if simulcast else ())
+            uris += (TWCC_URI,) if self._transport_cc else ()
+            glue.accept_header_extensions(self.pc, offer, uris)
+            if self._transport_cc:
+                glue.accept_rtcp_feedback(self.pc, offer, "transport-cc")
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except SignalingError:
@@ -365,6 +385,12 @@ class PublishPeer(PeerBase):
         answer_sdp = add_simulcast_answer(self.pc.localDescription.sdp, simulcast)
         local = parse_sdp(answer_sdp)
         added, removed = self._update_producers(offer, local, sources, simulcast)
+        self._twcc_ext_id = self._ext_ids.get(TWCC_URI)
+        if self._twcc_ext_id is not None and self._feedback_task is None:
+            glue.track_arrival_times(self.pc)
+            self._feedback_task = asyncio.get_running_loop().create_task(
+                self._run_feedback(), name=f"twcc-feedback-{self.participant_id}"
+            )
         return answer_sdp, added, removed
 
     def _update_producers(
@@ -476,6 +502,14 @@ class PublishPeer(PeerBase):
         except MalformedPacket:
             self.malformed_packets += 1
             return
+        if self._twcc_ext_id is not None:
+            tw_seq = read_transport_seq(data, view.ext_start, self._twcc_ext_id)
+            if tw_seq >= 0:
+                feedback = self.feedback
+                feedback.media_ssrc = view.ssrc
+                feedback.record(tw_seq, glue.arrival_us(self.transport))
+                if len(feedback.pending) >= TWCC_FEEDBACK_BURST:
+                    self.send_feedback()
         route = self._by_ssrc.get(view.ssrc)
         if route is None:
             route = self._route_unknown(data, view.ext_start, view.ssrc)
@@ -491,6 +525,24 @@ class PublishPeer(PeerBase):
                 if level >= 0 and meter is not None:
                     meter.observe(level)
         producer.on_rtp(route[1], data, view, arrival_ms)
+
+    def send_feedback(self) -> None:
+        """Report the transport-wide sequence numbers received since the last report."""
+        transport = self.transport
+        for packet in self.feedback.build():
+            if transport is not None:
+                glue.send_packet(transport, packet, rtcp=True)
+
+    async def _run_feedback(self) -> None:
+        try:
+            while not self.closed:
+                await asyncio.sleep(TWCC_FEEDBACK_INTERVAL_S)
+                try:
+                    self.send_feedback()
+                except Exception:
+                    logger.exception("transport-cc feedback failed")
+        except asyncio.CancelledError:
+            pass
 
     def handle_rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpSrPacket):
@@ -573,6 +625,8 @@ class PublishPeer(PeerBase):
         return packets
 
     async def close(self) -> None:
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
         for producer in self.producers.values():
             producer.close()
         self.producers.clear()
@@ -607,6 +661,7 @@ class SubscribePeer(PeerBase):
         signal: SignalFn,
         now_s: Callable[[], float] = time.monotonic,
         initial_bps: int = 1_000_000,
+        transport_cc: bool = True,
     ) -> None:
         super().__init__(ice_servers, on_failed)
         self.participant_id = participant_id
@@ -625,6 +680,7 @@ class SubscribePeer(PeerBase):
         # Downlink estimation and allocation.
         self.estimator = BandwidthEstimator(initial_bps)
         self.allocator = StreamAllocator()
+        self._transport_cc = transport_cc
         self._twcc_ext_id: int | None = None
         self._tw_seq = 0
         self._bytes_sent = 0
@@ -676,7 +732,8 @@ class SubscribePeer(PeerBase):
                 return
             offer = await self.pc.createOffer()
             # aiortc knows no transport-cc: offer it ourselves (we stamp and estimate).
-            offer = RTCSessionDescription(add_transport_cc(offer.sdp, TWCC_EXT_ID), "offer")
+            if self._transport_cc:
+                offer = RTCSessionDescription(add_transport_cc(offer.sdp, TWCC_EXT_ID), "offer")
             await self.pc.setLocalDescription(offer)
             self._tap()
             local = parse_sdp(self.pc.localDescription.sdp)

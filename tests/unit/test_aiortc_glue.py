@@ -30,3 +30,25 @@ async def test_forwarding_sender_never_encodes_and_stops_cleanly():
     offer = await pc.createOffer()
     assert "a=msid:stream track" in offer.sdp
     await pc.close()
+
+
+def test_kernel_receive_stamp_is_the_arrival_not_the_read():
+    import socket
+    import time
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        stamp = aiortc_glue._kernel_stamp_reader(receiver)
+        sender.sendto(b"x", receiver.getsockname())
+        sent_us = time.time_ns() // 1000
+        time.sleep(0.1)  # a busy event loop reads the datagram late
+        receiver.recvfrom(16)
+        read_us = time.time_ns() // 1000
+        arrived_us = stamp()
+        assert arrived_us is not None
+        assert abs(arrived_us - sent_us) < 20_000 and read_us - arrived_us > 80_000
+    finally:
+        receiver.close()
+        sender.close()
