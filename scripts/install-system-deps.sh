@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: Debian's Chromium (driven by Playwright with
-# executable_path=/usr/bin/chromium), iproute2, nftables (random packet loss in the e2e tests), and coturn (the TURN relay e2e test starts
-# its own turnserver on 127.0.0.1; the package's system service is not used). Runs as root, or through sudo.
+# executable_path=/usr/bin/chromium), iproute2, nftables (random packet loss in the e2e tests),
+# and coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
+# system service is not used). Runs as root, or through sudo.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
