@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .media.keyframe import keyframe_detector
 from .media.munger import RtpMunger
-from .media.nack import NackGenerator
+from .media.nack import NackGenerator, ResendBudget
 from .media.packet_cache import PacketCache
 from .media.rtp import RtpView, write_header
 from .media.rtx import unwrap_rtx, wrap_rtx
@@ -42,6 +42,9 @@ LAYER_TIMEOUT_MS = 500
 PAUSED_FOR_BANDWIDTH = -1
 # A subscriber NACK asks for at most this many packets (the rest is ignored).
 MAX_NACK_SEQS = 256
+# A cached packet is resent at most once per RTT (this long while the RTT is unknown).
+DEFAULT_RESEND_GUARD_MS = 100.0
+MAX_RESEND_GUARD_MS = 250.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +381,10 @@ class Consumer:
         self.rtx_ssrc = rtx_ssrc
         self._send = send
         self._now_s = now_s
+        # Shared by the subscriber's consumers: caps retransmissions to a share of its
+        # downlink estimate (set by the subscribe peer; None: no cap).
+        self.resend_budget: ResendBudget | None = None
+        self.estimate_bps: Callable[[], float | None] = lambda: None
         self._video = producer.kind == "video"
         self._rewrite_vp8 = producer.codec.name.upper() == "VP8"
         self.cache = PacketCache(512 if self._video else 64)
@@ -395,7 +402,7 @@ class Consumer:
         self.nacks_received = 0  # sequence numbers the subscriber asked for
         self.retransmitted = 0  # of those, resent from the cache
         self.rtx_sent = 0  # of those, RTX-wrapped
-        self.nacks_throttled = 0  # cached but resent less than an RTT ago
+        self.nacks_throttled = 0  # cached but resent less than an RTT ago, or over budget
         self.nacks_unserved = 0  # not in the cache
         self.nacks_forwarded = 0  # of those, asked of the publisher
         self.layer_switches = 0
@@ -511,7 +518,8 @@ class Consumer:
         self.nacks_received += len(lost)
         cache = self.cache
         out = self.out
-        guard_ms = min(self.rtt_ms or 0.0, 100.0)
+        guard_ms = min(self.rtt_ms, MAX_RESEND_GUARD_MS) if self.rtt_ms else DEFAULT_RESEND_GUARD_MS
+        budget = self.resend_budget
         upstream: list[int] = []
         for seq in lost:
             packet = cache.get(seq)
@@ -521,7 +529,9 @@ class Consumer:
                 if ext_seq is not None:
                     upstream.append(ext_seq)
                 continue
-            if now_ms - cache.resent_ms(seq) < guard_ms:
+            if now_ms - cache.resent_ms(seq) < guard_ms or (
+                budget is not None and not budget.allow(len(packet), now_ms, self.estimate_bps())
+            ):
                 self.nacks_throttled += 1
                 continue
             cache.mark_resent(seq, now_ms)

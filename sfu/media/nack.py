@@ -182,3 +182,34 @@ def nack_packet(sender_ssrc: int, media_ssrc: int, ext_seqs: list[int]) -> bytes
         fci += struct.pack("!HH", pid & 0xFFFF, blp)
     length_words = 2 + len(fci) // 4
     return struct.pack("!BBHII", 0x81, 205, length_words, sender_ssrc, media_ssrc) + bytes(fci)
+
+
+class ResendBudget:
+    """Caps what one subscriber's retransmissions may add to its downlink: at most ``share``
+    of the bandwidth estimate over a sliding window (no estimate yet: no cap). Without it a
+    congested link turns loss into NACKs into retransmissions into more loss."""
+
+    __slots__ = ("share", "window_ms", "_sent", "_bytes", "denied")
+
+    def __init__(self, share: float = 0.25, window_ms: float = 1000.0) -> None:
+        self.share = share
+        self.window_ms = window_ms
+        self._sent: list[tuple[float, int]] = []  # (time, bytes), oldest first
+        self._bytes = 0
+        self.denied = 0
+
+    def allow(self, size: int, now_ms: float, estimate_bps: float | None) -> bool:
+        sent = self._sent
+        cutoff = now_ms - self.window_ms
+        drop = 0
+        while drop < len(sent) and sent[drop][0] < cutoff:
+            self._bytes -= sent[drop][1]
+            drop += 1
+        if drop:
+            del sent[:drop]
+        if estimate_bps is not None and (self._bytes + size) * 8000 / self.window_ms > self.share * estimate_bps:
+            self.denied += 1
+            return False
+        sent.append((now_ms, size))
+        self._bytes += size
+        return True

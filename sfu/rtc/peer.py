@@ -41,7 +41,7 @@ from ..bwe.estimator import BandwidthEstimator
 from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
-from ..media.nack import nack_packet
+from ..media.nack import ResendBudget, nack_packet
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
 from ..tasks import spawn
 from . import aiortc_glue as glue
@@ -614,6 +614,10 @@ class SubscribePeer(PeerBase):
         self._probe_until_ms = 0
         self._next_probe_ms = 0
         self.padding_bytes_sent = 0
+        self.resend_budget = ResendBudget()
+
+    def _estimate_bps(self) -> float | None:
+        return self.estimator.estimate_bps
 
     # -- what to consume ------------------------------------------------------------------
 
@@ -755,6 +759,8 @@ class SubscribePeer(PeerBase):
             # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
             slot.consumer.rtx_payload_type = slot.rtx_payload_type
             slot.consumer.rtx_ssrc = slot.rtx_ssrc
+            slot.consumer.resend_budget = self.resend_budget
+            slot.consumer.estimate_bps = self._estimate_bps
             described.append(
                 {
                     "mid": slot.mid,
@@ -957,6 +963,7 @@ class SubscribePeer(PeerBase):
             "bandwidth": self.estimator.describe(now),
             "send_bps": self.send_bps,
             "padding_bytes_sent": self.padding_bytes_sent,
+            "resends_over_budget": self.resend_budget.denied,
             "consumers": [c.describe() for c in self.consumers()],
         }
 

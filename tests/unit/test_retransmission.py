@@ -15,6 +15,7 @@ from sfu.media.nack import (
     MIN_RETRY_MS,
     REORDER_WAIT_MS,
     NackGenerator,
+    ResendBudget,
     nack_packet,
 )
 from sfu.media.rtp import parse_rtp, write_header
@@ -269,6 +270,34 @@ def test_same_packet_is_resent_at_most_once_per_rtt():
     assert consumer.retransmitted == 1 and consumer.nacks_throttled == 1
     consumer.on_nack([1000], now_ms=70)
     assert consumer.retransmitted == 2
+
+
+def test_unknown_rtt_resends_at_most_every_100_ms():
+    producer, consumer, sent, nacks, plis = make()
+    push(producer, 10, KEY, 0)
+    consumer.on_nack([1000], now_ms=10)
+    consumer.on_nack([1000], now_ms=60)
+    consumer.on_nack([1000], now_ms=111)
+    assert consumer.retransmitted == 2
+
+
+def test_resend_budget_caps_retransmissions_to_a_share_of_the_estimate():
+    budget = ResendBudget(share=0.25, window_ms=1000)
+    # 100 kbit/s estimate: 25 kbit/s = 3125 bytes per second of retransmissions
+    allowed = [budget.allow(1000, t, 100_000) for t in (0, 10, 20, 30)]
+    assert allowed == [True, True, True, False] and budget.denied == 1
+    assert budget.allow(1000, 1005, 100_000)  # the first one left the window
+    assert budget.allow(10**6, 1010, None)  # no estimate yet: no cap
+
+
+def test_consumers_resends_stop_at_the_budget():
+    producer, consumer, sent, nacks, plis = make()
+    consumer.resend_budget = ResendBudget(share=0.25)
+    consumer.estimate_bps = lambda: 8 * 4 * len(KEY + DELTA)  # room for one packet a second
+    push(producer, 10, KEY, 0)
+    push(producer, 11, DELTA, 1)
+    consumer.on_nack([1000, 1001], now_ms=10)
+    assert consumer.retransmitted == 1 and consumer.nacks_throttled == 1
 
 
 def test_absurd_nack_is_capped_and_harmless():
