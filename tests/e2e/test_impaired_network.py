@@ -101,7 +101,8 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         after = await inbound(impaired, producer.id)
         lost = after["lost"] - before["lost"]
         received = after["received"] - before["received"]
-        # packetsLost counts what never arrived, net of late arrivals (NACK repairs): at least 0
+        # packetsLost counts what never arrived on the media SSRC: repairs sent as RTX (what the
+        # server does where RTX is negotiated) do not reduce it
         loss = max(0, lost) / max(1, lost + received)
         assert received > 100, "video still flows at the lowest layer"
         assert consumer("impaired").current == 0
