@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: Debian's Chromium (driven by Playwright with
-# executable_path=/usr/bin/chromium), iproute2, and coturn (the TURN relay e2e test starts
-# its own turnserver on 127.0.0.1; the package's system service is not used). Runs as root, or through sudo.
+# executable_path=/usr/bin/chromium), iproute2, nftables (random packet loss in the e2e tests),
+# and coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
+# system service is not used). Runs as root, or through sudo.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)

@@ -6,6 +6,12 @@ subscriber: it forwards one layer at a time and switches layers only on a keyfra
 once, and each consumer rewrites SSRC, sequence number, timestamp and payload type and sends
 the same payload bytes.
 
+Loss is repaired hop by hop. Upstream, each video layer has a NackGenerator that NACKs the
+publisher for gaps; the publisher's RTX retransmissions are unwrapped and forwarded like late
+packets. Downstream, each consumer answers its subscriber's NACKs from its PacketCache (RTX-
+wrapped where negotiated); what the cache cannot serve and the SFU never received is asked
+of the publisher through the layer's NackGenerator (shared by all consumers, so deduplicated).
+
 No I/O here: sending is an injected callable, time is an argument.
 """
 
@@ -17,18 +23,28 @@ from dataclasses import dataclass
 
 from .media.keyframe import keyframe_detector
 from .media.munger import RtpMunger
+from .media.nack import NackGenerator, ResendBudget
 from .media.packet_cache import PacketCache
 from .media.rtp import RtpView, write_header
+from .media.rtx import unwrap_rtx, wrap_rtx
+from .media.seq import seq_diff
 from .media.stats import ReceiveStats
 from .media.vp8 import Vp8Munger, keyframe_size
 
 logger = logging.getLogger(__name__)
 
 SendFn = Callable[[bytes], bool]
+# Send a NACK to the publisher for these extended sequence numbers of a layer.
+SendNackFn = Callable[["Producer", "Layer", list[int]], None]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 # A simulcast layer that has sent nothing for this long is taken as stopped.
 LAYER_TIMEOUT_MS = 500
 PAUSED_FOR_BANDWIDTH = -1
+# A subscriber NACK asks for at most this many packets (the rest is ignored).
+MAX_NACK_SEQS = 256
+# A cached packet is resent at most once per RTT (this long while the RTT is unknown).
+DEFAULT_RESEND_GUARD_MS = 100.0
+MAX_RESEND_GUARD_MS = 250.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +83,7 @@ class Layer:
         "last_keyframe_request_s",
         "bitrate_bps",
         "stopped_bps",
+        "nack",
         "_measured_at_ms",
         "_measured_bytes",
     )
@@ -86,6 +103,8 @@ class Layer:
         self.last_keyframe_request_s = -1e9
         self.bitrate_bps = 0
         self.stopped_bps = 0  # the bitrate it had when it last stopped
+        # Upstream loss repair (video layers of a producer that can send NACKs).
+        self.nack: NackGenerator | None = None
         self._measured_at_ms = 0
         self._measured_bytes = 0
 
@@ -127,6 +146,7 @@ class Producer:
         payload_type: int,
         request_keyframe: Callable[[Producer, Layer], None],
         rids: list[str] | None = None,
+        send_nack: SendNackFn | None = None,
     ) -> None:
         self.id = producer_id
         self.participant_id = participant_id
@@ -147,6 +167,18 @@ class Producer:
         # send, and a hook called when what the consumers want may have changed.
         self.requested_layers = len(self.layers)
         self.on_demand_changed: Callable[[], None] | None = None
+        # Upstream repair: NACKs to the publisher, and its RTX stream (payload type from the
+        # publish answer; None: not negotiated).
+        self._send_nack = send_nack
+        if send_nack is not None and kind == "video":
+            for layer in self.layers:
+                layer.nack = NackGenerator()
+        self.rtx_payload_type: int | None = None
+        self.rtx_received = 0
+        self.rtx_padding = 0  # RTX packets with no payload (the publisher's bandwidth probes)
+        self.rtx_duplicates = 0  # retransmissions of packets we had (or had given up on)
+        self.rtx_malformed = 0
+        self.retransmissions_requested = 0  # subscribers' NACKs passed on to the generator
 
     @property
     def simulcast(self) -> bool:
@@ -178,10 +210,18 @@ class Producer:
         if view.payload_type != self.payload_type:
             self.packets_dropped += 1  # e.g. RTX or padding on a PT we do not forward
             return
+        highest = layer.stats.highest_ext_seq
         ext_seq = layer.stats.update(view.seq, view.timestamp, arrival_ms, len(data))
         started = arrival_ms - layer.last_arrival_ms >= LAYER_TIMEOUT_MS
-        layer.last_timestamp = view.timestamp
+        late = ext_seq <= highest
+        if not late:
+            layer.last_timestamp = view.timestamp
         layer.last_arrival_ms = arrival_ms
+        nack = layer.nack
+        if nack is not None:
+            nack.on_packet(ext_seq, arrival_ms)
+            if arrival_ms >= nack.next_due_ms:
+                self._poll_nacks(layer, arrival_ms)
         payload = data[view.payload_start : view.payload_end]
         if not payload:
             # Padding only: not forwarded, and the consumers close the hole in their sequence.
@@ -196,6 +236,10 @@ class Producer:
                 layer.width, layer.height = size
         if self.muted:
             return
+        if late:
+            # A repaired or reordered packet fills its place; never (re)start a layer on one
+            # (what followed it was dropped while waiting for a keyframe).
+            keyframe = False
         index = layer.index
         if started and self.simulcast:
             # A layer (re)starts, e.g. asked back by dynacast: consumers may move onto it now,
@@ -204,6 +248,76 @@ class Producer:
                 consumer.layer_started(index, keyframe, arrival_ms)
         for consumer in self.consumers:
             consumer.forward(index, ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
+
+    def on_rtx(self, layer: Layer, data: bytes, view: RtpView, arrival_ms: int) -> None:
+        """A packet of the layer's RTX stream: forward the original if it fills a hole."""
+        self.rtx_received += 1
+        if view.payload_end == view.payload_start:
+            self.rtx_padding += 1
+            return
+        original = unwrap_rtx(data, view, self.payload_type, layer.ssrc or 0)
+        if original is None:
+            self.rtx_malformed += 1
+            return
+        nack = layer.nack
+        highest = layer.stats.highest_ext_seq
+        if nack is None or highest < 0:
+            self.rtx_duplicates += 1
+            return
+        ext_seq = highest + seq_diff(original.seq, highest & 0xFFFF)
+        if ext_seq >= highest or not nack.on_packet(ext_seq, arrival_ms):
+            self.rtx_duplicates += 1
+            return
+        self.on_rtp(layer, data, original, arrival_ms)
+
+    def _poll_nacks(self, layer: Layer, now_ms: int) -> None:
+        nack = layer.nack
+        if nack is None or self._send_nack is None:
+            return
+        lost = nack.poll(now_ms)
+        if lost:
+            self._send_nack(self, layer, lost)
+
+    def retransmission_requested(self, layer_index: int, ext_seqs: list[int], now_ms: int) -> int:
+        """Subscribers want packets their consumer never had: ask the publisher for those the
+        layer still waits for (each at most once per retry interval). Returns how many."""
+        if not 0 <= layer_index < len(self.layers):
+            return 0
+        layer = self.layers[layer_index]
+        nack = layer.nack
+        if nack is None:
+            return 0
+        count = sum(1 for ext_seq in ext_seqs if nack.request(ext_seq, now_ms))
+        self.retransmissions_requested += count
+        if count:
+            self._poll_nacks(layer, now_ms)
+        return count
+
+    def tick(self, now_ms: int, now_s: float) -> None:
+        """Periodic work: NACKs due on a layer that went quiet, keyframes for what was lost."""
+        for layer in self.layers:
+            nack = layer.nack
+            if nack is None:
+                continue
+            if now_ms >= nack.next_due_ms:
+                self._poll_nacks(layer, now_ms)
+            if nack.take_keyframe_request() and self.consumers:
+                self.request_keyframe(now_s, layer.index)
+
+    def describe_repair(self) -> dict[str, object]:
+        """Upstream repair counters, for the admin API."""
+        d: dict[str, object] = {
+            "rtx_negotiated": self.rtx_payload_type is not None,
+            "rtx_received": self.rtx_received,
+            "rtx_padding": self.rtx_padding,
+            "rtx_duplicates": self.rtx_duplicates,
+            "rtx_malformed": self.rtx_malformed,
+            "retransmissions_requested": self.retransmissions_requested,
+        }
+        d["layers"] = [
+            {"rid": layer.rid, **(layer.nack.describe() if layer.nack else {})} for layer in self.layers
+        ]
+        return d
 
     def request_keyframe(self, now_s: float, layer_index: int = 0) -> bool:
         """Ask the publisher for a keyframe on one layer, at most once per interval per layer."""
@@ -255,15 +369,21 @@ class OutStream:
     """The outgoing RTP stream of one subscriber m-section; it outlives the consumers that
     use it in turn, so sequence numbers, timestamps and VP8 picture IDs stay continuous."""
 
-    __slots__ = ("ssrc", "munger", "vp8", "packets_sent", "octets_sent", "last_send_ms")
+    __slots__ = ("ssrc", "munger", "vp8", "packets_sent", "octets_sent", "last_send_ms", "rtx_seq")
 
     def __init__(self, ssrc: int, initial_seq: int, initial_ts: int) -> None:
         self.ssrc = ssrc
+        self.rtx_seq = initial_seq ^ 0x5A5A  # the RTX stream's own sequence numbers
         self.munger = RtpMunger(initial_seq, initial_ts)
         self.vp8 = Vp8Munger()
         self.packets_sent = 0
         self.octets_sent = 0
         self.last_send_ms = 0
+
+    def next_rtx_seq(self) -> int:
+        seq = self.rtx_seq
+        self.rtx_seq = (seq + 1) & 0xFFFF
+        return seq
 
 
 class Consumer:
@@ -277,13 +397,22 @@ class Consumer:
         payload_type: int,
         send: SendFn,
         now_s: Callable[[], float],
+        rtx_payload_type: int | None = None,
+        rtx_ssrc: int = 0,
     ) -> None:
         self.producer = producer
         self.subscriber_id = subscriber_id
         self.out = out
         self.payload_type = payload_type
+        # Retransmissions go RTX-wrapped when the subscriber negotiated RTX.
+        self.rtx_payload_type = rtx_payload_type
+        self.rtx_ssrc = rtx_ssrc
         self._send = send
         self._now_s = now_s
+        # Shared by the subscriber's consumers: caps retransmissions to a share of its
+        # downlink estimate (set by the subscribe peer; None: no cap).
+        self.resend_budget: ResendBudget | None = None
+        self.estimate_bps: Callable[[], float | None] = lambda: None
         self._video = producer.kind == "video"
         self._rewrite_vp8 = producer.codec.name.upper() == "VP8"
         self.cache = PacketCache(512 if self._video else 64)
@@ -298,8 +427,12 @@ class Consumer:
         self.bandwidth_layer: int | None = None
         self.closed = False
         self.packets_dropped = 0
-        self.retransmitted = 0
-        self.nacks_unserved = 0
+        self.nacks_received = 0  # sequence numbers the subscriber asked for
+        self.retransmitted = 0  # of those, resent from the cache
+        self.rtx_sent = 0  # of those, RTX-wrapped
+        self.nacks_throttled = 0  # cached but resent less than an RTT ago, or over budget
+        self.nacks_unserved = 0  # not in the cache
+        self.nacks_forwarded = 0  # of those, asked of the publisher
         self.layer_switches = 0
         # From the subscriber's receiver reports.
         self.fraction_lost = 0
@@ -424,15 +557,38 @@ class Consumer:
     def forwarding(self) -> bool:
         return not self.paused and self.bandwidth_layer != PAUSED_FOR_BANDWIDTH
 
-    def on_nack(self, lost: list[int]) -> None:
-        """Retransmit what the cache still holds."""
+    def on_nack(self, lost: list[int], now_ms: int = 0) -> None:
+        """Retransmit what the cache holds (at most once per RTT per packet); ask the publisher
+        for what the SFU never received."""
+        lost = list(dict.fromkeys(seq & 0xFFFF for seq in lost[:MAX_NACK_SEQS]))
+        self.nacks_received += len(lost)
+        cache = self.cache
+        out = self.out
+        guard_ms = min(self.rtt_ms, MAX_RESEND_GUARD_MS) if self.rtt_ms else DEFAULT_RESEND_GUARD_MS
+        budget = self.resend_budget
+        upstream: list[int] = []
         for seq in lost:
-            packet = self.cache.get(seq)
+            packet = cache.get(seq)
             if packet is None:
                 self.nacks_unserved += 1
+                ext_seq = out.munger.reverse(seq)
+                if ext_seq is not None:
+                    upstream.append(ext_seq)
                 continue
+            if now_ms - cache.resent_ms(seq) < guard_ms or (
+                budget is not None and not budget.allow(len(packet), now_ms, self.estimate_bps())
+            ):
+                self.nacks_throttled += 1
+                continue
+            cache.mark_resent(seq, now_ms)
+            if self.rtx_payload_type is not None:
+                packet = wrap_rtx(packet, self.rtx_payload_type, out.next_rtx_seq(), self.rtx_ssrc)
             if self._send(packet):
                 self.retransmitted += 1
+                if self.rtx_payload_type is not None:
+                    self.rtx_sent += 1
+        if upstream and self.current >= 0:
+            self.nacks_forwarded += self.producer.retransmission_requested(self.current, upstream, now_ms)
 
     def on_keyframe_request(self) -> None:
         self.producer.request_keyframe(self._now_s(), max(self.current, self.target, 0))
@@ -466,6 +622,11 @@ class Consumer:
             "bandwidth_layer": self.bandwidth_layer,
             "packets_sent": self.out.packets_sent,
             "layer_switches": self.layer_switches,
+            "nacks_received": self.nacks_received,
+            "retransmitted": self.retransmitted,
+            "rtx_sent": self.rtx_sent,
+            "nacks_unserved": self.nacks_unserved,
+            "nacks_forwarded": self.nacks_forwarded,
         }
 
     def close(self) -> None:

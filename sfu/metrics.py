@@ -50,6 +50,10 @@ class Totals:
     malformed_packets: int = 0
     unroutable_packets: int = 0
     layer_changes: int = 0
+    nacks_received: int = 0
+    retransmitted: int = 0
+    upstream_nacks: int = 0
+    packets_repaired: int = 0
 
     def add(self, other: Totals) -> None:
         for name in self.__dataclass_fields__:
@@ -64,6 +68,11 @@ def producer_totals(producer: Any, into: Totals) -> None:
         into.bytes_in += s.bytes
     into.packets_dropped += producer.packets_dropped
     into.keyframe_requests += producer.keyframe_requests_sent
+    for layer in layers or ():
+        nack = getattr(layer, "nack", None)
+        if nack is not None:
+            into.upstream_nacks += nack.nacks_sent
+            into.packets_repaired += nack.packets_repaired
 
 
 def subscriber_totals(subscriber: Any, into: Totals) -> None:
@@ -73,6 +82,8 @@ def subscriber_totals(subscriber: Any, into: Totals) -> None:
         consumer = slot.consumer
         if consumer is not None and not consumer.closed:
             into.packets_dropped += consumer.packets_dropped
+            into.nacks_received += consumer.nacks_received
+            into.retransmitted += consumer.retransmitted
     into.malformed_packets += subscriber.malformed_packets
 
 
@@ -161,6 +172,24 @@ class SfuCollector(Collector):
             "sfu_dynacast_layer_changes",
             "Changes of the layers publishers are asked to send (dynacast `layers` messages)",
             value=totals.layer_changes,
+        )
+        yield CounterMetricFamily(
+            "sfu_nacks_received",
+            "Sequence numbers subscribers asked to be resent (live consumers)",
+            value=totals.nacks_received,
+        )
+        yield CounterMetricFamily(
+            "sfu_retransmissions",
+            "Packets resent to subscribers from the packet cache, RTX where negotiated (live consumers)",
+            value=totals.retransmitted,
+        )
+        yield CounterMetricFamily(
+            "sfu_upstream_nacks", "Sequence numbers the server NACKed to publishers", value=totals.upstream_nacks
+        )
+        yield CounterMetricFamily(
+            "sfu_packets_repaired",
+            "Packets lost on the way from a publisher and recovered by a NACK",
+            value=totals.packets_repaired,
         )
         yield GaugeMetricFamily(
             "sfu_bitrate_in_bps", "Incoming RTP bitrate since the previous scrape", value=bitrate_in

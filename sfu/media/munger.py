@@ -3,14 +3,15 @@
 A consumer sends one continuous outgoing stream whatever happens upstream: the first packet
 it forwards (a keyframe for video) follows the last packet it sent before, and every later
 packet keeps its distance from that first one. Gaps stay gaps (so the subscriber NACKs them),
-reordering is preserved, and packets older than the (re)start point are dropped.
+reordering is preserved (a late or retransmitted packet takes the number its place gives it),
+and packets older than the (re)start point, or than a skipped padding packet, are dropped.
 
 Incoming sequence numbers are extended (unwrapped) once on arrival by the producer.
 """
 
 from __future__ import annotations
 
-from .seq import ts_diff
+from .seq import seq_diff, ts_diff
 
 
 class RtpMunger:
@@ -19,6 +20,7 @@ class RtpMunger:
         "_ts_offset",
         "_start_ext_seq",
         "_highest_ext_seq",
+        "_skipped_ext_seq",
         "last_seq",
         "last_ts",
         "started",
@@ -32,6 +34,7 @@ class RtpMunger:
         self._ts_offset = 0
         self._start_ext_seq = -1
         self._highest_ext_seq = -1
+        self._skipped_ext_seq = -1
         self.started = False
 
     def start(self, ext_seq: int, timestamp: int, ts_gap: int) -> None:
@@ -46,12 +49,13 @@ class RtpMunger:
         self._ts_offset = (out_ts - timestamp) & 0xFFFFFFFF
         self._start_ext_seq = ext_seq
         self._highest_ext_seq = ext_seq - 1
+        self._skipped_ext_seq = -1
         self.started = True
 
     def map(self, ext_seq: int, timestamp: int) -> tuple[int, int] | None:
         """Outgoing (seq, timestamp) for an incoming packet, or None to drop it."""
-        if ext_seq < self._start_ext_seq:
-            return None
+        if ext_seq < self._start_ext_seq or ext_seq < self._skipped_ext_seq:
+            return None  # before the (re)start, or a late packet from before a skip
         out_seq = (ext_seq + self._seq_offset) & 0xFFFF
         out_ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
         if ext_seq > self._highest_ext_seq:
@@ -65,7 +69,18 @@ class RtpMunger:
         """Leave out the next incoming packet (e.g. padding) without a gap in the output."""
         if self.started and ext_seq == self._highest_ext_seq + 1:
             self._highest_ext_seq = ext_seq
+            self._skipped_ext_seq = ext_seq
             self._seq_offset -= 1
+
+    def reverse(self, out_seq: int) -> int | None:
+        """The incoming extended sequence number that ``out_seq`` stands for in the current
+        epoch (since the last start or skip), or None if it belongs to an earlier one."""
+        if not self.started or self._highest_ext_seq < self._start_ext_seq:
+            return None
+        ext_seq = self._highest_ext_seq + seq_diff(out_seq, self.last_seq)
+        if not self._start_ext_seq <= ext_seq <= self._highest_ext_seq or ext_seq <= self._skipped_ext_seq:
+            return None
+        return ext_seq
 
     def out_timestamp(self, timestamp: int) -> int:
         """The outgoing timestamp that an incoming timestamp maps to (for sender reports)."""

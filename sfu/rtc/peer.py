@@ -62,6 +62,7 @@ from ..bwe.twcc import (
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
 from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, Layer, OutStream, Producer
+from ..media.nack import ResendBudget, nack_packet
 from ..media.rtp import MalformedPacket, header_extensions, parse_rtp
 from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..tasks import spawn
@@ -129,6 +130,14 @@ def media_codec(media: aiortc_sdp.MediaDescription) -> tuple[Codec, int] | None:
         if c.name.lower() not in NON_MEDIA_CODECS:
             params = tuple(sorted((str(k), str(v)) for k, v in c.parameters.items()))
             return Codec(c.name, c.clockRate, params), c.payloadType
+    return None
+
+
+def rtx_payload_type(media: aiortc_sdp.MediaDescription, payload_type: int) -> int | None:
+    """The payload type of the RTX codec for ``payload_type`` in an m-section (None: none)."""
+    for c in media.rtp.codecs:
+        if c.name.lower() == "rtx" and str(c.parameters.get("apt")) == str(payload_type):
+            return c.payloadType  # type: ignore[no-any-return]
     return None
 
 
@@ -344,7 +353,9 @@ class PublishPeer(PeerBase):
         self._layer_needs: dict[Producer, LayerNeed] = {}
         self.layer_changes_sent = 0
         self._by_ssrc: dict[int, tuple[Producer, Layer]] = {}
-        self._ignored_ssrcs: set[int] = set()  # RTX and other streams we do not forward
+        self._ignored_ssrcs: set[int] = set()  # streams we do not forward
+        self._rtx_by_ssrc: dict[int, tuple[Producer, Layer]] = {}  # the layers' RTX streams
+        self._fid: dict[int, int] = {}  # RTX SSRC -> media SSRC, from a=ssrc-group:FID
         self._ext_ids: dict[str, int] = {}  # header extension URI -> id, from the answer
         self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival)
         self._publisher_bitrate_bps = publisher_bitrate_bps
@@ -417,9 +428,9 @@ class PublishPeer(PeerBase):
             if not (sending and negotiated):
                 continue
             publishing.add(mid)
-            rtx_ssrcs = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
-            media_ssrcs = [s.ssrc for s in media.ssrc if s.ssrc not in rtx_ssrcs]
-            self._ignored_ssrcs |= rtx_ssrcs
+            fid = {int(g.items[1]): int(g.items[0]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
+            media_ssrcs = [s.ssrc for s in media.ssrc if s.ssrc not in fid]
+            self._fid.update(fid)
             rids = simulcast.get(mid)
             producer = self.producers.get(mid)
             if producer is not None and [layer.rid for layer in producer.layers] != (rids or [None]):
@@ -438,6 +449,7 @@ class PublishPeer(PeerBase):
                     payload_type=pt,
                     request_keyframe=self._send_pli,
                     rids=rids,
+                    send_nack=self._send_nack,
                 )
                 self.producers[mid] = producer
                 added.append(producer)
@@ -446,6 +458,7 @@ class PublishPeer(PeerBase):
                     producer.on_demand_changed = lambda p=producer: self._update_layers(p, now_ms())
                 if producer.kind == "audio":
                     self.audio_levels[producer.id] = AudioLevelMeter()
+            producer.rtx_payload_type = rtx_payload_type(local, producer.payload_type)  # type: ignore[arg-type]
             if not producer.simulcast and media_ssrcs and producer.layers[0].ssrc != media_ssrcs[0]:
                 self._bind(producer, producer.layers[0], media_ssrcs[0])
         for mid in list(self.producers):
@@ -460,6 +473,8 @@ class PublishPeer(PeerBase):
         for layer in producer.layers:
             if layer.ssrc is not None:
                 self._by_ssrc.pop(layer.ssrc, None)
+        for ssrc in [s for s, route in self._rtx_by_ssrc.items() if route[0] is producer]:
+            del self._rtx_by_ssrc[ssrc]
         producer.close()
         return producer
 
@@ -468,6 +483,11 @@ class PublishPeer(PeerBase):
             self._by_ssrc.pop(layer.ssrc, None)
         layer.ssrc = ssrc
         self._by_ssrc[ssrc] = (producer, layer)
+        if layer.nack is not None:
+            layer.nack.reset()
+        for rtx_ssrc, media_ssrc in self._fid.items():
+            if media_ssrc == ssrc:
+                self._rtx_by_ssrc[rtx_ssrc] = (producer, layer)
 
     def _route_unknown(self, data: bytes, ext_start: int, ssrc: int) -> tuple[Producer, Layer] | None:
         """Learn the SSRC of a stream from its MID and RID header extensions."""
@@ -482,15 +502,19 @@ class PublishPeer(PeerBase):
         if producer is None:
             return None
         repaired_id = self._ext_ids.get(REPAIRED_RID_URI)
-        if repaired_id is not None and repaired_id in extensions:
-            self._ignored_ssrcs.add(ssrc)  # a retransmission stream: not forwarded
-            return None
+        repaired = repaired_id is not None and repaired_id in extensions
         if producer.simulcast:
-            rid_id = self._ext_ids.get(RID_URI)
+            rid_id = repaired_id if repaired else self._ext_ids.get(RID_URI)
             rid = extensions.get(rid_id) if rid_id is not None else None
             layer = producer.layer_by_rid(rid.decode("ascii", "replace")) if rid is not None else None
         else:
             layer = producer.layers[0]
+        if repaired:
+            if layer is not None and producer.rtx_payload_type is not None:
+                self._rtx_by_ssrc[ssrc] = (producer, layer)  # the layer's RTX stream
+            else:
+                self._ignored_ssrcs.add(ssrc)
+            return None
         if layer is None or layer.ssrc is not None:
             return None  # a second SSRC on a known stream (e.g. RTX): not forwarded
         self._bind(producer, layer, ssrc)
@@ -512,7 +536,13 @@ class PublishPeer(PeerBase):
                     self.send_feedback()
         route = self._by_ssrc.get(view.ssrc)
         if route is None:
-            route = self._route_unknown(data, view.ext_start, view.ssrc)
+            rtx = self._rtx_by_ssrc.get(view.ssrc)
+            if rtx is None:
+                route = self._route_unknown(data, view.ext_start, view.ssrc)
+                rtx = self._rtx_by_ssrc.get(view.ssrc) if route is None else None
+            if rtx is not None and view.payload_type == rtx[0].rtx_payload_type:
+                rtx[0].on_rtx(rtx[1], data, view, arrival_ms)
+                return
             if route is None:
                 self.unroutable_packets += 1
                 return
@@ -552,10 +582,6 @@ class PublishPeer(PeerBase):
             if route is not None:
                 route[0].on_sender_report(route[1], ntp, packet.sender_info.rtp_timestamp)
 
-    def tick(self, now_ms: int) -> None:
-        for producer in list(self._layer_needs):
-            self._update_layers(producer, now_ms)
-
     def _update_layers(self, producer: Producer, now: int) -> None:
         """Tell the publisher when the layers its consumers need change (dynacast)."""
         need = self._layer_needs.get(producer)
@@ -580,6 +606,22 @@ class PublishPeer(PeerBase):
     def _send_pli(self, producer: Producer, layer: Layer) -> None:
         if layer.ssrc is not None:
             self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=layer.ssrc)])
+
+    def _send_nack(self, producer: Producer, layer: Layer, ext_seqs: list[int]) -> None:
+        transport = self.transport
+        if layer.ssrc is not None and transport is not None:
+            glue.send_packet(transport, nack_packet(self.rtcp_ssrc, layer.ssrc, ext_seqs), rtcp=True)
+
+    def tick(self, now_ms: int) -> None:
+        now_s = self._now_s()
+        for producer in list(self.producers.values()):
+            producer.tick(now_ms, now_s)  # upstream NACKs due
+        for producer in list(self._layer_needs):
+            self._update_layers(producer, now_ms)  # dynacast
+
+    def describe(self) -> dict[str, Any]:
+        """Upstream loss repair, per published track."""
+        return {"tracks": [{"track": p.id, **p.describe_repair()} for p in self.producers.values()]}
 
     def layers(self) -> list[Layer]:
         return [layer for p in self.producers.values() for layer in p.layers if layer.ssrc is not None]
@@ -632,6 +674,7 @@ class PublishPeer(PeerBase):
         self.producers.clear()
         self._layer_needs.clear()
         self._by_ssrc.clear()
+        self._rtx_by_ssrc.clear()
         await super().close()
 
 
@@ -687,9 +730,12 @@ class SubscribePeer(PeerBase):
         self._rate_window: tuple[int, int] = (0, 0)  # (time, bytes) at the last measurement
         self.send_bps = 0
         self._told: dict[str, bool] = {}  # track id -> paused for bandwidth, as last told
-        self._rtx_seq = random.getrandbits(15)
         self.prober = Prober()
         self.padding_bytes_sent = 0
+        self.resend_budget = ResendBudget()
+
+    def _estimate_bps(self) -> float | None:
+        return self.estimator.estimate_bps
 
     # -- what to consume ------------------------------------------------------------------
 
@@ -832,6 +878,11 @@ class SubscribePeer(PeerBase):
                 slot.consumer.on_layer_started = lambda: self.allocate(now_ms(), probe=False)
                 if producer.id in self._preferences:
                     slot.consumer.set_preferences(*self._preferences[producer.id], now_ms())
+            # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
+            slot.consumer.rtx_payload_type = slot.rtx_payload_type
+            slot.consumer.rtx_ssrc = slot.rtx_ssrc
+            slot.consumer.resend_budget = self.resend_budget
+            slot.consumer.estimate_bps = self._estimate_bps
             described.append(
                 {
                     "mid": slot.mid,
@@ -1041,9 +1092,8 @@ class SubscribePeer(PeerBase):
             return  # the slot was freed or the probe ended meanwhile
         while budget > 0:
             header = struct.pack(
-                "!BBHII", 0xA0, slot.rtx_payload_type, self._rtx_seq, slot.out.munger.last_ts, slot.rtx_ssrc
+                "!BBHII", 0xA0, slot.rtx_payload_type, slot.out.next_rtx_seq(), slot.out.munger.last_ts, slot.rtx_ssrc
             )
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             packet = header + bytes(PADDING_PACKET_BYTES - 1) + bytes((PADDING_PACKET_BYTES,))
             if not self.send_rtp(packet):
                 return
@@ -1068,6 +1118,7 @@ class SubscribePeer(PeerBase):
             "bandwidth": self.estimator.describe(now),
             "send_bps": self.send_bps,
             "padding_bytes_sent": self.padding_bytes_sent,
+            "resends_over_budget": self.resend_budget.denied,
             "probe": self.prober.describe(),
             "active_speaker": self.active_speaker,
             "consumers": [
@@ -1098,7 +1149,7 @@ class SubscribePeer(PeerBase):
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             consumer = self._consumer(packet.media_ssrc)
             if consumer is not None:
-                consumer.on_nack(list(packet.lost))
+                consumer.on_nack(list(packet.lost), now_ms())
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             worst = max((r.fraction_lost for r in packet.reports if self._consumer(r.ssrc)), default=None)
             if worst is not None:

@@ -74,6 +74,8 @@ def describe_participant(participant: Any) -> dict[str, Any]:
         "tracks": [p.describe(detail=True) for p in participant.producers()],
         # The downlink estimate and what is forwarded to this participant, with reasons.
         "subscriber": participant.subscriber.describe() if participant.subscriber else None,
+        # Upstream loss repair of what it publishes (NACKs sent, RTX received).
+        "publisher": participant.publisher.describe() if participant.publisher else None,
     }
 
 

@@ -132,3 +132,36 @@ async def test_malformed_rtp_and_rtcp_are_dropped_and_counted(server):
     await eventually(lambda: b.received_from(a.id, "video") > before + 30, timeout=5)
     await a.close()
     await b.close()
+
+
+async def test_malformed_rtx_and_absurd_nacks_disturb_nobody(server):
+    a, b = await publisher_and_viewer(server, "repair")
+    room = server.app[ROOMS_KEY].rooms["repair"]
+    publisher = room.participants[a.id].publisher
+    producer = next(p for p in publisher.producers.values() if p.kind == "video")
+    assert producer.rtx_payload_type is not None, "the publish answer negotiated RTX"
+    layer = producer.layers[0]
+    rtx_ssrc = next(rtx for rtx, media in publisher._fid.items() if media == layer.ssrc)
+    pt = producer.rtx_payload_type
+    transport = aiortc_glue.dtls_transports(a.publish_pc)[0]
+    for seq in range(1, 21):
+        for packet in (
+            struct.pack("!BBHII", 0x80, pt, seq, 0, rtx_ssrc) + b"\x01",  # too short for an OSN
+            struct.pack("!BBHII", 0x80, pt, seq + 100, 0, rtx_ssrc) + struct.pack("!H", 30000) + b"x",  # far ahead
+        ):
+            aiortc_glue.send_packet(transport, packet)
+    await eventually(lambda: producer.rtx_malformed >= 20 and producer.rtx_duplicates >= 20, timeout=5)
+    # A subscriber NACKs everything there is, over and over.
+    subscriber = room.participants[b.id].subscriber
+    consumer = next(c for c in subscriber.consumers() if c.producer is producer)
+    sub_transport = aiortc_glue.dtls_transports(b.subscribe_pc)[0]
+    fci = b"".join(struct.pack("!HH", pid, 0xFFFF) for pid in range(0, 65536, 17)[:300])
+    nack = struct.pack("!BBHII", 0x81, 205, 2 + len(fci) // 4, 1, consumer.out.ssrc) + fci
+    for _ in range(20):
+        aiortc_glue.send_packet(sub_transport, nack, rtcp=True)
+    await eventually(lambda: consumer.nacks_received >= 20 * 256, timeout=5)
+    assert layer.nack is not None and len(layer.nack.missing) < 200
+    before = b.received_from(a.id, "video")
+    await eventually(lambda: b.received_from(a.id, "video") > before + 30, timeout=5)
+    await a.close()
+    await b.close()

@@ -70,6 +70,8 @@ async def test_metrics_reflect_a_running_call_and_never_go_backwards():
             assert m["sfu_packets_forwarded_total"] >= 0.9 * m["sfu_packets_received_total"] - 200
             assert m["sfu_packets_received_total"] > first["sfu_packets_received_total"]
             assert m["sfu_keyframe_requests_total"] >= 2  # one per new video consumer at least
+            # Loopback loses nothing: loss repair is counted, and idle.
+            assert m["sfu_upstream_nacks_total"] == 0 and m["sfu_retransmissions_total"] == 0
             assert m["sfu_bitrate_in_bps"] > 100_000 and m["sfu_bitrate_out_bps"] > 100_000
             assert m['sfu_errors_total{code="bad-json"}'] == 1
             assert m["sfu_joins_total"] == 2
@@ -107,6 +109,12 @@ async def test_admin_lists_kicks_and_closes_and_the_others_see_it():
                 listed = {p["identity"]: p for p in (await r.json())["participants"]}
             assert set(listed) == {"alice", "bob", "carol"}
             assert {t["kind"] for t in listed["bob"]["tracks"]} == {"audio", "video"}
+            # Loss repair counters: upstream per published track, downstream per consumer.
+            repair = {t["track"]: t for t in listed["bob"]["publisher"]["tracks"]}
+            video = next(t["id"] for t in listed["bob"]["tracks"] if t["kind"] == "video")
+            assert repair[video]["rtx_negotiated"] and "nacks_sent" in repair[video]["layers"][0]
+            consumers = listed["alice"]["subscriber"]["consumers"]
+            assert consumers and all("rtx_sent" in c and "nacks_forwarded" in c for c in consumers)
 
             # Kick bob: he is told and disconnected, the others see him leave as "kicked".
             url = f"{srv.url}/admin/rooms/k/participants/{bob.id}"
