@@ -190,7 +190,9 @@ async def test_lossy_downlink_is_repaired_from_the_cache_with_rtx(lab):
     report("lossy downlink", m)
     w = m["watch"]
     assert m["dropped"] > 100, "the loss was applied"
-    assert w.delta("frames") > 15 * MEASURE_S, "video kept flowing"
+    # The fake camera runs at 20 fps; under loss Chrome's encoder may lower it (14-16 fps seen).
+    # Without repair only 25-40 frames are decoded in these 20 s.
+    assert w.delta("frames") > 10 * MEASURE_S, "video kept flowing"
     assert w.delta("nacks") > 0, "the subscriber NACKed what it lost"
     assert m["consumer"]["rtx_sent"] > 0, "and was answered with RTX from the cache"
     assert w.delta("retransmitted") > 0, "which Chrome took as retransmissions"
@@ -203,7 +205,9 @@ async def test_lossy_uplink_is_repaired_by_nacking_the_publisher(lab):
     report("lossy uplink", m)
     w = m["watch"]
     assert m["dropped"] > 100, "the loss was applied"
-    assert w.delta("frames") > 15 * MEASURE_S, "video kept flowing"
+    # The fake camera runs at 20 fps; under loss Chrome's encoder may lower it (14-16 fps seen).
+    # Without repair only 25-40 frames are decoded in these 20 s.
+    assert w.delta("frames") > 10 * MEASURE_S, "video kept flowing"
     assert m["upstream"]["nacks_sent"] > 0, "the SFU NACKed the publisher"
     assert m["upstream"]["packets_repaired"] > 0 and m["rtx_received"] > 0, "which answered with RTX"
     assert w.longest_freeze_s < MAX_FREEZE_S, w.summary()
