@@ -213,6 +213,9 @@ class BandwidthEstimator:
         self._last_cut_ms = -1e9
         self._loss_cuts = 0
         self._clock_offset_ms: float | None = None  # receiver clock → ours
+        # One-way delay of the newest packet reported, relative to the first one (ms): its
+        # growth is a queue building up, which a probe watches to stop before anything is lost.
+        self.owd_ms: float | None = None
 
     def on_sent(self, seq: int, now_ms: float, size: int) -> None:
         self.history.add(seq, now_ms, size)
@@ -234,6 +237,7 @@ class BandwidthEstimator:
                 self._clock_offset_ms = send_ms - arrival_ms
             self.delay.on_packet(send_ms, arrival_ms, size)
             self._acked.append((arrival_ms + self._clock_offset_ms, size))
+            self.owd_ms = arrival_ms + self._clock_offset_ms - send_ms
         self._loss.append((now_ms, received, lost))
         self._update(now_ms)
 

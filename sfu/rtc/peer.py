@@ -1069,6 +1069,7 @@ class SubscribePeer(PeerBase):
             self._videos_bps(allocations, step_up=False),
             self._videos_bps(allocations, step_up=True) if limited else 0.0,
             self.estimator.congestion_events,
+            self.estimator.owd_ms,
         )
         if self.prober.successes > successes and estimate is not None:
             self.allocator.confirm(now, estimate)  # the probe showed the estimate gets through

@@ -5,7 +5,7 @@ import random
 
 from sfu.bwe.allocator import StreamAllocator, VideoDemand
 from sfu.bwe.estimator import BandwidthEstimator
-from sfu.bwe.probe import GOAL_MARGIN, PROBE_BACKOFF_MS, PROBE_FOR_MS, PROBE_GAP_MS, PROBE_RATIO, PROBE_RATIO_AFTER_SUCCESS, Prober
+from sfu.bwe.probe import GOAL_MARGIN, MAX_DELAY_GROWTH_MS, PROBE_BACKOFF_MS, PROBE_FOR_MS, PROBE_GAP_MS, PROBE_RATIO, PROBE_RATIO_AFTER_SUCCESS, Prober
 from sfu.bwe.twcc import build_feedback, parse_feedback, split_compound
 
 LAYERS = (150_000, 500_000, 1_500_000)
@@ -80,7 +80,7 @@ def simulate(link, seconds, state=None, cap_events=()):
             media = LAYERS[s["layer"]]
             goal = LAYERS[s["layer"] + 1] if a.reason == "bandwidth" and s["layer"] < 2 else 0
             successes = prober.successes
-            padding = prober.padding_bps(now, estimate, media, goal, est.congestion_events)
+            padding = prober.padding_bps(now, estimate, media, goal, est.congestion_events, est.owd_ms)
             if prober.successes > successes and estimate is not None:
                 alloc.confirm(now, estimate)
             trace.append((now, s["layer"], estimate))
@@ -128,3 +128,12 @@ def test_capped_subscriber_settles_low_then_climbs_to_the_top_fast_after_the_cap
     t_top = next(t for t, layer, _ in trace if layer == 2) - lifted_at
     assert t_top < 9_000, f"top layer {t_top / 1000:.1f}s after the cap was lifted"
     assert all(layer == 2 for t, layer, _ in trace if t > lifted_at + t_top), "and stays there"
+
+
+def test_a_growing_queue_ends_the_probe_before_any_loss():
+    p = Prober()
+    assert p.padding_bps(0, 400_000, 150_000, 5_000_000, 0, owd_ms=12.0) > 0
+    assert p.padding_bps(200, 400_000, 150_000, 5_000_000, 0, owd_ms=10.0) > 0  # jitter: fine
+    assert p.padding_bps(400, 400_000, 150_000, 5_000_000, 0, owd_ms=10.0 + MAX_DELAY_GROWTH_MS - 1) > 0
+    assert p.padding_bps(500, 400_000, 150_000, 5_000_000, 0, owd_ms=10.0 + MAX_DELAY_GROWTH_MS + 1) == 0
+    assert p.failures == 1 and not p.probing
