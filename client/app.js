@@ -7,10 +7,12 @@ import { isValidName, isValidRoom, MAX_NAME_CHARS } from './protocol.js';
 
 const NAME_KEY = 'sfu.name';
 const params = new URLSearchParams(location.search);
-// ?simulcast=0 publishes the camera as a single stream; ?publish=0 joins as a viewer.
+// ?simulcast=0 publishes the camera as a single stream; ?publish=0 joins as a viewer;
+// ?codec=h264 (or vp8, vp9, av1) offers that video codec first.
 const session = new Session({
   simulcast: params.get('simulcast') !== '0',
   publish: params.get('publish') !== '0',
+  videoCodec: params.get('codec') ?? '',
 });
 const ui = new UI();
 const quality = new QualityWatcher(session);

@@ -28,10 +28,11 @@ export function defaultWsUrl(loc = globalThis.location) {
 }
 
 export class Session {
-  /** @param {{wsUrl?: string, simulcast?: boolean, publish?: boolean}} [options] */
-  constructor({ wsUrl, simulcast = true, publish = true } = {}) {
+  /** @param {{wsUrl?: string, simulcast?: boolean, publish?: boolean, videoCodec?: string}} [options] */
+  constructor({ wsUrl, simulcast = true, publish = true, videoCodec = '' } = {}) {
     this.wsUrl = wsUrl ?? defaultWsUrl();
     this.simulcast = simulcast;
+    this.videoCodec = videoCodec.toLowerCase(); // e.g. 'h264': offered first for camera and screen
     this.publish = publish; // false: a viewer that only receives
     this._handlers = new Map();
     this._gen = 0; // bumped on cleanup; async work of an older generation is dropped
@@ -166,6 +167,7 @@ export class Session {
       if (existing.mid != null) this._onLayers({ track: P.ownTrackId(this.id, existing.mid), active: null, paused: false });
     } else {
       const t = this.publishPc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      this._preferCodec(t, 'video');
       this._pub.sources.set(t, 'screen');
     }
     this._emit('local-screen', { stream });
@@ -698,10 +700,34 @@ export class Session {
         const init = { direction: 'sendonly', streams: [stream] };
         if (kind === 'video' && this.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
         const t = pc.addTransceiver(track, init);
+        if (kind === 'video') this._preferCodec(t, kind);
         this._pub.sources.set(t, source);
       }
     }
     if (this._pub.sources.size) this._negotiatePublish();
+  }
+
+  /** Offer the chosen video codec first (the server answers the first one it can forward). */
+  _preferCodec(transceiver, kind) {
+    if (!this.videoCodec || typeof transceiver.setCodecPreferences !== 'function') return;
+    const codecs = globalThis.RTCRtpSender?.getCapabilities?.(kind)?.codecs ?? [];
+    const wanted = `${kind}/${this.videoCodec}`;
+    const rank = (c) => {
+      if (c.mimeType.toLowerCase() !== wanted) return 2;
+      // H.264: packetization-mode=1 and the constrained-baseline profile are what everyone decodes.
+      const fmtp = c.sdpFmtpLine ?? '';
+      return fmtp.includes('packetization-mode=0') ? 1 : fmtp.includes('42e01f') ? 0 : 0.5;
+    };
+    const ordered = [...codecs].sort((a, b) => rank(a) - rank(b));
+    if (!ordered.length || rank(ordered[0]) >= 2) {
+      console.warn(`video codec ${this.videoCodec} is not available here; using the default`);
+      return;
+    }
+    try {
+      transceiver.setCodecPreferences(ordered);
+    } catch (err) {
+      console.warn('setCodecPreferences failed', err);
+    }
   }
 
   async _negotiatePublish() {

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .media.keyframe import keyframe_detector
+from .media.keyframe import keyframe_detector, keyframe_size_reader
 from .media.munger import RtpMunger
 from .media.nack import NackGenerator, ResendBudget
 from .media.packet_cache import PacketCache
@@ -29,7 +29,7 @@ from .media.rtp import RtpView, write_header
 from .media.rtx import unwrap_rtx, wrap_rtx
 from .media.seq import seq_diff
 from .media.stats import ReceiveStats
-from .media.vp8 import Vp8Munger, keyframe_size
+from .media.vp8 import Vp8Munger
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Producer:
         self.closed = False
         self.consumers: list[Consumer] = []
         self.is_keyframe_start = keyframe_detector(codec.name)
-        self._is_vp8 = codec.name.upper() == "VP8"
+        self._keyframe_size = keyframe_size_reader(codec.name)  # layer sizes come from keyframes
         self._request_keyframe = request_keyframe
         self.keyframe_requests_sent = 0
         self.packets_dropped = 0
@@ -230,8 +230,8 @@ class Producer:
                     consumer.out.munger.skip(ext_seq)
             return
         keyframe = self.is_keyframe_start is not None and self.is_keyframe_start(payload)
-        if keyframe and self._is_vp8:
-            size = keyframe_size(payload)
+        if keyframe and self._keyframe_size is not None:
+            size = self._keyframe_size(payload)
             if size is not None:
                 layer.width, layer.height = size
         if self.muted:

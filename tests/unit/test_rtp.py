@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from sfu.media.keyframe import h264_keyframe_start, vp8_keyframe_start
+from sfu.media.keyframe import h264_keyframe_size, h264_keyframe_start, h264_sps_size, vp8_keyframe_start
 from sfu.media.rtp import MalformedPacket, header_extensions, is_rtcp, parse_rtp, rewrite, write_header
 from sfu.media.stats import ReceiveStats
 
@@ -123,3 +123,28 @@ def test_receive_stats_jitter_grows_with_irregular_arrival():
         irregular.update(i, i * 2970, i * 33 + (20 if i % 2 else 0), 100)
     assert regular.jitter <= 3
     assert irregular.jitter > 500
+
+
+# SPS NAL units written by libx264 (via PyAV) for these sizes and profiles; 360, 180 and 1080
+# are not multiples of 16, so those need the frame cropping fields.
+RECORDED_SPS = [
+    ((1280, 720), "6742c01fd9005005ba10000003001000000303c8f183248000"),  # baseline
+    ((640, 360), "6764001eacb201405ff2c2000003000200000300791e2c5c9000"),  # high
+    ((320, 180), "674d400dd901419f9e10000003001000000303c8f142a48000"),  # main
+    ((1920, 1080), "67640028acb200f0044fcb08000003000800000301e478c1924000"),  # high
+]
+
+
+@pytest.mark.parametrize("size,sps_hex", RECORDED_SPS)
+def test_h264_picture_size_from_the_sps(size, sps_hex):
+    sps = bytes.fromhex(sps_hex)
+    assert h264_sps_size(sps) == size
+    assert h264_keyframe_size(sps) == size  # a single-NAL packet
+    pps = bytes.fromhex("68ce3c80")
+    stap_a = bytes([0x78]) + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
+    assert h264_keyframe_size(stap_a) == size  # SPS and PPS aggregated, as Chrome sends them
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x67", bytes.fromhex("6742c01f"), bytes.fromhex("65888400"), b"\x78\x00\x40\x67\x42"])
+def test_h264_size_of_truncated_or_sps_less_payloads_is_none(payload):
+    assert h264_keyframe_size(payload) is None
