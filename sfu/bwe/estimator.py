@@ -40,6 +40,7 @@ ACKED_WINDOW_MS = 750
 LOSS_WINDOW_MS = 1000
 HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
+REMB_CUT = 0.9  # a REMB below 90 % of the previous one counts as a congestion signal
 LOSS_HOLD_MS = 3000  # a loss-based limit lapses this long after the last high-loss cut
 MIN_BPS = 30_000
 MAX_BPS = 50_000_000
@@ -212,6 +213,7 @@ class BandwidthEstimator:
         self._last_loss_update_ms: float | None = None
         self._last_cut_ms = -1e9
         self._loss_cuts = 0
+        self._remb_cuts = 0
         self._clock_offset_ms: float | None = None  # receiver clock → ours
         # One-way delay of the newest packet reported, relative to the first one (ms): its
         # growth is a queue building up, which a probe watches to stop before anything is lost.
@@ -250,6 +252,8 @@ class BandwidthEstimator:
         self._update(now_ms, send_bps)
 
     def on_remb(self, bitrate_bps: int) -> None:
+        if self.remb_bps is not None and bitrate_bps < REMB_CUT * self.remb_bps:
+            self._remb_cuts += 1  # the receiver saw congestion
         self.remb_bps = bitrate_bps
 
     def acked_bps(self, now_ms: float) -> float | None:
@@ -294,8 +298,8 @@ class BandwidthEstimator:
 
     @property
     def congestion_events(self) -> int:
-        """A running count of congestion cuts (delay-based overuse or high loss)."""
-        return self.delay.cuts + self._loss_cuts
+        """A running count of congestion cuts (delay-based overuse, high loss, a falling REMB)."""
+        return self.delay.cuts + self._loss_cuts + self._remb_cuts
 
     @property
     def loss_limited(self) -> bool:

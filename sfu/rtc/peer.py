@@ -1058,8 +1058,13 @@ class SubscribePeer(PeerBase):
         return PRIORITY_NORMAL
 
     def _probe(self, now: int, estimate: int | None, allocations: dict[Any, Any]) -> None:
-        """While bandwidth holds a video back, test for more with RTX padding (sfu/bwe/probe.py)."""
-        if not self.estimator.transport_cc:
+        """While bandwidth holds a video back, test for more with RTX padding (sfu/bwe/probe.py).
+
+        With transport-cc the server's own estimator judges the probe; without it, the
+        subscriber's REMB does (its receive-side estimate may rise to 1.5x what arrives, so a
+        REMB-limited subscriber that only ever receives its current layers would never climb).
+        """
+        if not (self.estimator.transport_cc or self.estimator.remb_bps is not None):
             return
         limited = any(a.reason == REASON_BANDWIDTH for a in allocations.values())
         successes = self.prober.successes

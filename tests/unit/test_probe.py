@@ -137,3 +137,17 @@ def test_a_growing_queue_ends_the_probe_before_any_loss():
     assert p.padding_bps(400, 400_000, 150_000, 5_000_000, 0, owd_ms=10.0 + MAX_DELAY_GROWTH_MS - 1) > 0
     assert p.padding_bps(500, 400_000, 150_000, 5_000_000, 0, owd_ms=10.0 + MAX_DELAY_GROWTH_MS + 1) == 0
     assert p.failures == 1 and not p.probing
+
+
+def test_a_falling_remb_is_a_congestion_signal_that_ends_a_probe():
+    est = BandwidthEstimator()
+    est.on_remb(1_000_000)
+    est.on_remb(1_050_000)
+    est.on_remb(950_000)  # within 10 %: noise
+    assert est.congestion_events == 0
+    p = Prober()
+    assert p.padding_bps(0, est.estimate_bps, 600_000, 2_000_000, est.congestion_events) > 0
+    est.on_remb(700_000)  # the subscriber's receive-side estimator backed off
+    assert est.congestion_events == 1
+    assert p.padding_bps(200, est.estimate_bps, 600_000, 2_000_000, est.congestion_events) == 0
+    assert p.failures == 1
