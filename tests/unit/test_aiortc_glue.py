@@ -41,6 +41,18 @@ def test_kernel_receive_stamp_is_the_arrival_not_the_read():
     try:
         receiver.bind(("127.0.0.1", 0))
         stamp = aiortc_glue._kernel_stamp_reader(receiver)
+        # The kernel switches receive timestamps on through a deferred static key: datagrams
+        # right after the first request may still go unstamped (then the read time is
+        # reported). The server asks long before media flows; here, warm-up datagrams until
+        # the stamps are on (at most a second).
+        for _ in range(20):
+            sender.sendto(b"w", receiver.getsockname())
+            warm_sent_us = time.time_ns() // 1000
+            time.sleep(0.05)
+            receiver.recvfrom(16)
+            warm = stamp()
+            if warm is not None and abs(warm - warm_sent_us) < 20_000:
+                break
         sender.sendto(b"x", receiver.getsockname())
         sent_us = time.time_ns() // 1000
         time.sleep(0.1)  # a busy event loop reads the datagram late
