@@ -50,6 +50,7 @@ class Totals:
     malformed_packets: int = 0
     unroutable_packets: int = 0
     layer_changes: int = 0
+    twcc_feedback_sent: int = 0
     nacks_received: int = 0
     retransmitted: int = 0
     upstream_nacks: int = 0
@@ -95,6 +96,7 @@ def participant_totals(participant: Participant, into: Totals) -> None:
         into.malformed_packets += participant.publisher.malformed_packets
         into.unroutable_packets += participant.publisher.unroutable_packets
         into.layer_changes += participant.publisher.layer_changes_sent
+        into.twcc_feedback_sent += participant.publisher.feedback.packets_sent
     if participant.subscriber is not None:
         subscriber_totals(participant.subscriber, into)
 
@@ -172,6 +174,11 @@ class SfuCollector(Collector):
             "sfu_dynacast_layer_changes",
             "Changes of the layers publishers are asked to send (dynacast `layers` messages)",
             value=totals.layer_changes,
+        )
+        yield CounterMetricFamily(
+            "sfu_transport_cc_feedback",
+            "transport-cc feedback packets sent to publishers",
+            value=totals.twcc_feedback_sent,
         )
         yield CounterMetricFamily(
             "sfu_nacks_received",

@@ -620,8 +620,15 @@ class PublishPeer(PeerBase):
             self._update_layers(producer, now_ms)  # dynacast
 
     def describe(self) -> dict[str, Any]:
-        """Upstream loss repair, per published track."""
-        return {"tracks": [{"track": p.id, **p.describe_repair()} for p in self.producers.values()]}
+        """Upstream loss repair per published track, and the transport-cc feedback we send."""
+        return {
+            "tracks": [{"track": p.id, **p.describe_repair()} for p in self.producers.values()],
+            "transport_cc": {
+                "negotiated": self._twcc_ext_id is not None,
+                "feedback_packets_sent": self.feedback.packets_sent,
+                "late_dropped": self.feedback.late_dropped,
+            },
+        }
 
     def layers(self) -> list[Layer]:
         return [layer for p in self.producers.values() for layer in p.layers if layer.ssrc is not None]

@@ -4,8 +4,11 @@ stamps its RTP with transport-wide sequence numbers and reads the feedback it ge
 import asyncio
 import struct
 
+import aiohttp
+
 from aiortc import RTCSessionDescription
 
+from sfu.app import ROOMS_KEY
 from sfu.bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, add_transport_cc, parse_feedback, split_compound
 from sfu.client import Participant, one_byte_extensions
 from sfu.rtc import aiortc_glue as glue
@@ -84,6 +87,14 @@ async def test_publisher_gets_feedback_for_every_transport_sequence_number():
         assert abs(span_ms - (last_sent - first_sent) * 1000) < 30, span_ms
         gaps = [arrivals[b] - arrivals[a] for a, b in zip(seqs[1:], seqs[2:]) if a not in (65534, 5) and b not in (65534, 5)]
         assert sorted(gaps)[len(gaps) // 2] >= 4000
+        # Counted where operators look: the admin view and /metrics.
+        publisher = next(iter(srv.app[ROOMS_KEY].rooms["tcc"].participants.values())).publisher
+        described = publisher.describe()["transport_cc"]
+        assert described["negotiated"] and described["feedback_packets_sent"] >= len(feedback)
+        async with aiohttp.ClientSession() as http, http.get(srv.url + "/metrics") as resp:
+            metrics = await resp.text()
+        sent = next(line for line in metrics.splitlines() if line.startswith("sfu_transport_cc_feedback_total"))
+        assert float(sent.split()[1]) >= len(feedback)
     finally:
         await pub.close()
         await srv.runner.cleanup()
