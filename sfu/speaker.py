@@ -2,7 +2,7 @@
 
 Each audio packet of a publisher carries its level in the ``ssrc-audio-level`` header
 extension: one byte, ``V`` (voice activity) in the top bit and the level in -dBov (0 loud,
-127 silence) below it. The tap reads that byte (:func:`read_audio_level`, no allocation) and
+127 silence) below it. The tap reads that byte (:func:`read_audio_level`, a walk over the extension block) and
 feeds an :class:`AudioLevelMeter` (a few integer counters). Every ``INTERVAL_MS`` the room
 takes one score per participant from its meters and the :class:`SpeakerDetector` decides.
 
@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Mapping
 
+from .media.rtp import find_extension
+
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 INTERVAL_MS = 300
 PACKET_MS = 20  # Opus frames: an interval should hold INTERVAL_MS / PACKET_MS packets
@@ -46,40 +48,10 @@ NO_LEVEL = -1
 def read_audio_level(data: bytes, ext_start: int, ext_id: int) -> int:
     """The audio-level byte (V bit and level) of an RTP packet, or NO_LEVEL.
 
-    ``ext_start`` is the offset of the extension header (-1: none). Walks RFC 8285 one- and
-    two-byte elements without building anything.
+    ``ext_start`` is the offset of the extension header (-1: none).
     """
-    if ext_start < 0:
-        return NO_LEVEL
-    n = len(data)
-    if ext_start + 4 > n:
-        return NO_LEVEL
-    profile = (data[ext_start] << 8) | data[ext_start + 1]
-    end = min(ext_start + 4 + 4 * ((data[ext_start + 2] << 8) | data[ext_start + 3]), n)
-    pos = ext_start + 4
-    if profile == 0xBEDE:
-        while pos < end:
-            b = data[pos]
-            if b == 0:
-                pos += 1
-                continue
-            element_id = b >> 4
-            if element_id == 15:
-                return NO_LEVEL
-            if element_id == ext_id:
-                return data[pos + 1] if pos + 1 < end else NO_LEVEL
-            pos += 2 + (b & 0x0F)
-    elif (profile & 0xFFF0) == 0x1000:
-        while pos + 1 < end:
-            element_id = data[pos]
-            if element_id == 0:
-                pos += 1
-                continue
-            size = data[pos + 1]
-            if element_id == ext_id:
-                return data[pos + 2] if size > 0 and pos + 2 < end else NO_LEVEL
-            pos += 2 + size
-    return NO_LEVEL
+    pos, size = find_extension(data, ext_start, ext_id)
+    return data[pos] if size > 0 else NO_LEVEL
 
 
 class AudioLevelMeter:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ..media.rtp import find_extension
+
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 RTCP_RTPFB = 205
 TWCC_FMT = 15
@@ -207,34 +209,8 @@ MAX_DELTA_US = MAX_DELTA_UNITS * DELTA_UNIT_US - REFERENCE_UNIT_US
 
 def read_transport_seq(data: bytes, ext_start: int, ext_id: int) -> int:
     """The transport-wide sequence number of an RTP packet, or -1 (RFC 8285, both forms)."""
-    if ext_start < 0:
-        return -1
-    profile = (data[ext_start] << 8) | data[ext_start + 1]
-    pos = ext_start + 4
-    end = min(pos + 4 * ((data[ext_start + 2] << 8) | data[ext_start + 3]), len(data))
-    if profile == 0xBEDE:
-        while pos < end:
-            b = data[pos]
-            if b == 0:
-                pos += 1
-                continue
-            ident, length = b >> 4, (b & 0x0F) + 1
-            if ident == 15:
-                return -1
-            if ident == ext_id:
-                return (data[pos + 1] << 8) | data[pos + 2] if length == 2 and pos + 3 <= end else -1
-            pos += 1 + length
-    elif profile & 0xFFF0 == 0x1000:
-        while pos + 1 < end:
-            ident = data[pos]
-            if ident == 0:
-                pos += 1
-                continue
-            length = data[pos + 1]
-            if ident == ext_id:
-                return (data[pos + 2] << 8) | data[pos + 3] if length == 2 and pos + 4 <= end else -1
-            pos += 2 + length
-    return -1
+    pos, size = find_extension(data, ext_start, ext_id)
+    return (data[pos] << 8) | data[pos + 1] if size == 2 else -1
 
 
 class FeedbackGenerator:

@@ -63,6 +63,41 @@ def parse_rtp(data: bytes) -> RtpView:
     return RtpView(b1 & 0x7F, b1 >> 7, seq, ts, ssrc, pos, end, ext_start)
 
 
+def find_extension(data: bytes, ext_start: int, ext_id: int) -> tuple[int, int]:
+    """Where one header extension element's data lies: (offset, length), or (-1, 0) when the
+    packet has no such element or it overruns the extension block (RFC 8285, one- and
+    two-byte forms). Nothing is allocated: the per-packet readers (transport-wide sequence
+    number, audio level) use it on every packet."""
+    if ext_start < 0 or ext_start + 4 > len(data):
+        return -1, 0
+    profile = (data[ext_start] << 8) | data[ext_start + 1]
+    pos = ext_start + 4
+    end = min(pos + 4 * ((data[ext_start + 2] << 8) | data[ext_start + 3]), len(data))
+    if profile == 0xBEDE:
+        while pos < end:
+            b = data[pos]
+            if b == 0:
+                pos += 1
+                continue
+            element_id, size = b >> 4, (b & 0x0F) + 1
+            if element_id == 15:
+                return -1, 0
+            if element_id == ext_id:
+                return (pos + 1, size) if pos + 1 + size <= end else (-1, 0)
+            pos += 1 + size
+    elif (profile & 0xFFF0) == 0x1000:
+        while pos + 1 < end:
+            element_id = data[pos]
+            if element_id == 0:
+                pos += 1
+                continue
+            size = data[pos + 1]
+            if element_id == ext_id:
+                return (pos + 2, size) if pos + 2 + size <= end else (-1, 0)
+            pos += 2 + size
+    return -1, 0
+
+
 def header_extensions(data: bytes, ext_start: int) -> dict[int, bytes]:
     """All header extension elements of a packet, by id (RFC 8285)."""
     if ext_start < 0:
