@@ -9,7 +9,12 @@ tests that use it under the e2e lock only (stale `sfu-e2e-*` namespaces are dele
 import os
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 
+import pytest
+from aiohttp import web
+
+from tests.conftest import RunningServer, start_server
 from tests.e2e.conftest import CHROMIUM
 
 NS = f"sfu-e2e-{os.getpid()}"
@@ -94,3 +99,16 @@ class Namespace:
         subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
         os.unlink(self.wrapper.name)
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[tuple[RunningServer, Namespace]]:
+    """A namespace, and a server listening on loopback and on the host side of the pair."""
+    ns = Namespace()
+    srv = await start_server(heartbeat_interval_s=1.0, ice_host_addresses=("127.0.0.1", HOST_IP))
+    await web.TCPSite(srv.runner, HOST_IP, srv.config.port).start()
+    try:
+        yield srv, ns
+    finally:
+        await srv.runner.cleanup()
+        ns.close()

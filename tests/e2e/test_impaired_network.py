@@ -7,16 +7,13 @@ subscriber run outside it. (Random loss: tests/e2e/test_packet_loss.py.)
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-from aiohttp import web
 from playwright.async_api import Page, async_playwright
 
 from sfu.app import ROOMS_KEY
-from tests.conftest import RunningServer, eventually, start_server
+from tests.conftest import RunningServer, eventually
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.netns import HOST_IP, Namespace
+from tests.e2e.netns import HOST_IP, Namespace, lab  # noqa: F401 (lab: the fixture)
 
 INBOUND_JS = """async (track) => {
   const s = window.sfuSession;
@@ -30,18 +27,6 @@ INBOUND_JS = """async (track) => {
   });
   return out;
 }"""
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[tuple[RunningServer, Namespace]]:
-    ns = Namespace()
-    srv = await start_server(heartbeat_interval_s=1.0, ice_host_addresses=("127.0.0.1", HOST_IP))
-    await web.TCPSite(srv.runner, HOST_IP, srv.config.port).start()
-    try:
-        yield srv, ns
-    finally:
-        await srv.runner.cleanup()
-        ns.close()
 
 
 async def inbound(page: Page, track: str) -> dict:

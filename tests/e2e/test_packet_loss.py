@@ -13,17 +13,14 @@ every 150 ms so that each freeze's duration is known; the longest must stay unde
 """
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pytest
-from aiohttp import web
 from playwright.async_api import Page, async_playwright
 
 from sfu.app import ROOMS_KEY
-from tests.conftest import RunningServer, eventually, start_server
+from tests.conftest import RunningServer, eventually
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.netns import HOST_IP, Namespace
+from tests.e2e.netns import HOST_IP, Namespace, lab  # noqa: F401 (lab: the fixture)
 
 LOSS_PERCENT = 5
 WARMUP_S = 3.0
@@ -93,18 +90,6 @@ async def watch(page: Page, track: str, seconds: float) -> Watch:
         prev = cur
     w.end = prev
     return w
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[tuple[RunningServer, Namespace]]:
-    ns = Namespace()
-    srv = await start_server(heartbeat_interval_s=1.0, ice_host_addresses=("127.0.0.1", HOST_IP))
-    await web.TCPSite(srv.runner, HOST_IP, srv.config.port).start()
-    try:
-        yield srv, ns
-    finally:
-        await srv.runner.cleanup()
-        ns.close()
 
 
 async def join(page: Page, url: str) -> str:
