@@ -16,7 +16,6 @@ no renegotiation (a subscriber gets one offer, when both it and the publisher's 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import logging
@@ -30,7 +29,7 @@ from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 sys.path.insert(0, os.environ.get("SFU_ROOT", str(Path(__file__).resolve().parent.parent)))
-from sfu.rtc import aiortc_glue  # noqa: E402
+from sfu.rtc import aiortc_glue
 
 logger = logging.getLogger("baseline")
 _ids = itertools.count(1)
@@ -51,8 +50,12 @@ class Client:
 
     def describe(self) -> dict[str, Any]:
         tracks = [
-            {"id": f"{self.id}-{mid}", "kind": t.kind, "muted": False,
-             "source": "microphone" if t.kind == "audio" else "camera"}
+            {
+                "id": f"{self.id}-{mid}",
+                "kind": t.kind,
+                "muted": False,
+                "source": "microphone" if t.kind == "audio" else "camera",
+            }
             for mid, t in self.tracks
         ]
         return {"id": self.id, "name": self.name, "tracks": tracks}
@@ -81,18 +84,20 @@ class Server:
             transceiver = pc.addTransceiver(self.relay.subscribe(track), direction="sendonly")
             want = "video/vp8" if track.kind == "video" else "audio/opus"
             codecs = RTCRtpSender.getCapabilities(track.kind).codecs
-            transceiver.setCodecPreferences(
-                [c for c in codecs if c.mimeType.lower() in (want, f"{track.kind}/rtx")]
-            )
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in (want, f"{track.kind}/rtx")])
             consumers.append((transceiver, mid, track))
         await pc.setLocalDescription(await pc.createOffer())
         described = [
-            {"mid": t.mid, "participant": pub.id, "track": f"{pub.id}-{mid}", "kind": track.kind,
-             "source": "microphone" if track.kind == "audio" else "camera"}
+            {
+                "mid": t.mid,
+                "participant": pub.id,
+                "track": f"{pub.id}-{mid}",
+                "kind": track.kind,
+                "source": "microphone" if track.kind == "audio" else "camera",
+            }
             for t, mid, track in consumers
         ]
-        await sub.send({"type": "offer", "pc": "subscribe", "sdp": pc.localDescription.sdp,
-                        "consumers": described})
+        await sub.send({"type": "offer", "pc": "subscribe", "sdp": pc.localDescription.sdp, "consumers": described})
 
     async def handle(self, client: Client, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -102,11 +107,18 @@ class Server:
             client.name = str(msg.get("name", ""))
             others = [c.describe() for c in self.clients.values()]
             self.clients[client.id] = client
-            await client.send({
-                "type": "joined", "protocol": 1, "id": client.id, "room": msg.get("room", ""),
-                "participants": others, "ice_servers": [], "heartbeat_interval_s": 2.0,
-                "max_message_bytes": 65536,
-            })
+            await client.send(
+                {
+                    "type": "joined",
+                    "protocol": 1,
+                    "id": client.id,
+                    "room": msg.get("room", ""),
+                    "participants": others,
+                    "ice_servers": [],
+                    "heartbeat_interval_s": 2.0,
+                    "max_message_bytes": 65536,
+                }
+            )
             await self.offer_to(client)
         elif kind == "offer" and msg.get("pc") == "publish":
             pc = aiortc_glue.create_peer_connection([])

@@ -56,8 +56,9 @@ def snapshot(commit: str) -> Path:
     """A `git archive` copy of one commit in the temp dir (made once, then reused)."""
     import tempfile
 
-    full = subprocess.run(["git", "rev-parse", "--verify", commit + "^{commit}"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    full = subprocess.run(
+        ["git", "rev-parse", "--verify", commit + "^{commit}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     root = Path(tempfile.gettempdir()) / f"sfu-bench-{full[:12]}"
     if not (root / "COMMIT").exists():
         root.mkdir(parents=True, exist_ok=True)
@@ -263,17 +264,25 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
     cmd = server_command(cfg.server, port)
     if cfg.profile:
         cmd = [
-            str(Path(PYTHON).parent / "py-spy"), "record", "--nonblocking", "--threads", "--rate", str(PROFILE_RATE),
-            "--format", cfg.profile_format, "-o", cfg.profile, "--", *cmd,
+            str(Path(PYTHON).parent / "py-spy"),
+            "record",
+            "--nonblocking",
+            "--threads",
+            "--rate",
+            str(PROFILE_RATE),
+            "--format",
+            cfg.profile_format,
+            "-o",
+            cfg.profile,
+            "--",
+            *cmd,
         ]
     log = None
     if cfg.log_dir is not None:
         cfg.log_dir.mkdir(parents=True, exist_ok=True)
         log = (cfg.log_dir / f"{cfg.server}-{cfg.subscribers}-{int(time.time())}.log").open("wb")
     env = dict(os.environ, PYTHONPATH=str(SFU_ROOT), SFU_ROOT=str(SFU_ROOT))
-    proc = subprocess.Popen(
-        cmd, cwd=SFU_ROOT, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    proc = subprocess.Popen(cmd, cwd=SFU_ROOT, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     me = psutil.Process()
     participants: list[CountingParticipant] = []
     try:
@@ -503,10 +512,15 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": psutil.cpu_count(),
         "cpu_model": next(
-            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")),
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
             platform.processor(),
-        ) if Path("/proc/cpuinfo").exists() else platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor(),
         "loadavg_at_start": load,
         "aiortc": aiortc.__version__,
         "sfu_root": str(SFU_ROOT),
@@ -520,10 +534,12 @@ def git_describe(root: Path) -> str | None:
     if marker.exists():
         return marker.read_text().strip()
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sfu"], cwd=root, capture_output=True,
-                               text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "sfu"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -672,29 +688,42 @@ def main() -> int:
     parser.add_argument("--subscribers", default="1,2,4,8", help="comma-separated subscriber counts, one run each")
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window (s)")
     parser.add_argument("--warmup", type=float, default=5.0, help="steady-state wait before measuring (s)")
-    parser.add_argument("--server", default="sfu",
-                        help="sfu | mediarelay | any label when --server-cmd is given")
-    parser.add_argument("--server-cmd",
-                        help="custom server command, e.g. '{python} my_server.py --host {host} --port {port}' "
-                             "(placeholders: python, host, port, root); it must serve GET /healthz and /ws")
+    parser.add_argument("--server", default="sfu", help="sfu | mediarelay | any label when --server-cmd is given")
+    parser.add_argument(
+        "--server-cmd",
+        help="custom server command, e.g. '{python} my_server.py --host {host} --port {port}' "
+        "(placeholders: python, host, port, root); it must serve GET /healthz and /ws",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per subscriber count (median reported)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "forward.json"))
-    parser.add_argument("--merge", action="store_true",
-                        help="keep this server's earlier results for subscriber counts not run now")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep this server's earlier results for subscriber counts not run now"
+    )
     parser.add_argument("--pin", action="store_true", help="pin the server to one CPU and the clients to another")
     parser.add_argument("--pause", type=float, default=1.0, help="pause between runs (s)")
-    parser.add_argument("--settle-below", type=float, default=0.0,
-                        help="before each run, wait until machine-wide CPU (%% of one core, summed) is below this")
+    parser.add_argument(
+        "--settle-below",
+        type=float,
+        default=0.0,
+        help="before each run, wait until machine-wide CPU (%% of one core, summed) is below this",
+    )
     parser.add_argument("--settle-max", type=float, default=20.0, help="longest such wait (s)")
-    parser.add_argument("--profile", help="run the server under py-spy for the first run of the last count; output path")
+    parser.add_argument(
+        "--profile", help="run the server under py-spy for the first run of the last count; output path"
+    )
     parser.add_argument("--profile-format", default="speedscope", choices=["speedscope", "flamegraph", "raw"])
     parser.add_argument("--log-dir", help="keep server stdout/stderr here")
-    parser.add_argument("--sfu-root", default=str(ROOT),
-                        help="checkout whose sfu package is benchmarked (server and client); default: this repo")
-    parser.add_argument("--sfu-commit",
-                        help="benchmark this commit (e.g. HEAD) from a git-archive snapshot in the temp dir")
-    parser.add_argument("--resummarize", action="store_true",
-                        help="only recompute summaries and fits of --out from its stored runs")
+    parser.add_argument(
+        "--sfu-root",
+        default=str(ROOT),
+        help="checkout whose sfu package is benchmarked (server and client); default: this repo",
+    )
+    parser.add_argument(
+        "--sfu-commit", help="benchmark this commit (e.g. HEAD) from a git-archive snapshot in the temp dir"
+    )
+    parser.add_argument(
+        "--resummarize", action="store_true", help="only recompute summaries and fits of --out from its stored runs"
+    )
     args = parser.parse_args()
     global SERVER_CMD
     SERVER_CMD = args.server_cmd

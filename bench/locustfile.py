@@ -91,19 +91,32 @@ def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("SFU", "the participants' room layout and media")
     group.add_argument("--sfu-room-size", type=int, default=4, help="users per room; 0: everyone in one room")
     group.add_argument("--sfu-room-prefix", default="load", help="room names are PREFIX-<n>")
-    group.add_argument("--sfu-publishers", type=int, default=-1,
-                       help="publishers per room (the first users of each room), -1: all")
-    group.add_argument("--sfu-simulcast", action="store_true", default=False,
-                       help="publish video as three RID layers (160x90, 320x180, 640x360)")
+    group.add_argument(
+        "--sfu-publishers", type=int, default=-1, help="publishers per room (the first users of each room), -1: all"
+    )
+    group.add_argument(
+        "--sfu-simulcast",
+        action="store_true",
+        default=False,
+        help="publish video as three RID layers (160x90, 320x180, 640x360)",
+    )
     group.add_argument("--sfu-no-audio", action="store_true", default=False, help="do not publish audio")
     group.add_argument("--sfu-no-video", action="store_true", default=False, help="do not publish video")
-    group.add_argument("--sfu-layout", choices=LAYOUTS, default="grid",
-                       help="layer choice: grid (tiles of a 720p screen, x1.5 like the browser client), "
-                            "speaker (first remote full, others smallest), high, low")
+    group.add_argument(
+        "--sfu-layout",
+        choices=LAYOUTS,
+        default="grid",
+        help="layer choice: grid (tiles of a 720p screen, x1.5 like the browser client), "
+        "speaker (first remote full, others smallest), high, low",
+    )
     group.add_argument("--sfu-ice-host", default="127.0.0.1", help="address for ICE host candidates")
     group.add_argument("--sfu-report-interval", type=float, default=1.0, help="seconds between reports")
-    group.add_argument("--sfu-latency-samples", type=int, default=50,
-                       help="latency samples per user and interval given to locust (the JSON keeps all)")
+    group.add_argument(
+        "--sfu-latency-samples",
+        type=int,
+        default=50,
+        help="latency samples per user and interval given to locust (the JSON keeps all)",
+    )
     group.add_argument("--sfu-json", default="", help="write measurements to this JSON file at the end")
 
 
@@ -113,7 +126,7 @@ def _add_arguments(parser: Any) -> None:
 class Job:
     """A coroutine's outcome, polled from gevent (no cross-thread locks involved)."""
 
-    __slots__ = ("done", "result", "error")
+    __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
         self.done = False
@@ -207,7 +220,7 @@ class PeerLoop:
 class StreamCounter:
     """Receive statistics of one incoming SSRC: extended sequence numbers for loss."""
 
-    __slots__ = ("kind", "packets", "bytes", "base_ext", "max_ext")
+    __slots__ = ("base_ext", "bytes", "kind", "max_ext", "packets")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -326,9 +339,15 @@ class PeerSession:
         if self.publish:
             t1 = time.time()
             try:
-                await p.publish_rtp(audio=not self.opts.sfu_no_audio, video=not self.opts.sfu_no_video,
-                                    simulcast=self.opts.sfu_simulcast, trailer=True)
-                while not (glue.dtls_transports(p.publish_pc) and glue.is_connected(glue.dtls_transports(p.publish_pc)[0])):
+                await p.publish_rtp(
+                    audio=not self.opts.sfu_no_audio,
+                    video=not self.opts.sfu_no_video,
+                    simulcast=self.opts.sfu_simulcast,
+                    trailer=True,
+                )
+                while not (
+                    glue.dtls_transports(p.publish_pc) and glue.is_connected(glue.dtls_transports(p.publish_pc)[0])
+                ):
                     if p.publish_pc.connectionState in ("failed", "closed") or time.time() - t1 > 20:
                         raise RuntimeError(f"publish connection {p.publish_pc.connectionState}")
                     await asyncio.sleep(0.01)
@@ -377,19 +396,30 @@ class PeerSession:
             for v in lat:
                 key = f"{v:.1f}" if v < 20 else str(int(v))
                 hist[key] = hist.get(key, 0) + 1
-            self.records.append({
-                "t": round(now, 3), "dt": round(dt, 3), "room": self.room, "user": self.info.get("id"),
-                "publisher": self.publish, "streams": len(p.counters), "packets": packets,
-                "audio_packets": kinds.get("audio", 0), "video_packets": kinds.get("video", 0),
-                "bytes": nbytes, "expected": expected, "lost": lost, "latency_hist": hist,
-                "loop_lag_ms_max": round(max(lags, default=0.0), 1),
-            })
+            self.records.append(
+                {
+                    "t": round(now, 3),
+                    "dt": round(dt, 3),
+                    "room": self.room,
+                    "user": self.info.get("id"),
+                    "publisher": self.publish,
+                    "streams": len(p.counters),
+                    "packets": packets,
+                    "audio_packets": kinds.get("audio", 0),
+                    "video_packets": kinds.get("video", 0),
+                    "bytes": nbytes,
+                    "expected": expected,
+                    "lost": lost,
+                    "latency_hist": hist,
+                    "loop_lag_ms_max": round(max(lags, default=0.0), 1),
+                }
+            )
             if packets:
                 self.event("rx", "packets/s", packets / dt, nbytes)
                 self.event("rx", "kbit/s", nbytes * 8 / dt / 1000)
                 self.event("rx", "loss %", 100.0 * lost / max(1, expected))
             n = self.opts.sfu_latency_samples
-            for v in (lat if len(lat) <= n else random.sample(lat, n)):
+            for v in lat if len(lat) <= n else random.sample(lat, n):
                 self.event("rx", "latency ms", v)
 
     async def stop(self) -> None:
@@ -505,12 +535,24 @@ class SfuParticipant(User):
         out = self.session.out
         while out:
             kind, name, value, length, error = out.popleft()
-            fire(request_type=kind, name=name, response_time=value, response_length=length,
-                 exception=RuntimeError(error) if error else None, context={})
+            fire(
+                request_type=kind,
+                name=name,
+                response_time=value,
+                response_length=length,
+                exception=RuntimeError(error) if error else None,
+                context={},
+            )
         lags = self.loop.lag_events
         while lags:
-            fire(request_type="generator", name="loop lag ms", response_time=lags.popleft(), response_length=0,
-                 exception=None, context={})
+            fire(
+                request_type="generator",
+                name="loop lag ms",
+                response_time=lags.popleft(),
+                response_length=0,
+                exception=None,
+                context={},
+            )
         records = self.session.records
         while records:
             rec = records.popleft()

@@ -98,8 +98,7 @@ def bench_logic(kind: str, consumers: int, pkts: list[bytes]) -> float:
 
     codec = Codec("VP8", 90000) if kind == "video" else Codec("opus", 48000)
     pt = 96 if kind == "video" else 111
-    producer = Producer("p-0", "p", kind, "camera" if kind == "video" else "microphone", codec, pt,
-                        lambda *a: None)
+    producer = Producer("p-0", "p", kind, "camera" if kind == "video" else "microphone", codec, pt, lambda *a: None)
     for _ in range(consumers):
         c = Consumer(producer, "s", OutStream(5678, 100, 1000), pt, send, lambda: 0.0)
         producer.add_consumer(c, 0.0)
@@ -187,7 +186,13 @@ def main() -> int:
             "srtp_unprotect_and_parse_us_per_incoming_packet": {p: bench_unprotect_parse(p, pkts) for p in PROFILES},
         }
         results[kind] = {
-            k: (round(v, 2) if isinstance(v, float) else {a: round(b, 2) for a, b in v.items()} if isinstance(v, dict) else v)
+            k: (
+                round(v, 2)
+                if isinstance(v, float)
+                else {a: round(b, 2) for a, b in v.items()}
+                if isinstance(v, dict)
+                else v
+            )
             for k, v in r.items()
         }
     print(json.dumps(results, indent=2))

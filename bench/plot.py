@@ -17,7 +17,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 HERE = Path(__file__).resolve().parent
 STYLE = {
@@ -63,13 +63,19 @@ def main() -> int:
         for s in summary:
             x, y = s["subscribers"], s["server_cpu_pct"]
             if s.get("saturated"):
-                ax1.plot([x], [y], marker=st["marker"], markersize=13, markerfacecolor="none",
-                         markeredgecolor="black")
-                ax1.annotate(f"{y:.1f} - SATURATED:\n{s['video_fps_per_subscriber_mean']:.0f} of 30 fps delivered",
-                             (x, y), textcoords="offset points", xytext=(12, -8), fontsize=8, color=st["color"])
+                ax1.plot([x], [y], marker=st["marker"], markersize=13, markerfacecolor="none", markeredgecolor="black")
+                ax1.annotate(
+                    f"{y:.1f} - SATURATED:\n{s['video_fps_per_subscriber_mean']:.0f} of 30 fps delivered",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(12, -8),
+                    fontsize=8,
+                    color=st["color"],
+                )
             else:
-                ax1.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7, -3),
-                             fontsize=8, color=st["color"])
+                ax1.annotate(
+                    f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7, -3), fontsize=8, color=st["color"]
+                )
         m = result.get("marginal")
         if m:
             runs = max((s["runs"] for s in summary), default=0)
@@ -85,8 +91,16 @@ def main() -> int:
     ax1.set_ylim(bottom=0)
     ax1.grid(True, alpha=0.3)
     ax1.legend(fontsize=8, loc="upper left")
-    ax1.text(0.98, 0.30, "\n".join(fit_lines), transform=ax1.transAxes, fontsize=7.2, ha="right", va="center",
-             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "0.8"})
+    ax1.text(
+        0.98,
+        0.30,
+        "\n".join(fit_lines),
+        transform=ax1.transAxes,
+        fontsize=7.2,
+        ha="right",
+        va="center",
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "0.8"},
+    )
 
     # (2) the SFU, zoomed, with the client process
     if "sfu" in data:
@@ -96,14 +110,27 @@ def main() -> int:
         for x, y in zip(xs, ys):
             ax2.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(-6, 8), fontsize=8, color="tab:blue")
         cx, cy, cerr = series(summary, "client_cpu_pct")
-        ax2.errorbar(cx, cy, yerr=cerr, color="tab:gray", marker=".", linestyle=":", capsize=3,
-                     label="client process (publisher + all subscribers)")
+        ax2.errorbar(
+            cx,
+            cy,
+            yerr=cerr,
+            color="tab:gray",
+            marker=".",
+            linestyle=":",
+            capsize=3,
+            label="client process (publisher + all subscribers)",
+        )
         m = data["sfu"].get("marginal")
         if m:
             fx = [0, max(xs)]
-            ax2.plot(fx, [m["server_cpu_pct_intercept"] + m["server_cpu_pct_per_extra_subscriber"] * x for x in fx],
-                     color="tab:blue", alpha=0.35, linestyle="--",
-                     label=f"fit: {m['server_cpu_pct_intercept']:.1f} + {m['server_cpu_pct_per_extra_subscriber']:.2f}·N %")
+            ax2.plot(
+                fx,
+                [m["server_cpu_pct_intercept"] + m["server_cpu_pct_per_extra_subscriber"] * x for x in fx],
+                color="tab:blue",
+                alpha=0.35,
+                linestyle="--",
+                label=f"fit: {m['server_cpu_pct_intercept']:.1f} + {m['server_cpu_pct_per_extra_subscriber']:.2f}·N %",
+            )
         ax2.set_xticks(xs)
         ax2.set_ylim(0, max(max(ys), max(cy)) * 1.35)
         ax2.set_title("SFU alone (zoomed)")
@@ -116,14 +143,26 @@ def main() -> int:
     for server, result in data.items():
         st = style(server)
         px, py, perr = series(result["summary"], "server_us_per_forwarded_packet")
-        ax3.errorbar(px, py, yerr=perr, color=st["color"], marker=st["marker"], capsize=4,
-                     label=f"{st['label']}: average (total CPU / packets)")
+        ax3.errorbar(
+            px,
+            py,
+            yerr=perr,
+            color=st["color"],
+            marker=st["marker"],
+            capsize=4,
+            label=f"{st['label']}: average (total CPU / packets)",
+        )
         for x, y in zip(px, py):
             ax3.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8, color=st["color"])
         m = result.get("marginal")
         if m:
-            ax3.axhline(m["server_marginal_us_per_forwarded_packet"], color=st["color"], linestyle="--", alpha=0.5,
-                        label=f"{server}: marginal {m['server_marginal_us_per_forwarded_packet']:.0f} µs/packet (fit)")
+            ax3.axhline(
+                m["server_marginal_us_per_forwarded_packet"],
+                color=st["color"],
+                linestyle="--",
+                alpha=0.5,
+                label=f"{server}: marginal {m['server_marginal_us_per_forwarded_packet']:.0f} µs/packet (fit)",
+            )
     ax3.set_title("Server CPU time per forwarded RTP packet")
     ax3.set_xlabel("subscribers")
     ax3.set_ylabel("µs of server CPU per packet received by subscribers (log)")
@@ -136,9 +175,15 @@ def main() -> int:
         f"{server}: sfu {str(r.get('machine', {}).get('sfu_commit') or '?')[:9]}, {r.get('started_at', '?')[:16]}"
         for server, r in data.items()
     )
-    fig.text(0.01, 0.01, "error bars: min-max over repeats (points: medians); loopback UDP; 2-core shared, noisy "
-             "machine; the clients send pre-encoded media and do not decode; source: 30 fps VP8 ~450 kbit/s + Opus"
-             f"  |  {commits}", fontsize=7.5, color="gray")
+    fig.text(
+        0.01,
+        0.01,
+        "error bars: min-max over repeats (points: medians); loopback UDP; 2-core shared, noisy "
+        "machine; the clients send pre-encoded media and do not decode; source: 30 fps VP8 ~450 kbit/s + Opus"
+        f"  |  {commits}",
+        fontsize=7.5,
+        color="gray",
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

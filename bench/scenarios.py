@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import socket
@@ -43,17 +42,23 @@ LOCUSTFILE = BENCH / "locustfile.py"
 SCENARIOS: dict[str, dict[str, Any]] = {
     "big-room": {
         "about": "one room, every participant publishes simulcast video + audio and sees everyone (grid)",
-        "room_size": 0, "publishers": -1, "layout": "grid",
+        "room_size": 0,
+        "publishers": -1,
+        "layout": "grid",
         "steps": [2, 4, 6, 8, 10, 12, 14, 16, 20, 24],
     },
     "small-rooms": {
         "about": "rooms of four, every participant publishes simulcast video + audio (grid)",
-        "room_size": 4, "publishers": -1, "layout": "grid",
+        "room_size": 4,
+        "publishers": -1,
+        "layout": "grid",
         "steps": [8, 16, 24, 32, 40, 48, 56, 64],
     },
     "broadcast": {
         "about": "one room, one publisher (simulcast video + audio), everyone else only watches (top layer)",
-        "room_size": 0, "publishers": 1, "layout": "high",
+        "room_size": 0,
+        "publishers": 1,
+        "layout": "high",
         "steps": [2, 21, 61, 101, 151, 201],
     },
 }
@@ -156,8 +161,10 @@ def summarize_records(records: list[dict[str, Any]], t0: float, t1: float) -> di
     return {
         "records": len(window),
         # Worst loop lag of the generator per user and interval: p99 of those, and the max.
-        "generator_loop_lag_ms": {"p99": lags[int(0.99 * (len(lags) - 1))] if lags else None,
-                                  "max": lags[-1] if lags else None},
+        "generator_loop_lag_ms": {
+            "p99": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+            "max": lags[-1] if lags else None,
+        },
         "rx_packets_per_s": sum(p / dt for p, _b, dt in per_user.values() if dt),
         "rx_mbit_per_s": sum(b * 8 / dt for _p, b, dt in per_user.values() if dt) / 1e6,
         "expected": expected,
@@ -174,8 +181,21 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
     tag = f"{name}-{n}"
     logs = args.logs
     logs.mkdir(parents=True, exist_ok=True)
-    server_cmd = [sys.executable, "-m", "sfu", "--host", "127.0.0.1", "--port", str(port), "--ice-host", "127.0.0.1",
-                  "--room-capacity", str(max(16, n)), "--log-level", "WARNING"]
+    server_cmd = [
+        sys.executable,
+        "-m",
+        "sfu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ice-host",
+        "127.0.0.1",
+        "--room-capacity",
+        str(max(16, n)),
+        "--log-level",
+        "WARNING",
+    ]
     server_log = (logs / f"{tag}-server.log").open("w")
     server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     result: dict[str, Any] = {"participants": n}
@@ -186,11 +206,35 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
         spawn_s = n / args.spawn_rate
         budget_s = spawn_s + args.join_timeout + args.warmup + args.duration + 30
         locust_cmd = [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-            "-u", str(n), "-r", str(args.spawn_rate), "-t", f"{int(budget_s)}s", "--stop-timeout", "10",
-            "--host", url, "--csv", str(logs / tag), "--sfu-json", str(json_path),
-            "--sfu-room-size", str(scenario["room_size"]), "--sfu-publishers", str(scenario["publishers"]),
-            "--sfu-layout", scenario["layout"], "--loglevel", "WARNING",
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "--only-summary",
+            "-u",
+            str(n),
+            "-r",
+            str(args.spawn_rate),
+            "-t",
+            f"{int(budget_s)}s",
+            "--stop-timeout",
+            "10",
+            "--host",
+            url,
+            "--csv",
+            str(logs / tag),
+            "--sfu-json",
+            str(json_path),
+            "--sfu-room-size",
+            str(scenario["room_size"]),
+            "--sfu-publishers",
+            str(scenario["publishers"]),
+            "--sfu-layout",
+            scenario["layout"],
+            "--loglevel",
+            "WARNING",
         ]
         if args.simulcast:
             locust_cmd.append("--sfu-simulcast")
@@ -224,30 +268,36 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
         samples = []
         while time.time() - t0 < args.duration:
             time.sleep(1.0)
-            samples.append({
-                "t": round(time.time() - t0, 1),
-                "server_rss_mb": sum(p.memory_info().rss for p in server_procs if p.is_running()) / 2**20,
-            })
+            samples.append(
+                {
+                    "t": round(time.time() - t0, 1),
+                    "server_rss_mb": sum(p.memory_info().rss for p in server_procs if p.is_running()) / 2**20,
+                }
+            )
         m1, t1 = scrape(url), time.time()
         s1, g1 = cpu_seconds(server_procs), cpu_seconds(gen_procs)
         sw1, gw1 = runqueue_wait_s(server_procs), runqueue_wait_s(gen_procs)
         machine1 = psutil.cpu_times()
         span = t1 - t0
         busy = lambda c: c.user + c.system + c.nice + getattr(c, "irq", 0) + getattr(c, "softirq", 0)  # noqa: E731
-        result.update({
-            "window_s": round(span, 1),
-            "server_cpu_pct": {str(pid): 100 * (s1[pid] - s0[pid]) / span for pid in s1 if pid in s0},
-            "generator_cpu_pct": {str(pid): 100 * (g1[pid] - g0[pid]) / span for pid in g1 if pid in g0},
-            "machine_cpu_pct": 100 * (busy(machine1) - busy(machine0)) / span,  # of all cores together
-            # Time runnable but not running (CPU contention), % of the window, all threads summed.
-            "server_runqueue_wait_pct": 100 * (sw1 - sw0) / span,
-            "generator_runqueue_wait_pct": 100 * (gw1 - gw0) / span,
-            "server_rss_mb": max((s["server_rss_mb"] for s in samples), default=None),
-            "forwarded_packets_per_s": (m1.get("sfu_packets_forwarded", 0) - m0.get("sfu_packets_forwarded", 0)) / span,
-            "received_packets_per_s": (m1.get("sfu_packets_received", 0) - m0.get("sfu_packets_received", 0)) / span,
-            "consumers": m1.get("sfu_consumers"),
-            "participants_in_window": m1.get("sfu_participants"),
-        })
+        result.update(
+            {
+                "window_s": round(span, 1),
+                "server_cpu_pct": {str(pid): 100 * (s1[pid] - s0[pid]) / span for pid in s1 if pid in s0},
+                "generator_cpu_pct": {str(pid): 100 * (g1[pid] - g0[pid]) / span for pid in g1 if pid in g0},
+                "machine_cpu_pct": 100 * (busy(machine1) - busy(machine0)) / span,  # of all cores together
+                # Time runnable but not running (CPU contention), % of the window, all threads summed.
+                "server_runqueue_wait_pct": 100 * (sw1 - sw0) / span,
+                "generator_runqueue_wait_pct": 100 * (gw1 - gw0) / span,
+                "server_rss_mb": max((s["server_rss_mb"] for s in samples), default=None),
+                "forwarded_packets_per_s": (m1.get("sfu_packets_forwarded", 0) - m0.get("sfu_packets_forwarded", 0))
+                / span,
+                "received_packets_per_s": (m1.get("sfu_packets_received", 0) - m0.get("sfu_packets_received", 0))
+                / span,
+                "consumers": m1.get("sfu_consumers"),
+                "participants_in_window": m1.get("sfu_participants"),
+            }
+        )
         result["server_cpu_total_pct"] = sum(result["server_cpu_pct"].values())
         result["generator_cpu_total_pct"] = sum(result["generator_cpu_pct"].values())
         result["generator_cpu_max_process_pct"] = max(result["generator_cpu_pct"].values(), default=0)
@@ -270,8 +320,10 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
         joins = sorted(u["join_ms"] for u in users if "join_ms" in u)
         firsts = sorted(u["first_frame_ms"] for u in users if "first_frame_ms" in u)
         result["join_ms"] = {"p50": joins[len(joins) // 2] if joins else None, "max": joins[-1] if joins else None}
-        result["first_frame_ms"] = {"p50": firsts[len(firsts) // 2] if firsts else None,
-                                    "max": firsts[-1] if firsts else None}
+        result["first_frame_ms"] = {
+            "p50": firsts[len(firsts) // 2] if firsts else None,
+            "max": firsts[-1] if firsts else None,
+        }
         result["user_errors"] = [u["error"] for u in users if "error" in u][:10]
     finally:
         if locust is not None and locust.poll() is None:
@@ -315,8 +367,14 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     ax1.plot(x, [s["server_cpu_total_pct"] for s in steps], "o-", label="server (1 process)")
     ax1.plot(x, [s["generator_cpu_max_process_pct"] for s in steps], "s--", label="load generator (busiest process)")
     ax1.plot(x, [s.get("other_cpu_pct", 0) for s in steps], ":", color="grey", label="other programs on the machine")
-    ax1.plot(x, [s.get("server_runqueue_wait_pct", 0) for s in steps], "^:", color="tab:blue", alpha=0.6,
-             label="server waiting for a CPU (% of time)")
+    ax1.plot(
+        x,
+        [s.get("server_runqueue_wait_pct", 0) for s in steps],
+        "^:",
+        color="tab:blue",
+        alpha=0.6,
+        label="server waiting for a CPU (% of time)",
+    )
     ax1.axhline(100, color="red", lw=0.8)
     ax1.set_xlabel("participants")
     ax1.set_ylabel("CPU, % of one core")
@@ -328,8 +386,15 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
         ax2.plot(x, [s["latency_ms"][q] for s in steps], style, label=f"latency {q}")
     ax2.axhline(P99_LIMIT_MS, color="red", lw=0.8)
     over = [s for s in steps if s.get("over_limit")]
-    ax2.plot([s["participants"] for s in over], [s["latency_ms"]["p99"] for s in over], "o", ms=14, mfc="none",
-             mec="red", label="over the limits")
+    ax2.plot(
+        [s["participants"] for s in over],
+        [s["latency_ms"]["p99"] for s in over],
+        "o",
+        ms=14,
+        mfc="none",
+        mec="red",
+        label="over the limits",
+    )
     ax2.set_yscale("log")
     ax2.set_xlabel("participants")
     ax2.set_ylabel("send → receive, ms")
@@ -349,8 +414,13 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     ax4.set_ylim(bottom=0)
     ax4.grid(alpha=0.3)
     ax5 = ax4.twinx()
-    ax5.plot(x, [s["generator_loop_lag_ms"]["p99"] or 0 for s in steps], "v:", color="tab:red",
-             label="generator loop lag p99 (ms)")
+    ax5.plot(
+        x,
+        [s["generator_loop_lag_ms"]["p99"] or 0 for s in steps],
+        "v:",
+        color="tab:red",
+        label="generator loop lag p99 (ms)",
+    )
     ax5.set_ylabel("generator loop lag, ms")
     ax5.set_ylim(bottom=0)
     ax4.set_title(f"{name}: packets, generator health")
@@ -358,8 +428,13 @@ def plot(name: str, report: dict[str, Any], path: Path) -> None:
     ax4.legend(a[0] + b[0], a[1] + b[1], fontsize=8, loc="upper left")
     left_out = [s for s in report["steps"] if s not in steps]
     if left_out:
-        fig.text(0.01, 0.01, "not plotted: " + "; ".join(f"{s['participants']}: {s.get('over_limit')}" for s in left_out),
-                 fontsize=8, color="red")
+        fig.text(
+            0.01,
+            0.01,
+            "not plotted: " + "; ".join(f"{s['participants']}: {s.get('over_limit')}" for s in left_out),
+            fontsize=8,
+            color="red",
+        )
     fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -377,18 +452,29 @@ def main() -> None:
     parser.add_argument("--no-simulcast", dest="simulcast", action="store_false", help="one 640x360 VP8 layer")
     parser.add_argument("--processes", type=int, default=1, help="locust processes (--processes) of the generator")
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the first step over the limits")
-    parser.add_argument("--attempts", type=int, default=3,
-                        help="run a step over the limits again (up to this many runs) when other programs "
-                             f"used more than {NOISY_OTHER_CPU_PCT:.0f} %% of a core during it (a shared machine)")
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="run a step over the limits again (up to this many runs) when other programs "
+        f"used more than {NOISY_OTHER_CPU_PCT:.0f} %% of a core during it (a shared machine)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="JSON and PNG go here")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the scenario's JSON")
-    parser.add_argument("--logs", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "sfu-scenarios",
-                        help="server and locust logs, locust CSV and JSON per step")
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "sfu-scenarios",
+        help="server and locust logs, locust CSV and JSON per step",
+    )
     args = parser.parse_args()
 
     if args.replot:
-        plot(args.scenario, json.loads((args.out / f"{args.scenario}.json").read_text()),
-             args.out / f"{args.scenario}.png")
+        plot(
+            args.scenario,
+            json.loads((args.out / f"{args.scenario}.json").read_text()),
+            args.out / f"{args.scenario}.png",
+        )
         return
     scenario = SCENARIOS[args.scenario]
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(scenario["steps"])
@@ -403,8 +489,9 @@ def main() -> None:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "command": " ".join(["python", "bench/scenarios.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "revision": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                                   text=True).stdout.strip(),
+        "revision": subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "steps": [],
         "capacity": None,
         "stopped_because": None,
@@ -428,7 +515,8 @@ def main() -> None:
         if len(attempts) > 1:
             step["earlier_attempts"] = [
                 {k: a.get(k) for k in ("over_limit", "other_cpu_pct", "loss_pct", "latency_ms", "server_cpu_total_pct")}
-                for a in attempts if a is not step
+                for a in attempts
+                if a is not step
             ]
         report["steps"].append(step)
         lat = step.get("latency_ms", {})

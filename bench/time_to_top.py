@@ -204,7 +204,9 @@ async def one_run(mode: str, seconds: float, log_dir: Path, index: int) -> dict[
                     for rid, layer in pub_stats["layers"].items():
                         previous = last_bytes.get(rid)
                         now_bytes = layer["bytes"]
-                        sent_bps = (now_bytes - previous[1]) * 8 / (t - previous[0]) if previous and t > previous[0] else None
+                        sent_bps = (
+                            (now_bytes - previous[1]) * 8 / (t - previous[0]) if previous and t > previous[0] else None
+                        )
                         last_bytes[rid] = (t, now_bytes)
                         layers[rid] = {**layer, "sent_bps": round(sent_bps) if sent_bps is not None else None}
                         del layers[rid]["bytes"]
@@ -229,9 +231,7 @@ async def one_run(mode: str, seconds: float, log_dir: Path, index: int) -> dict[
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
-    top_height = max(
-        (s["pub_layers"].get(TOP_RID, {}).get("height", 0) for s in samples), default=0
-    ) or 720
+    top_height = max((s["pub_layers"].get(TOP_RID, {}).get("height", 0) for s in samples), default=0) or 720
     total_bps = sum(LAYER_MAX_BITRATE_BPS.values())
     return {
         "mode": mode,
@@ -303,16 +303,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
         nan = float("nan")
         axes[2].plot(ts, [(s["server_estimate_bps"] or nan) / 1e6 for s in run["samples"]], **kw)
         axes[2].plot(
-            ts, [(s.get("server_acked_bps") or nan) / 1e6 for s in run["samples"]],
-            color=colors[mode], alpha=0.5, lw=0.8, ls=":",
+            ts,
+            [(s.get("server_acked_bps") or nan) / 1e6 for s in run["samples"]],
+            color=colors[mode],
+            alpha=0.5,
+            lw=0.8,
+            ls=":",
         )
     axes[0].set_ylabel("subscriber decodes (frameHeight)")
     axes[1].set_ylabel("publisher's estimate\n(availableOutgoingBitrate, Mbit/s)")
     axes[1].axhline(sum(LAYER_MAX_BITRATE_BPS.values()) / 1e6, color="grey", ls="--", lw=0.8)
     axes[2].set_ylabel("server's estimate of the\nsubscriber's downlink (Mbit/s)")
     axes[2].text(
-        0.01, 0.95, "solid: estimate (absent while nothing limits it); dotted: bitrate the subscriber acknowledged",
-        transform=axes[2].transAxes, fontsize=8, va="top",
+        0.01,
+        0.95,
+        "solid: estimate (absent while nothing limits it); dotted: bitrate the subscriber acknowledged",
+        transform=axes[2].transAxes,
+        fontsize=8,
+        va="top",
     )
     axes[2].set_xlabel("seconds since both joined")
     axes[0].legend(loc="lower right")
@@ -331,8 +339,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "sfu", "client"], cwd=ROOT, capture_output=True, text=True).stdout
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "sfu", "client"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
         return rev + ("+dirty" if dirty.strip() else "")
     except OSError:
         return "unknown"

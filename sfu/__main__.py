@@ -80,9 +80,7 @@ def serve(argv: list[str]) -> int:
         config = load(args.config, _serve_cli(args))
     except ConfigError as exc:
         return _fail(str(exc))
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop
 
@@ -158,7 +156,9 @@ def token(argv: list[str]) -> int:
 
 
 def show_config(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sfu config", description="Print the effective configuration (secrets masked).")
+    parser = argparse.ArgumentParser(
+        prog="sfu config", description="Print the effective configuration (secrets masked)."
+    )
     _config_args(parser)
     args = parser.parse_args(argv)
     try:
@@ -188,7 +188,9 @@ def healthcheck(argv: list[str]) -> int:
     scheme = "https" if config.tls_enabled else "http"
     context = ssl._create_unverified_context() if config.tls_enabled else None  # our own cert, on this machine
     try:
-        with urllib.request.urlopen(f"{scheme}://{host}:{config.port}/healthz", timeout=args.timeout, context=context) as r:
+        with urllib.request.urlopen(
+            f"{scheme}://{host}:{config.port}/healthz", timeout=args.timeout, context=context
+        ) as r:
             body = json.loads(r.read())
     except (OSError, ValueError) as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)

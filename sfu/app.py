@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from . import metrics
 from .config import Config
-from .rtc import aiortc_glue
 from .room import RoomManager
+from .rtc import aiortc_glue
 from .signaling import http
 from .signaling.ws import Session, websocket_handler
 

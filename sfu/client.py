@@ -15,8 +15,8 @@ import json
 import math
 import os
 import pickle
-import struct
 import random
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,7 +377,9 @@ class Participant:
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         self._answer = asyncio.get_running_loop().create_future()
         await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
-        error = asyncio.ensure_future(self.wait_for(lambda m: m.get("type") == "error" and m.get("request") == "offer", 30))
+        error = asyncio.ensure_future(
+            self.wait_for(lambda m: m.get("type") == "error" and m.get("request") == "offer", 30)
+        )
         try:
             done, _ = await asyncio.wait([self._answer, error], timeout=15, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -423,7 +425,9 @@ class Participant:
                     clip = load_clip("video", width=width, height=height, bitrate=bitrate)
                     streams.append(RtpStream(clip, codec.payloadType, VIDEO_CLOCK, t.mid, rid))
             else:
-                streams.append(RtpStream(load_clip("video"), codec.payloadType, VIDEO_CLOCK, t.mid, None, ssrc=ssrcs["video"]))
+                streams.append(
+                    RtpStream(load_clip("video"), codec.payloadType, VIDEO_CLOCK, t.mid, None, ssrc=ssrcs["video"])
+                )
         self.rtp_streams = streams
         self._rtp_task = asyncio.get_running_loop().create_task(self._send_rtp(pc, streams, trailer))
 

@@ -139,7 +139,7 @@ class Config:
         default=False,
         metadata=_doc(
             "serve /metrics without a token even when auth_secret is set (otherwise it needs an "
-            "admin token for every room, room \"*\", as Authorization: Bearer)"
+            'admin token for every room, room "*", as Authorization: Bearer)'
         ),
     )
     shutdown_grace_s: float = field(

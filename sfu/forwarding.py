@@ -70,22 +70,22 @@ class Layer:
     """One encoding of a producer: a simulcast layer, or the only stream without simulcast."""
 
     __slots__ = (
-        "index",
-        "rid",
-        "ssrc",
-        "stats",
-        "width",
-        "height",
-        "last_arrival_ms",
-        "last_timestamp",
-        "sr_ntp",
-        "sr_rtp",
-        "last_keyframe_request_s",
-        "bitrate_bps",
-        "stopped_bps",
-        "nack",
         "_measured_at_ms",
         "_measured_bytes",
+        "bitrate_bps",
+        "height",
+        "index",
+        "last_arrival_ms",
+        "last_keyframe_request_s",
+        "last_timestamp",
+        "nack",
+        "rid",
+        "sr_ntp",
+        "sr_rtp",
+        "ssrc",
+        "stats",
+        "stopped_bps",
+        "width",
     )
 
     def __init__(self, index: int, rid: str | None, clock_rate: int) -> None:
@@ -314,9 +314,7 @@ class Producer:
             "rtx_malformed": self.rtx_malformed,
             "retransmissions_requested": self.retransmissions_requested,
         }
-        d["layers"] = [
-            {"rid": layer.rid, **(layer.nack.describe() if layer.nack else {})} for layer in self.layers
-        ]
+        d["layers"] = [{"rid": layer.rid, **(layer.nack.describe() if layer.nack else {})} for layer in self.layers]
         return d
 
     def request_keyframe(self, now_s: float, layer_index: int = 0) -> bool:
@@ -369,7 +367,7 @@ class OutStream:
     """The outgoing RTP stream of one subscriber m-section; it outlives the consumers that
     use it in turn, so sequence numbers, timestamps and VP8 picture IDs stay continuous."""
 
-    __slots__ = ("ssrc", "munger", "vp8", "packets_sent", "octets_sent", "last_send_ms", "rtx_seq")
+    __slots__ = ("last_send_ms", "munger", "octets_sent", "packets_sent", "rtx_seq", "ssrc", "vp8")
 
     def __init__(self, ssrc: int, initial_seq: int, initial_ts: int) -> None:
         self.ssrc = ssrc

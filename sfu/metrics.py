@@ -149,10 +149,16 @@ class SfuCollector(Collector):
         for kind, count in sorted(producers.items()):
             streams.add_metric([kind], count)
         yield streams
-        yield GaugeMetricFamily("sfu_consumers", "Outgoing media streams (one per subscriber and track)", value=consumers)
-        yield CounterMetricFamily("sfu_packets_received", "RTP packets received from publishers", value=totals.packets_in)
+        yield GaugeMetricFamily(
+            "sfu_consumers", "Outgoing media streams (one per subscriber and track)", value=consumers
+        )
+        yield CounterMetricFamily(
+            "sfu_packets_received", "RTP packets received from publishers", value=totals.packets_in
+        )
         yield CounterMetricFamily("sfu_bytes_received", "RTP bytes received from publishers", value=totals.bytes_in)
-        yield CounterMetricFamily("sfu_packets_forwarded", "RTP packets forwarded to subscribers", value=totals.packets_out)
+        yield CounterMetricFamily(
+            "sfu_packets_forwarded", "RTP packets forwarded to subscribers", value=totals.packets_out
+        )
         yield CounterMetricFamily(
             "sfu_bytes_forwarded", "RTP payload bytes forwarded to subscribers", value=totals.bytes_out
         )
@@ -205,8 +211,9 @@ class SfuCollector(Collector):
             "sfu_bitrate_out_bps", "Forwarded RTP bitrate since the previous scrape", value=bitrate_out
         )
         yield CounterMetricFamily("sfu_joins", "Successful joins", value=self.stats.joins)
-        yield CounterMetricFamily("sfu_auth_failures", "Joins and requests refused for a bad or missing token",
-                                  value=self.stats.auth_failures)
+        yield CounterMetricFamily(
+            "sfu_auth_failures", "Joins and requests refused for a bad or missing token", value=self.stats.auth_failures
+        )
         yield CounterMetricFamily("sfu_kicks", "Participants removed by an admin", value=self.stats.kicks)
         errors = CounterMetricFamily("sfu_errors", "Error messages sent to clients, by code", labels=["code"])
         for code, count in sorted(self.stats.errors_by_code.items()):

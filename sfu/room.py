@@ -114,7 +114,10 @@ class Participant:
     def ensure_subscriber(self) -> SubscribePeer:
         if self.subscriber is None:
             self.subscriber = SubscribePeer(
-                self.id, list(self._config.ice_servers), self._failed, self.signal,
+                self.id,
+                list(self._config.ice_servers),
+                self._failed,
+                self.signal,
                 transport_cc=self._config.transport_cc,
             )
             self.subscriber.active_speaker = self.room.active_speaker
@@ -198,9 +201,7 @@ class Room:
     def producers_changed(self, owner: Participant, added: list[Producer], removed: list[Producer]) -> None:
         self.retired.retire_producers(removed)
         for producer in removed:
-            self._broadcast(
-                {"type": "track-unpublished", "participant": owner.id, "track": producer.id}, exclude=owner
-            )
+            self._broadcast({"type": "track-unpublished", "participant": owner.id, "track": producer.id}, exclude=owner)
         for producer in added:
             self._broadcast(
                 {"type": "track-published", "participant": owner.id, "track": producer.describe()}, exclude=owner

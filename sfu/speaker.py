@@ -57,7 +57,7 @@ def read_audio_level(data: bytes, ext_start: int, ext_id: int) -> int:
 class AudioLevelMeter:
     """Per audio producer: what its packets said since the last :meth:`take`."""
 
-    __slots__ = ("packets", "active", "weight_db", "uses_vad", "level_dbov", "score")
+    __slots__ = ("active", "level_dbov", "packets", "score", "uses_vad", "weight_db")
 
     def __init__(self) -> None:
         self.packets = 0
@@ -93,7 +93,7 @@ class AudioLevelMeter:
 
 
 class _Candidate:
-    __slots__ = ("short", "long", "speaking_since_ms", "winning_since_ms")
+    __slots__ = ("long", "short", "speaking_since_ms", "winning_since_ms")
 
     def __init__(self) -> None:
         self.short = 0.0

@@ -56,7 +56,7 @@ def make_self_signed(
     """Write a self-signed ECDSA P-256 certificate for ``names`` and ``addresses``."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "sfu")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     san += [x509.IPAddress(ipaddress.ip_address(a.split("%")[0])) for a in addresses]
     cert = (
@@ -76,9 +76,7 @@ def make_self_signed(
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.touch(mode=0o600)
     key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
@@ -95,7 +93,7 @@ def _still_good(cert_file: Path, key_file: Path, names: list[str], addresses: li
     have_ips = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
     want_ips = {str(ipaddress.ip_address(a.split("%")[0])) for a in addresses}
     expires = cert.not_valid_after_utc
-    fresh = expires - datetime.datetime.now(datetime.timezone.utc) > datetime.timedelta(days=7)
+    fresh = expires - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=7)
     return fresh and set(names) <= have_names and want_ips <= have_ips
 
 

@@ -15,8 +15,8 @@ Against flapping (the anchors' users' top complaint) the decisions have hysteres
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 UPGRADE_HOLD_MS = 1500
 UPGRADE_HEADROOM = 0.85  # use at most 85 % of the held estimate when stepping up
@@ -31,7 +31,12 @@ REASON_UNCONSTRAINED = "unconstrained"
 
 PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_SPEAKER, PRIORITY_NORMAL = 0, 1, 2, 3
 # How each priority is shown in logs and describe().
-PRIORITY_NAMES = {PRIORITY_SCREEN: "screen", PRIORITY_PINNED: "pinned", PRIORITY_SPEAKER: "active-speaker", PRIORITY_NORMAL: "normal"}
+PRIORITY_NAMES = {
+    PRIORITY_SCREEN: "screen",
+    PRIORITY_PINNED: "pinned",
+    PRIORITY_SPEAKER: "active-speaker",
+    PRIORITY_NORMAL: "normal",
+}
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,9 @@ class StreamAllocator:
         if estimate_bps is None:
             self._estimates.clear()
             self.current = {
-                d.key: Allocation(d.wanted_layer, REASON_REQUESTED if d.wanted_layer == PAUSED else REASON_UNCONSTRAINED)
+                d.key: Allocation(
+                    d.wanted_layer, REASON_REQUESTED if d.wanted_layer == PAUSED else REASON_UNCONSTRAINED
+                )
                 for d in demands
             }
             return self.current
@@ -161,6 +168,8 @@ class StreamAllocator:
             elif previous.layer > min(d.wanted_layer, _highest_sent(d)):
                 result[d.key] = fresh  # the subscriber asked for less, or the layer is gone
             else:
-                result[d.key] = Allocation(previous.layer, fresh.reason if fresh.layer == previous.layer else REASON_BANDWIDTH)
+                result[d.key] = Allocation(
+                    previous.layer, fresh.reason if fresh.layer == previous.layer else REASON_BANDWIDTH
+                )
         self.current = result
         return result

@@ -90,7 +90,9 @@ class Prober:
         return self._padding_bps
 
     def _finish(self, now_ms: float, success: bool) -> None:
-        logger.debug("probe with %d bps of padding %s", self._padding_bps, "succeeded" if success else "ended by congestion")
+        logger.debug(
+            "probe with %d bps of padding %s", self._padding_bps, "succeeded" if success else "ended by congestion"
+        )
         self.probing = False
         self._padding_bps = 0.0
         if success:

@@ -16,11 +16,11 @@ from .seq import seq_diff, ts_diff
 
 class RtpMunger:
     __slots__ = (
-        "_seq_offset",
-        "_ts_offset",
-        "_start_ext_seq",
         "_highest_ext_seq",
+        "_seq_offset",
         "_skipped_ext_seq",
+        "_start_ext_seq",
+        "_ts_offset",
         "last_seq",
         "last_ts",
         "started",

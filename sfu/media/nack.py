@@ -39,15 +39,15 @@ class _Missing:
 
 class NackGenerator:
     __slots__ = (
-        "_missing",
         "_highest",
+        "_missing",
         "_next_due_ms",
         "keyframe_needed",
-        "rtt_ms",
-        "nacks_sent",
-        "packets_repaired",
-        "packets_given_up",
         "list_overflows",
+        "nacks_sent",
+        "packets_given_up",
+        "packets_repaired",
+        "rtt_ms",
     )
 
     def __init__(self) -> None:
@@ -189,7 +189,7 @@ class ResendBudget:
     of the bandwidth estimate over a sliding window (no estimate yet: no cap). Without it a
     congested link turns loss into NACKs into retransmissions into more loss."""
 
-    __slots__ = ("share", "window_ms", "_sent", "_bytes", "denied")
+    __slots__ = ("_bytes", "_sent", "denied", "share", "window_ms")
 
     def __init__(self, share: float = 0.25, window_ms: float = 1000.0) -> None:
         self.share = share

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class PacketCache:
-    __slots__ = ("_size", "_packets", "_resent_ms")
+    __slots__ = ("_packets", "_resent_ms", "_size")
 
     def __init__(self, size: int = 512) -> None:
         self._size = size

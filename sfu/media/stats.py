@@ -7,15 +7,15 @@ from .seq import SeqUnwrapper
 
 class ReceiveStats:
     __slots__ = (
-        "clock_rate",
-        "unwrapper",
-        "base_ext_seq",
-        "packets",
-        "bytes",
-        "jitter_q4",
-        "_last_transit",
         "_expected_prior",
+        "_last_transit",
         "_received_prior",
+        "base_ext_seq",
+        "bytes",
+        "clock_rate",
+        "jitter_q4",
+        "packets",
+        "unwrapper",
     )
 
     def __init__(self, clock_rate: int) -> None:

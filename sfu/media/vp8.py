@@ -77,7 +77,7 @@ def keyframe_size(payload: bytes) -> tuple[int, int] | None:
 class Vp8Munger:
     """Keeps picture ID and TL0PICIDX continuous across restarts and layer switches."""
 
-    __slots__ = ("_pid_offset", "_tl0_offset", "last_pid", "last_tl0", "_started", "_pending")
+    __slots__ = ("_pending", "_pid_offset", "_started", "_tl0_offset", "last_pid", "last_tl0")
 
     def __init__(self) -> None:
         self._pid_offset = 0

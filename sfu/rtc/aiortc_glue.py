@@ -132,12 +132,9 @@ def create_peer_connection(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPee
     ``ice_servers`` are W3C-style dicts ({"urls": ..., "username": ..., "credential": ...}).
     """
     servers = [
-        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-        for s in ice_servers
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential")) for s in ice_servers
     ]
-    return RTCPeerConnection(
-        RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-    )
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
@@ -307,9 +304,7 @@ def accept_rtcp_feedback(pc: RTCPeerConnection, offer: Any, feedback_type: str) 
         transceiver = by_mid.get(media.rtp.muxId)
         if transceiver is None:
             continue
-        offered = {
-            c.payloadType for c in media.rtp.codecs if any(fb.type == feedback_type for fb in c.rtcpFeedback)
-        }
+        offered = {c.payloadType for c in media.rtp.codecs if any(fb.type == feedback_type for fb in c.rtcpFeedback)}
         for codec in transceiver._codecs:
             if codec.payloadType in offered and not any(fb.type == feedback_type for fb in codec.rtcpFeedback):
                 codec.rtcpFeedback.append(RTCRtcpFeedback(type=feedback_type))
@@ -333,9 +328,7 @@ def detach_receivers(pc: RTCPeerConnection) -> None:
         setattr(receiver, _TAPPED, True)
 
 
-def prepare_forwarding_sender(
-    transceiver: RTCRtpTransceiver, stream_id: str, track_id: str
-) -> tuple[int, int]:
+def prepare_forwarding_sender(transceiver: RTCRtpTransceiver, stream_id: str, track_id: str) -> tuple[int, int]:
     """Turn an aiortc sender into a pure negotiation object; returns (ssrc, rtx_ssrc).
 
     ``stream_id``/``track_id`` become the m-section's ``a=msid``. The sender's RTP loop (which

@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCRtpSender, RTCSessionDescription, RTCRtpTransceiver
+from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
-from aiortc.sdp import candidate_from_sdp
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
@@ -35,6 +34,7 @@ from aiortc.rtp import (
     pack_remb_fci,
     unpack_remb_fci,
 )
+from aiortc.sdp import candidate_from_sdp
 
 from ..bwe.allocator import (
     PAUSED,
@@ -169,10 +169,11 @@ def simulcast_offers(sdp: str) -> dict[str, list[str]]:
     for lines in _sections(sdp)[1:]:
         mid = next((ln[6:].strip() for ln in lines if ln.startswith("a=mid:")), None)
         declared = {
-            ln[6:].split()[0] for ln in lines if ln.startswith("a=rid:") and len(ln[6:].split()) > 1
-            and ln[6:].split()[1] == "send"
+            ln[6:].split()[0]
+            for ln in lines
+            if ln.startswith("a=rid:") and len(ln[6:].split()) > 1 and ln[6:].split()[1] == "send"
         }
-        spec = next((ln[len("a=simulcast:"):].strip() for ln in lines if ln.startswith("a=simulcast:")), None)
+        spec = next((ln[len("a=simulcast:") :].strip() for ln in lines if ln.startswith("a=simulcast:")), None)
         if mid is None or spec is None:
             continue
         parts = spec.split()
@@ -368,9 +369,7 @@ class PublishPeer(PeerBase):
         self.feedback = FeedbackGenerator(self.rtcp_ssrc)
         self._feedback_task: asyncio.Task[None] | None = None
 
-    async def handle_offer(
-        self, sdp: str, sources: dict[str, str]
-    ) -> tuple[str, list[Producer], list[Producer]]:
+    async def handle_offer(self, sdp: str, sources: dict[str, str]) -> tuple[str, list[Producer], list[Producer]]:
         """Apply an offer; returns (answer SDP, producers added, producers removed)."""
         offer = parse_sdp(sdp)
         simulcast = simulcast_offers(sdp)
@@ -428,7 +427,9 @@ class PublishPeer(PeerBase):
             if not (sending and negotiated):
                 continue
             publishing.add(mid)
-            fid = {int(g.items[1]): int(g.items[0]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
+            fid = {
+                int(g.items[1]): int(g.items[0]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1
+            }
             media_ssrcs = [s.ssrc for s in media.ssrc if s.ssrc not in fid]
             self._fid.update(fid)
             rids = simulcast.get(mid)
@@ -596,7 +597,11 @@ class PublishPeer(PeerBase):
         active = [rid for rid in rids[: need.active] if rid is not None]
         logger.debug(
             "publisher %s: %s layers %s -> %s (%s%s)",
-            self.participant_id, producer.id, rids[:before], rids[: need.active], reason,
+            self.participant_id,
+            producer.id,
+            rids[:before],
+            rids[: need.active],
+            reason,
             "" if need.active > before else f", unneeded for {need.hold_ms} ms",
         )
         self.layer_changes_sent += 1
@@ -658,9 +663,7 @@ class PublishPeer(PeerBase):
         packets: list[Any] = []
         for i in range(0, len(reports), 31):  # at most 31 report blocks per RR
             packets.append(RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports[i : i + 31]))
-        video = [
-            layer.ssrc for p in self.producers.values() if p.kind == "video" for layer in p.layers if layer.ssrc
-        ]
+        video = [layer.ssrc for p in self.producers.values() if p.kind == "video" for layer in p.layers if layer.ssrc]
         if video and self._publisher_bitrate_bps > 0:
             # One REMB for all video streams and all their layers together.
             packets.append(
@@ -1037,7 +1040,12 @@ class SubscribePeer(PeerBase):
             if layer != c.bandwidth_layer:
                 logger.debug(
                     "subscriber %s: %s -> layer %s (%s, priority: %s), estimate %s bps",
-                    self.participant_id, c.producer.id, layer, alloc.reason, PRIORITY_NAMES[self.priority(c)], estimate,
+                    self.participant_id,
+                    c.producer.id,
+                    layer,
+                    alloc.reason,
+                    PRIORITY_NAMES[self.priority(c)],
+                    estimate,
                 )
             c.set_bandwidth_layer(layer, now)
             if self._told.get(c.producer.id, False) != bandwidth_paused:

@@ -46,7 +46,7 @@ def admin_claims(request: web.Request, room: str | None) -> auth.Claims:
     room, i.e. a token for room "*"); SignalingError otherwise."""
     claims = _verified(request)
     if room is None and claims.room != auth.ANY_ROOM:
-        raise SignalingError("unauthorized", "this needs a token for every room (room \"*\")")
+        raise SignalingError("unauthorized", 'this needs a token for every room (room "*")')
     if room is not None and not claims.covers(room):
         raise SignalingError("unauthorized", f"the token is not for room {room!r}")
     if not claims.can("admin"):

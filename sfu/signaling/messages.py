@@ -69,9 +69,7 @@ def _offer(msg: dict[str, Any]) -> None:
     sources = msg.get("sources", {})
     if sources is None:
         sources = {}
-    if not isinstance(sources, dict) or not all(
-        isinstance(k, str) and v in SOURCES for k, v in sources.items()
-    ):
+    if not isinstance(sources, dict) or not all(isinstance(k, str) and v in SOURCES for k, v in sources.items()):
         raise SignalingError("bad-message", "'sources' must map mids to camera/microphone/screen")
     msg["sources"] = sources
 
@@ -83,7 +81,7 @@ def _answer(msg: dict[str, Any]) -> None:
 
 def _candidate(msg: dict[str, Any]) -> None:
     if msg.get("pc") not in ("publish", "subscribe"):
-        raise SignalingError("bad-message", "'pc' must be \"publish\" or \"subscribe\"")
+        raise SignalingError("bad-message", '\'pc\' must be "publish" or "subscribe"')
     cand = msg.get("candidate")
     if cand is None:
         return

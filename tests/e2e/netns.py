@@ -43,7 +43,7 @@ class Namespace:
         sh("ip", "netns", "exec", NS, "ip", "link", "set", NS_IF, "up")
         sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
         self.wrapper = tempfile.NamedTemporaryFile("w", suffix="-chromium", delete=False)
-        self.wrapper.write(f"#!/bin/sh\nexec ip netns exec {NS} {CHROMIUM} \"$@\"\n")
+        self.wrapper.write(f'#!/bin/sh\nexec ip netns exec {NS} {CHROMIUM} "$@"\n')
         self.wrapper.close()
         os.chmod(self.wrapper.name, 0o755)
 
@@ -89,8 +89,9 @@ class Namespace:
         """UDP packets dropped by ``lose`` so far."""
         total = 0
         for prefix in (["ip", "netns", "exec", NS], []):
-            out = subprocess.run([*prefix, "nft", "list", "table", "inet", LOSS_TABLE],
-                                 capture_output=True, text=True).stdout.split()
+            out = subprocess.run(
+                [*prefix, "nft", "list", "table", "inet", LOSS_TABLE], capture_output=True, text=True
+            ).stdout.split()
             total += sum(int(out[i + 1]) for i, w in enumerate(out) if w == "packets" and i + 1 < len(out))
         return total
 

@@ -73,7 +73,9 @@ async def test_three_browsers_see_and_hear_each_other_and_see_a_leave(browser, e
         assert time.monotonic() < deadline, f"late joiner media: {late_media}"
         await asyncio.sleep(0.05)
     now = time.monotonic()
-    print(f"late joiner: two decoded remote videos {now - t0:.2f}s after page load, {now - t_joined:.2f}s after joining")
+    print(
+        f"late joiner: two decoded remote videos {now - t0:.2f}s after page load, {now - t_joined:.2f}s after joining"
+    )
     assert now - t_joined < 2.0
 
     # Every page decodes two remote videos and receives two remote audio streams, and keeps doing so.

@@ -80,8 +80,10 @@ async def run(browser: Browser, dynacast: bool) -> dict[str, object]:
         flowing = await sending(publisher, 1.0)
         assert all(flowing.values()), flowing
         assert producer.keyframe_requests_sent - plis_before <= 2
-        print(f"dynacast={dynacast}: the viewer decodes the top layer {t_up:.2f}s after growing "
-              f"({producer.keyframe_requests_sent - plis_before} keyframe requests)")
+        print(
+            f"dynacast={dynacast}: the viewer decodes the top layer {t_up:.2f}s after growing "
+            f"({producer.keyframe_requests_sent - plis_before} keyframe requests)"
+        )
         for page in (viewer, publisher):
             await page.context.close()
         return {"top_layer_s": t_up, "heights": heights}

@@ -28,7 +28,9 @@ CODEC_JS = """async (track) => {
 
 async def test_h264_simulcast_is_forwarded_and_decoded(browser: Browser, e2e_server):
     base = e2e_server.url
-    publisher = await open_page(browser, f"{base}/?room=h264&name=pub&autojoin=1&codec=h264", {"width": 640, "height": 480})
+    publisher = await open_page(
+        browser, f"{base}/?room=h264&name=pub&autojoin=1&codec=h264", {"width": 640, "height": 480}
+    )
     pub_id = await publisher.evaluate("window.sfuSession.id")
     room = e2e_server.app[ROOMS_KEY].rooms["h264"]
     producer = await eventually(
@@ -37,8 +39,12 @@ async def test_h264_simulcast_is_forwarded_and_decoded(browser: Browser, e2e_ser
     assert producer.codec.name.upper() == "H264", producer.codec
     assert [layer.rid for layer in producer.layers] == ["q", "h", "f"]
 
-    small = await open_page(browser, f"{base}/?room=h264&name=small&autojoin=1&publish=0", {"width": 400, "height": 300})
-    large = await open_page(browser, f"{base}/?room=h264&name=large&autojoin=1&publish=0", {"width": 1920, "height": 1080})
+    small = await open_page(
+        browser, f"{base}/?room=h264&name=small&autojoin=1&publish=0", {"width": 400, "height": 300}
+    )
+    large = await open_page(
+        browser, f"{base}/?room=h264&name=large&autojoin=1&publish=0", {"width": 1920, "height": 1080}
+    )
     await eventually(lambda: all(layer.height > 0 or layer.stats.packets > 0 for layer in producer.layers), timeout=30)
 
     # H.264 keyframes carry no size we parse, so the layers' heights come from the viewers.

@@ -48,7 +48,9 @@ async def call(pw, srv: RunningServer, ns: Namespace, room: str):
     for page in (free, impaired):
         await page.wait_for_function("document.body.dataset.state === 'joined'", timeout=15000)
     room_obj = srv.app[ROOMS_KEY].rooms[room]
-    producer = await eventually(lambda: next((p for p in room_obj.participants[pub_id].producers() if p.kind == "video"), None))
+    producer = await eventually(
+        lambda: next((p for p in room_obj.participants[pub_id].producers() if p.kind == "video"), None)
+    )
     ids = {name: await page.evaluate("window.sfuSession.id") for name, page in (("free", free), ("impaired", impaired))}
 
     def consumer(name):
@@ -79,7 +81,9 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         # the video may also be paused briefly, until the loss is over).
         await eventually(lambda: consumer("impaired").current == 0 or consumer("impaired").bandwidth_paused, timeout=5)
         t_down = time.monotonic() - t0
-        await eventually(lambda: consumer("impaired").current == 0 and not consumer("impaired").bandwidth_paused, timeout=8)
+        await eventually(
+            lambda: consumer("impaired").current == 0 and not consumer("impaired").bandwidth_paused, timeout=8
+        )
         await asyncio.sleep(2)  # adaptation settles
         before = await inbound(impaired, producer.id)
         await asyncio.sleep(10)
@@ -97,8 +101,10 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         await eventually(lambda: consumer("impaired").current == top, timeout=20)
         t_up = time.monotonic() - t1
         watcher.cancel()
-        print(f"down to the lowest layer in {t_down:.1f}s, loss after adaptation {100 * loss:.2f}%, "
-              f"back to the top layer in {t_up:.1f}s")
+        print(
+            f"down to the lowest layer in {t_down:.1f}s, loss after adaptation {100 * loss:.2f}%, "
+            f"back to the top layer in {t_up:.1f}s"
+        )
         assert loss < 0.02
         assert consumer("impaired").retransmitted > 0, "the browser's NACKs were answered from the cache"
         assert set(free_layers) == {top}, "the unimpaired subscriber stays on the top layer throughout"

@@ -113,7 +113,9 @@ async def lossy_call(srv: RunningServer, ns: Namespace, confined: str, room: str
             pub_page = await (await (inside if confined == "publisher" else outside).new_context()).new_page()
             pub_id = await join(pub_page, (inside_url if confined == "publisher" else outside_url) + "&name=pub")
             viewport = {"width": 1920, "height": 1080}
-            sub_page = await (await (inside if confined == "subscriber" else outside).new_context(viewport=viewport)).new_page()
+            sub_page = await (
+                await (inside if confined == "subscriber" else outside).new_context(viewport=viewport)
+            ).new_page()
             sub_id = await join(
                 sub_page, (inside_url if confined == "subscriber" else outside_url) + "&name=sub&publish=0"
             )

@@ -57,7 +57,9 @@ async def test_browser_highlights_the_active_speaker_and_pins_a_tile(browser: Br
         # bigger cap.
         video_track = f"{bot.id}-1"
         subscriber = chrome.subscriber
-        await page.wait_for_function(f"[...window.sfuSession.consumers.values()].some((c) => c.track === '{video_track}')")
+        await page.wait_for_function(
+            f"[...window.sfuSession.consumers.values()].some((c) => c.track === '{video_track}')"
+        )
         small = await page.locator(tile).bounding_box()
         await page.click(f"{tile} .pin")
         await page.wait_for_selector(f"{tile}[data-pinned]", timeout=2000)
@@ -68,7 +70,9 @@ async def test_browser_highlights_the_active_speaker_and_pins_a_tile(browser: Br
         assert sent["pinned"] is True
         big = await page.locator(tile).bounding_box()
         assert big["width"] > small["width"] * 1.3, (small, big)
-        first = await page.evaluate("[...document.querySelectorAll('#grid .tile')].sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top || a.getBoundingClientRect().left - b.getBoundingClientRect().left)[0].dataset.participant")
+        first = await page.evaluate(
+            "[...document.querySelectorAll('#grid .tile')].sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top || a.getBoundingClientRect().left - b.getBoundingClientRect().left)[0].dataset.participant"
+        )
         assert first == bot.id, "the pinned tile comes first"
         assert next(c for c in subscriber.describe()["consumers"] if c["track"] == video_track)["priority"] == "pinned"
 

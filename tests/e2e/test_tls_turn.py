@@ -131,13 +131,35 @@ def coturn(tmp_path) -> tuple[int, Path]:
     log = tmp_path / "turn.log"
     proc = subprocess.Popen(
         [
-            binary, "-n",
-            "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1",
-            "--listening-port", str(port), "--min-port", "45000", "--max-port", "45999",
-            "--use-auth-secret", "--static-auth-secret", TURN_SECRET, "--realm", "sfu.test",
-            "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
-            "--no-tcp-relay", "--pidfile", str(tmp_path / "turn.pid"),
-            "--log-file", str(log), "--simple-log", "--verbose",
+            binary,
+            "-n",
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+            "--listening-port",
+            str(port),
+            "--min-port",
+            "45000",
+            "--max-port",
+            "45999",
+            "--use-auth-secret",
+            "--static-auth-secret",
+            TURN_SECRET,
+            "--realm",
+            "sfu.test",
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--fingerprint",
+            "--no-tcp-relay",
+            "--pidfile",
+            str(tmp_path / "turn.pid"),
+            "--log-file",
+            str(log),
+            "--simple-log",
+            "--verbose",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -169,7 +191,9 @@ async def test_relay_only_browsers_get_media_through_coturn(browser, coturn):
     runner, base = await serve(config)
     try:
         t0 = time.monotonic()
-        pages = [await open_page(browser, f"{base}/?room=relay&name=u{i}&autojoin=1&relay=1", f"u{i}") for i in range(2)]
+        pages = [
+            await open_page(browser, f"{base}/?room=relay&name=u{i}&autojoin=1&relay=1", f"u{i}") for i in range(2)
+        ]
         times = []
         for page in pages:
             media = await wait_media(page, 30)

@@ -135,21 +135,32 @@ async def test_under_a_tight_downlink_the_speaker_and_then_the_pinned_video_keep
         # p1 talks: its video is the one raised. Then p2 takes over, and so does its video.
         p1.set_audio_level(-15)
         await remb_until(lambda: subscriber.active_speaker == p1.id, 6)
-        await remb_until(lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10)
+        await remb_until(
+            lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10
+        )
         p1.set_audio_level(-127)
         p2.set_audio_level(-15)
         await remb_until(lambda: subscriber.active_speaker == p2.id, 6)
-        await remb_until(lambda: c2.bandwidth_layer == 2 and c1.bandwidth_layer is not None and c1.bandwidth_layer < 2, 10)
-        assert next(c for c in subscriber.describe()["consumers"] if c["track"] == c2.producer.id)["priority"] == "active-speaker"
+        await remb_until(
+            lambda: c2.bandwidth_layer == 2 and c1.bandwidth_layer is not None and c1.bandwidth_layer < 2, 10
+        )
+        assert (
+            next(c for c in subscriber.describe()["consumers"] if c["track"] == c2.producer.id)["priority"]
+            == "active-speaker"
+        )
         await remb_until(lambda: c2.current == 2, 5)
 
         # The subscriber pins p1: now p1's video gets the top layer, the speaker's steps down.
         t0 = time.monotonic()
         await sub.send({"type": "subscription", "track": c1.producer.id, "max_height": 720, "pinned": True})
-        await remb_until(lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10)
+        await remb_until(
+            lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10
+        )
         print(f"pinned video on the top layer {time.monotonic() - t0:.2f}s after the pin")
         await remb_until(lambda: c1.current == 2 and c2.current < 2, 5)
-        assert next(c for c in subscriber.describe()["consumers"] if c["track"] == c1.producer.id)["priority"] == "pinned"
+        assert (
+            next(c for c in subscriber.describe()["consumers"] if c["track"] == c1.producer.id)["priority"] == "pinned"
+        )
     finally:
         for p in (p1, p2, sub):
             await p.close()

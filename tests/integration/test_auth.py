@@ -41,8 +41,11 @@ def bad_tokens(room: str, grants=ALL) -> dict[str, str]:
         "tampered grants": tampered(token(room, grants={"subscribe"}), grants=sorted(grants | {"admin"})),
         "expired": token(room, grants=grants, ttl_s=-60),
         "other secret": token(room, grants=grants, secret="another-secret-" + "y" * 40),
-        "alg none": jwt.encode({"sub": "mallory", "room": room, "grants": sorted(grants), "iss": "sfu",
-                                "exp": int(time.time()) + 600}, None, algorithm="none"),
+        "alg none": jwt.encode(
+            {"sub": "mallory", "room": room, "grants": sorted(grants), "iss": "sfu", "exp": int(time.time()) + 600},
+            None,
+            algorithm="none",
+        ),
         "garbage": "not.a.token",
         "truncated": good[:-5],
     }
@@ -56,10 +59,9 @@ async def secured():
 
 
 async def join_raw(ws_url: str, msg: dict) -> dict:
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(ws_url) as ws:
-            await ws.send_json({"type": "join", "name": "x", **msg})
-            return await ws.receive_json(timeout=10)
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        await ws.send_json({"type": "join", "name": "x", **msg})
+        return await ws.receive_json(timeout=10)
 
 
 async def test_join_is_refused_without_a_valid_token_for_that_room(secured):
@@ -79,14 +81,13 @@ async def test_join_is_refused_without_a_valid_token_for_that_room(secured):
 
 
 async def test_a_refused_join_leaves_the_socket_usable_for_a_good_token(secured):
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(secured.ws_url) as ws:
-            await ws.send_json({"type": "join", "room": "r", "name": "x", "token": token("r", ttl_s=-60)})
-            assert (await ws.receive_json(timeout=10))["code"] == "unauthorized"
-            await ws.send_json({"type": "offer", "pc": "publish", "sdp": "v=0\r\n"})
-            assert (await ws.receive_json(timeout=10))["code"] == "not-joined"
-            await ws.send_json({"type": "join", "room": "r", "name": "x", "token": token("r")})
-            assert (await ws.receive_json(timeout=10))["type"] == "joined"
+    async with aiohttp.ClientSession() as http, http.ws_connect(secured.ws_url) as ws:
+        await ws.send_json({"type": "join", "room": "r", "name": "x", "token": token("r", ttl_s=-60)})
+        assert (await ws.receive_json(timeout=10))["code"] == "unauthorized"
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": "v=0\r\n"})
+        assert (await ws.receive_json(timeout=10))["code"] == "not-joined"
+        await ws.send_json({"type": "join", "room": "r", "name": "x", "token": token("r")})
+        assert (await ws.receive_json(timeout=10))["type"] == "joined"
     assert not secured.app[__import__("sfu.app").app.ROOMS_KEY].rooms.get("other")
 
 

@@ -1,6 +1,5 @@
 """Bad input gets a typed error and disturbs nobody: not the sender's socket, not another room."""
 
-import asyncio
 import struct
 
 import aiohttp
@@ -61,7 +60,10 @@ async def test_every_bad_message_gets_a_typed_error_and_the_call_next_door_goes_
         for sdp in (GARBAGE_SDP, NO_ICE_SDP, "v=0\r\n" + "a=x\r\n" * 100):
             msg = {"type": "offer", "pc": "publish", "sdp": sdp}
             assert (await ask(__import__("json").dumps(msg)))["code"] == "bad-sdp"
-        assert (await ask('{"type": "answer", "pc": "subscribe", "sdp": "v=0\\r\\n"}'))["code"] in ("bad-sdp", "wrong-state")
+        assert (await ask('{"type": "answer", "pc": "subscribe", "sdp": "v=0\\r\\n"}'))["code"] in (
+            "bad-sdp",
+            "wrong-state",
+        )
         cand = '{"type": "candidate", "pc": "subscribe", "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host"}}'
         assert (await ask(cand))["code"] == "wrong-state"
         assert (await ask('{"type": "mute", "track": "nope", "muted": true}'))["code"] == "unknown-track"
@@ -100,6 +102,7 @@ async def test_a_failed_reoffer_leaves_the_published_tracks_consistent(server):
 async def test_malformed_rtp_and_rtcp_are_dropped_and_counted(server):
     a, b = await publisher_and_viewer(server, "packets")
     transport = aiortc_glue.dtls_transports(a.publish_pc)[0]
+
     def bad_rtp(seq):  # a fresh sequence number each time, or SRTP drops them as replays
         return [
             struct.pack("!BBHII", 0x90, 96, seq, 2, 3) + b"\xbe\xde\x00\xff",  # extension past the end

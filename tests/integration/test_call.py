@@ -25,6 +25,7 @@ async def test_three_clients_receive_each_other_and_another_room_receives_nothin
     clients = [await joined_publishing(server, "call", f"c{i}") for i in range(3)]
     loner = await joined_publishing(server, "elsewhere", "loner")
     try:
+
         def everyone_has_media():
             for me in clients:
                 for other in clients:
@@ -174,8 +175,18 @@ async def test_rooms_are_removed_when_empty(server):
 async def test_vanished_client_is_removed_within_heartbeat_timeout(server):
     watcher = await joined_publishing(server, "liveness", "watcher")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sfu.client", "--url", server.ws_url, "--room", "liveness",
-        "--name", "ghost", "--publish", "--ice-host", "127.0.0.1",
+        sys.executable,
+        "-m",
+        "sfu.client",
+        "--url",
+        server.ws_url,
+        "--room",
+        "liveness",
+        "--name",
+        "ghost",
+        "--publish",
+        "--ice-host",
+        "127.0.0.1",
         stdout=asyncio.subprocess.PIPE,
     )
     try:

@@ -126,9 +126,14 @@ def test_install_script_installs_a_server_that_starts_and_is_healthy(tmp_path):
         # `sfu token` of the installed package mints what the server accepts.
         minted = subprocess.run(
             [str(prefix / "bin" / "sfu"), "token", "--room", "*", "--identity", "ops", "--grants", "admin"],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/rooms", headers={"Authorization": f"Bearer {minted}"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/admin/rooms", headers={"Authorization": f"Bearer {minted}"}
+        )
         with urllib.request.urlopen(req) as r:
             assert json.loads(r.read()) == {"rooms": []}
     finally:

@@ -45,10 +45,12 @@ async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_retur
         # publisher is told, and the server stops receiving the upper two.
         t0 = time.monotonic()
         await viewer.send({"type": "subscription", "track": producer.id, "max_height": 100, "paused": False})
-        msg = await pub.wait_for(lambda m: m.get("type") == "layers" and m["active"] == ["q"], timeout=HOLD_MS / 1000 + 3)
+        msg = await pub.wait_for(
+            lambda m: m.get("type") == "layers" and m["active"] == ["q"], timeout=HOLD_MS / 1000 + 3
+        )
         told_s = time.monotonic() - t0
         assert msg == {"type": "layers", "track": producer.id, "active": ["q"], "paused": False}
-        assert HOLD_MS / 1000 - 0.3 <= told_s, "downgrades wait for the hold time"
+        assert told_s >= HOLD_MS / 1000 - 0.3, "downgrades wait for the hold time"
         await eventually(lambda: not producer.layers[2].active(_now_ms()), timeout=2)
         assert await growing(producer) == [True, False, False]
         assert consumer.current == 0 and consumer.bandwidth_layer in (None, 0)
@@ -67,17 +69,18 @@ async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_retur
         arrived_s = time.monotonic() - t0
         await eventually(lambda: consumer.current == 2, timeout=3, interval=0.02)
         top_s = time.monotonic() - t0
-        print(f"told the publisher after {told_s * 1000:.0f} ms, top layer arriving after {arrived_s * 1000:.0f} ms, "
-              f"forwarded after {top_s * 1000:.0f} ms")
+        print(
+            f"told the publisher after {told_s * 1000:.0f} ms, top layer arriving after {arrived_s * 1000:.0f} ms, "
+            f"forwarded after {top_s * 1000:.0f} ms"
+        )
         assert told_s < 0.5
         assert consumer.layer_switches - switches <= 2, "no fallback churn on the way up"
         assert await growing(producer) == [True, True, True]
         totals = Totals()
         participant_totals(participant, totals)
         assert totals.layer_changes == 2
-        async with aiohttp.ClientSession() as http:
-            async with http.get(server.url + "/metrics") as resp:
-                assert parse_metrics(await resp.text())["sfu_dynacast_layer_changes_total"] == 2
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+            assert parse_metrics(await resp.text())["sfu_dynacast_layer_changes_total"] == 2
         video = next(t for t in describe_participant(participant)["tracks"] if t["kind"] == "video")  # admin API
         assert video["requested_layers"] == ["q", "h", "f"] and video["layer_heights"] == [90, 180, 360]
     finally:

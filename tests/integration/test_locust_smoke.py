@@ -18,15 +18,40 @@ def test_locust_users_join_receive_media_and_report_rates(tmp_path):
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "sfu", "--host", "127.0.0.1", "--port", str(port), "--ice-host", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_healthy(url)
         run = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
-             "--only-summary", "-u", str(USERS), "-r", str(USERS), "-t", "8s", "--host", url,
-             "--sfu-room-size", str(USERS), "--csv", str(tmp_path / "smoke"), "--sfu-json", str(tmp_path / "smoke.json")],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "bench" / "locustfile.py"),
+                "--headless",
+                "--only-summary",
+                "-u",
+                str(USERS),
+                "-r",
+                str(USERS),
+                "-t",
+                "8s",
+                "--host",
+                url,
+                "--sfu-room-size",
+                str(USERS),
+                "--csv",
+                str(tmp_path / "smoke"),
+                "--sfu-json",
+                str(tmp_path / "smoke.json"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         server.terminate()
@@ -53,4 +78,4 @@ def test_locust_users_join_receive_media_and_report_rates(tmp_path):
     assert {r["user"] for r in active} == {u["id"] for u in users}, "every user received media"
     # Each user receives the two others' audio and video.
     assert max(r["streams"] for r in active) == 2 * (USERS - 1)
-    assert sum(r["latency_hist"] and sum(r["latency_hist"].values()) or 0 for r in active) > 0
+    assert sum((r["latency_hist"] and sum(r["latency_hist"].values())) or 0 for r in active) > 0

@@ -80,8 +80,12 @@ async def test_metrics_reflect_a_running_call_and_never_go_backwards():
             await eventually(lambda: len(srv.app[ROOMS_KEY].rooms["m"].participants) == 1)
             after = await scrape(http, srv.url)
             assert after["sfu_participants"] == 1 and after["sfu_consumers"] == 0
-            for counter in ("sfu_packets_received_total", "sfu_bytes_received_total",
-                            "sfu_packets_forwarded_total", "sfu_keyframe_requests_total"):
+            for counter in (
+                "sfu_packets_received_total",
+                "sfu_bytes_received_total",
+                "sfu_packets_forwarded_total",
+                "sfu_keyframe_requests_total",
+            ):
                 assert after[counter] >= m[counter], counter
     finally:
         await a.close()

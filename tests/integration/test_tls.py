@@ -33,8 +33,12 @@ async def test_self_signed_mode_serves_https_that_verifies_for_the_local_address
             async with http.ws_connect(f"wss://127.0.0.1:{config.port}/ws", ssl=trusting) as ws:
                 await ws.send_json({"type": "ping"})
                 assert (await ws.receive_json(timeout=5))["type"] == "pong"
-        env = dict(os.environ, SFU_PORT=str(config.port), SFU_TLS_SELF_SIGNED="true",
-                   SFU_TLS_SELF_SIGNED_DIR=str(tmp_path / "tls"))
+        env = dict(
+            os.environ,
+            SFU_PORT=str(config.port),
+            SFU_TLS_SELF_SIGNED="true",
+            SFU_TLS_SELF_SIGNED_DIR=str(tmp_path / "tls"),
+        )
         check = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sfu", "healthcheck", env=env, stderr=asyncio.subprocess.PIPE
         )

@@ -5,7 +5,6 @@ import asyncio
 import struct
 
 import aiohttp
-
 from aiortc import RTCSessionDescription
 
 from sfu.app import ROOMS_KEY
@@ -40,7 +39,7 @@ async def test_publisher_gets_feedback_for_every_transport_sequence_number():
         await pub.join()
         pc, ssrc, answer = await offer_video(pub, transport_cc=True)
         assert f"a=extmap:{TW_EXT_ID} {TWCC_URI}" in answer
-        vp8 = next(line.split()[0][len("a=rtpmap:"):] for line in answer.split("\r\n") if "VP8/90000" in line)
+        vp8 = next(line.split()[0][len("a=rtpmap:") :] for line in answer.split("\r\n") if "VP8/90000" in line)
         assert f"a=rtcp-fb:{vp8} transport-cc" in answer
 
         feedback = []
@@ -85,7 +84,9 @@ async def test_publisher_gets_feedback_for_every_transport_sequence_number():
         # Arrival times follow the sending (about 5 ms apart).
         span_ms = (arrivals[seqs[-1]] - arrivals[seqs[0]]) / 1000
         assert abs(span_ms - (last_sent - first_sent) * 1000) < 30, span_ms
-        gaps = [arrivals[b] - arrivals[a] for a, b in zip(seqs[1:], seqs[2:]) if a not in (65534, 5) and b not in (65534, 5)]
+        gaps = [
+            arrivals[b] - arrivals[a] for a, b in zip(seqs[1:], seqs[2:]) if a not in (65534, 5) and b not in (65534, 5)
+        ]
         assert sorted(gaps)[len(gaps) // 2] >= 4000
         # Counted where operators look: the admin view and /metrics.
         publisher = next(iter(srv.app[ROOMS_KEY].rooms["tcc"].participants.values())).publisher

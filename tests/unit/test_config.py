@@ -3,14 +3,13 @@
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sfu import auth, turn
 from sfu.__main__ import main
-from dataclasses import replace
-
 from sfu.config import Config, ConfigError, from_file, load, option_docs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +114,9 @@ def test_example_config_file_in_the_docs_is_valid(tmp_path):
 
 def test_token_command_mints_what_the_server_verifies(capsys, monkeypatch):
     monkeypatch.setenv("SFU_AUTH_SECRET", SECRET)
-    assert main(["token", "--room", "standup", "--identity", "alice", "--grants", "publish,subscribe", "--ttl", "60"]) == 0
+    assert (
+        main(["token", "--room", "standup", "--identity", "alice", "--grants", "publish,subscribe", "--ttl", "60"]) == 0
+    )
     claims = auth.verify(SECRET, capsys.readouterr().out.strip())
     assert (claims.identity, claims.room, claims.grants) == ("alice", "standup", {"publish", "subscribe"})
     assert main(["token", "--room", "r", "--identity", "a", "--grants", "root"]) == 2
@@ -126,7 +127,10 @@ def test_token_command_mints_what_the_server_verifies(capsys, monkeypatch):
 
 def test_server_refuses_to_start_with_a_clear_message():
     result = subprocess.run(
-        [sys.executable, "-m", "sfu", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "sfu", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 2

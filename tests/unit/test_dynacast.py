@@ -7,7 +7,9 @@ VP8 = Codec("VP8", 90000)
 
 
 def simulcast_producer(heights=(180, 360, 720)):
-    producer = Producer("p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, l: None, rids=["q", "h", "f"])
+    producer = Producer(
+        "p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, l: None, rids=["q", "h", "f"]
+    )
     for layer, height in zip(producer.layers, heights):
         layer.height = height
     return producer

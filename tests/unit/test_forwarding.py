@@ -36,7 +36,9 @@ def make(kind="video", rids=None):
     for i, layer in enumerate(producer.layers):
         layer.ssrc = 1111 + i
     sent = []
-    consumer = Consumer(producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock)
+    consumer = Consumer(
+        producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock
+    )
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, requests, clock
 

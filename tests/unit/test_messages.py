@@ -37,7 +37,10 @@ def test_valid_join_is_normalised():
         ('{"type": "answer", "pc": "publish", "sdp": "v=0"}', "bad-message"),
         ('{"type": "candidate", "pc": "other", "candidate": null}', "bad-message"),
         ('{"type": "candidate", "pc": "publish", "candidate": {"candidate": 5}}', "bad-message"),
-        ('{"type": "candidate", "pc": "publish", "candidate": {"candidate": "x", "sdp_mline_index": -1}}', "bad-message"),
+        (
+            '{"type": "candidate", "pc": "publish", "candidate": {"candidate": "x", "sdp_mline_index": -1}}',
+            "bad-message",
+        ),
         ('{"type": "mute", "track": "t"}', "bad-message"),
         ('{"type": "mute", "track": "t", "muted": "yes"}', "bad-message"),
         ('{"type": "chat", "text": ""}', "bad-message"),
@@ -54,7 +57,11 @@ def test_valid_messages_pass():
         {"type": "offer", "pc": "publish", "sdp": "v=0\r\n", "sources": {"0": "microphone", "1": "screen"}},
         {"type": "answer", "pc": "subscribe", "sdp": "v=0\r\n"},
         {"type": "candidate", "pc": "subscribe", "candidate": None},
-        {"type": "candidate", "pc": "publish", "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host", "sdp_mid": "0", "sdp_mline_index": 0}},
+        {
+            "type": "candidate",
+            "pc": "publish",
+            "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host", "sdp_mid": "0", "sdp_mline_index": 0},
+        },
         {"type": "mute", "track": "p1-0", "muted": True},
         {"type": "chat", "text": "hi"},
     ):

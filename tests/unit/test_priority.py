@@ -59,7 +59,11 @@ def test_pinned_and_speaker_videos_are_raised_before_bigger_tiles():
 
 
 def test_under_a_tight_estimate_the_others_pause_first_and_screen_comes_before_pinned():
-    demands = [demand("a", height=1080), demand("pinned", priority=PRIORITY_PINNED), demand("screen", priority=PRIORITY_SCREEN)]
+    demands = [
+        demand("a", height=1080),
+        demand("pinned", priority=PRIORITY_PINNED),
+        demand("screen", priority=PRIORITY_SCREEN),
+    ]
     alloc = allocate(50_000 + 2 * 150_000 + 20_000, 1, demands)
     assert alloc["screen"].layer == 0 and alloc["pinned"].layer == 0
     assert alloc["a"].layer == PAUSED and alloc["a"].reason == REASON_BANDWIDTH

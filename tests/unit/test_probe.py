@@ -5,7 +5,16 @@ import random
 
 from sfu.bwe.allocator import StreamAllocator, VideoDemand
 from sfu.bwe.estimator import BandwidthEstimator
-from sfu.bwe.probe import GOAL_MARGIN, MAX_DELAY_GROWTH_MS, PROBE_BACKOFF_MS, PROBE_FOR_MS, PROBE_GAP_MS, PROBE_RATIO, PROBE_RATIO_AFTER_SUCCESS, Prober
+from sfu.bwe.probe import (
+    GOAL_MARGIN,
+    MAX_DELAY_GROWTH_MS,
+    PROBE_BACKOFF_MS,
+    PROBE_FOR_MS,
+    PROBE_GAP_MS,
+    PROBE_RATIO,
+    PROBE_RATIO_AFTER_SUCCESS,
+    Prober,
+)
 from sfu.bwe.twcc import build_feedback, parse_feedback, split_compound
 
 LAYERS = (150_000, 500_000, 1_500_000)
@@ -63,9 +72,20 @@ def simulate(link, seconds, state=None, cap_events=()):
     """One subscriber of one three-layer video: media at the allocated layer, padding from the
     prober, transport-cc feedback every 100 ms. Returns per-200 ms (time, layer, estimate)."""
     if state is None:
-        state = {"now": 0.0, "seq": 0, "fb": 0, "pending": [], "credit": 0.0, "pad_credit": 0.0,
-                 "est": BandwidthEstimator(initial_bps=1_000_000), "alloc": StreamAllocator(),
-                 "prober": Prober(), "layer": 2, "sent_media": 0, "lost_media": 0}
+        state = {
+            "now": 0.0,
+            "seq": 0,
+            "fb": 0,
+            "pending": [],
+            "credit": 0.0,
+            "pad_credit": 0.0,
+            "est": BandwidthEstimator(initial_bps=1_000_000),
+            "alloc": StreamAllocator(),
+            "prober": Prober(),
+            "layer": 2,
+            "sent_media": 0,
+            "lost_media": 0,
+        }
     s = state
     est, alloc, prober = s["est"], s["alloc"], s["prober"]
     trace = []
@@ -107,7 +127,9 @@ def simulate(link, seconds, state=None, cap_events=()):
                 first = ready[0][0]
                 arrivals = {seq: a for seq, a, _ in ready}
                 span = [arrivals.get((first + i) & 0xFFFF) for i in range(ready[-1][0] - first + 1)]
-                body = split_compound(build_feedback(1, 2, first, s["fb"], [None if a is None else int(a * 1000) for a in span]))
+                body = split_compound(
+                    build_feedback(1, 2, first, s["fb"], [None if a is None else int(a * 1000) for a in span])
+                )
                 s["fb"] += 1
                 est.on_feedback(parse_feedback(body[0][2]), s["now"])
     return trace, s

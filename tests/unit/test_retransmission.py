@@ -39,7 +39,11 @@ def test_rtx_unwrap_restores_the_original_packet_view():
     original = unwrap_rtx(rtx, parse_rtp(rtx), 97, 2222)
     assert original is not None
     assert (original.payload_type, original.seq, original.ssrc, original.timestamp, original.marker) == (
-        97, 0xBEEF, 2222, 123456, 1
+        97,
+        0xBEEF,
+        2222,
+        123456,
+        1,
     )
     assert rtx[original.payload_start : original.payload_end] == b"payload"
 
@@ -217,15 +221,27 @@ def make(rtx=True):
     nacks: list[tuple[int, list[int]]] = []
     plis: list[int] = []
     producer = Producer(
-        "p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, layer: plis.append(layer.index),
+        "p-1",
+        "p",
+        "video",
+        "camera",
+        VP8,
+        96,
+        request_keyframe=lambda p, layer: plis.append(layer.index),
         send_nack=lambda p, layer, seqs: nacks.append((layer.index, list(seqs))),
     )
     producer.rtx_payload_type = 99
     producer.layers[0].ssrc = 1111
     sent: list[bytes] = []
     consumer = Consumer(
-        producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock,
-        rtx_payload_type=98 if rtx else None, rtx_ssrc=3333,
+        producer,
+        "s",
+        OutStream(2222, 1000, 5000),
+        97,
+        send=lambda b: sent.append(b) or True,
+        now_s=clock,
+        rtx_payload_type=98 if rtx else None,
+        rtx_ssrc=3333,
     )
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, nacks, plis
@@ -377,14 +393,24 @@ def test_giving_up_requests_a_keyframe_on_tick():
 
 def test_old_layer_repair_after_a_switch_is_dropped():
     clock = Clock()
-    producer = Producer("p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, layer: None,
-                        rids=["q", "h"], send_nack=lambda p, layer, seqs: None)
+    producer = Producer(
+        "p-1",
+        "p",
+        "video",
+        "camera",
+        VP8,
+        96,
+        request_keyframe=lambda p, layer: None,
+        rids=["q", "h"],
+        send_nack=lambda p, layer, seqs: None,
+    )
     producer.rtx_payload_type = 99
     for i, layer in enumerate(producer.layers):
         layer.ssrc = 1111 + i
     sent = []
-    consumer = Consumer(producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True,
-                        now_s=clock)
+    consumer = Consumer(
+        producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock
+    )
     producer.add_consumer(consumer, clock())
 
     def on(layer, seq, payload, t):

@@ -145,6 +145,8 @@ def test_h264_picture_size_from_the_sps(size, sps_hex):
     assert h264_keyframe_size(stap_a) == size  # SPS and PPS aggregated, as Chrome sends them
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x67", bytes.fromhex("6742c01f"), bytes.fromhex("65888400"), b"\x78\x00\x40\x67\x42"])
+@pytest.mark.parametrize(
+    "payload", [b"", b"\x67", bytes.fromhex("6742c01f"), bytes.fromhex("65888400"), b"\x78\x00\x40\x67\x42"]
+)
 def test_h264_size_of_truncated_or_sps_less_payloads_is_none(payload):
     assert h264_keyframe_size(payload) is None

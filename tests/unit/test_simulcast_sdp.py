@@ -37,8 +37,19 @@ def test_ignores_undeclared_rids_and_single_layers():
 
 def test_answer_gets_receive_rids_on_the_right_m_section():
     answer = "\r\n".join(
-        ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=mid:0",
-         "a=recvonly", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:1", "a=recvonly", ""]
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 0.0.0.0",
+            "s=-",
+            "t=0 0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "a=mid:0",
+            "a=recvonly",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "a=mid:1",
+            "a=recvonly",
+            "",
+        ]
     )
     out = add_simulcast_answer(answer, {"1": ["q", "h", "f"]})
     video = out.split("m=video")[1]
