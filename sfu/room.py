@@ -81,6 +81,7 @@ class Participant:
                 signal=self.signal,
                 dynacast=self._config.dynacast,
                 transport_cc=self._config.transport_cc,
+                max_ssrcs=self._config.max_ssrcs_per_transport,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)

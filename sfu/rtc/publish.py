@@ -36,7 +36,7 @@ from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..tasks import spawn
 from . import aiortc_glue as glue
 from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, SignalFn, now_ms
-from .routing import SsrcRouter
+from .routing import DEFAULT_MAX_SSRCS, SsrcRouter
 from .sdp import (
     MID_URI,
     REPAIRED_RID_URI,
@@ -50,6 +50,8 @@ from .sdp import (
 )
 
 logger = logging.getLogger(__name__)
+
+MAX_DLSR = 0xFFFFFFFF  # delay since last SR, in 1/65536 s, in a 32-bit field
 
 
 class PublishPeer(PeerBase):
@@ -65,6 +67,7 @@ class PublishPeer(PeerBase):
         signal: SignalFn | None = None,
         dynacast: bool = True,
         transport_cc: bool = True,
+        max_ssrcs: int = DEFAULT_MAX_SSRCS,
     ) -> None:
         super().__init__(ice_servers, on_failed)
         self.participant_id = participant_id
@@ -74,9 +77,9 @@ class PublishPeer(PeerBase):
         self._dynacast = dynacast and signal is not None
         self._layer_needs: dict[Producer, LayerNeed] = {}
         self.layer_changes_sent = 0
-        self.router = SsrcRouter()
+        self.router = SsrcRouter(max_ssrcs)
         self._ext_ids: dict[str, int] = {}  # header extension URI -> id, from the answer
-        self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival)
+        self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival on the now_s clock)
         self._publisher_bitrate_bps = publisher_bitrate_bps
         self._now_s = now_s
         self.unroutable_packets = 0
@@ -254,7 +257,7 @@ class PublishPeer(PeerBase):
         if isinstance(packet, RtcpSrPacket):
             route = self.router.media_route(packet.ssrc)
             ntp = packet.sender_info.ntp_timestamp
-            self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, time.time())
+            self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, self._now_s())
             if route is not None:
                 route[0].on_sender_report(route[1], ntp, packet.sender_info.rtp_timestamp)
 
@@ -300,8 +303,17 @@ class PublishPeer(PeerBase):
             self._update_layers(producer, now_ms)  # dynacast
 
     def describe(self) -> dict[str, Any]:
-        """Upstream loss repair per published track, and the transport-cc feedback we send."""
+        """Upstream loss repair per published track, the transport-cc feedback we send, and
+        how the incoming streams are routed."""
+        router = self.router
         return {
+            "routing": {
+                "ssrcs": router.learnt_ssrcs,
+                "max_ssrcs": router.max_ssrcs,
+                "ssrcs_over_limit": router.ssrcs_over_limit,
+                "unroutable_ssrcs_cached": router.unroutable_ssrcs,
+                "unroutable_packets": self.unroutable_packets,
+            },
             "tracks": [{"track": p.id, **p.describe_repair()} for p in self.producers.values()],
             "transport_cc": {
                 "negotiated": self._twcc_ext_id is not None,
@@ -315,7 +327,7 @@ class PublishPeer(PeerBase):
 
     def rtcp_reports(self) -> list[Any]:
         reports = []
-        now = time.time()
+        now = self._now_s()
         for layer in self.layers():
             stats = layer.stats
             if stats.packets == 0 or layer.ssrc is None:
@@ -324,6 +336,10 @@ class PublishPeer(PeerBase):
             if layer.ssrc in self._lsr:
                 lsr, at = self._lsr[layer.ssrc]
                 dlsr = int((now - at) * 65536)
+                if not 0 <= dlsr <= MAX_DLSR:
+                    # The last SR is older than the 32-bit DLSR can say (about 18 h; its LSR is
+                    # ambiguous too): report as if none had come (RFC 3550 6.4.1: both zero).
+                    lsr, dlsr = 0, 0
             reports.append(
                 RtcpReceiverInfo(
                     ssrc=layer.ssrc,
