@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .bwe.allocator import PAUSED, Allocation
 from .media.keyframe import keyframe_detector, keyframe_size_reader
 from .media.munger import RtpMunger
 from .media.nack import NackGenerator, ResendBudget
@@ -39,7 +40,6 @@ SendNackFn = Callable[["Producer", "Layer", list[int]], None]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 # A simulcast layer that has sent nothing for this long is taken as stopped.
 LAYER_TIMEOUT_MS = 500
-PAUSED_FOR_BANDWIDTH = -1
 # A subscriber NACK asks for at most this many packets (the rest is ignored).
 MAX_NACK_SEQS = 256
 # A cached packet is resent at most once per RTT (this long while the RTT is unknown).
@@ -397,6 +397,10 @@ class Consumer:
         now_s: Callable[[], float],
         rtx_payload_type: int | None = None,
         rtx_ssrc: int = 0,
+        *,
+        resend_budget: ResendBudget | None = None,
+        estimate_bps: Callable[[], float | None] | None = None,
+        on_layer_started: Callable[[], None] | None = None,
     ) -> None:
         self.producer = producer
         self.subscriber_id = subscriber_id
@@ -408,9 +412,11 @@ class Consumer:
         self._send = send
         self._now_s = now_s
         # Shared by the subscriber's consumers: caps retransmissions to a share of its
-        # downlink estimate (set by the subscribe peer; None: no cap).
-        self.resend_budget: ResendBudget | None = None
-        self.estimate_bps: Callable[[], float | None] = lambda: None
+        # downlink estimate (None: no cap), which ``estimate_bps`` reads.
+        self._resend_budget = resend_budget
+        self._estimate_bps = estimate_bps
+        # Called when a layer of the producer starts (the subscriber re-runs its allocation).
+        self._on_layer_started = on_layer_started
         self._video = producer.kind == "video"
         self._rewrite_vp8 = producer.codec.name.upper() == "VP8"
         self.cache = PacketCache(512 if self._video else 64)
@@ -421,8 +427,9 @@ class Consumer:
         # What the subscriber asked for.
         self.max_height: int | None = None
         self.paused = False
-        # What its downlink allows (from the allocator): a layer, PAUSED_FOR_BANDWIDTH, or None.
-        self.bandwidth_layer: int | None = None
+        # What its downlink allows: the allocator's last decision (None: no estimate, no cap).
+        self.allocation: Allocation | None = None
+        self._bandwidth_paused = False  # the allocation pauses it (read per packet)
         self.closed = False
         self.packets_dropped = 0
         self.nacks_received = 0  # sequence numbers the subscriber asked for
@@ -436,8 +443,6 @@ class Consumer:
         self.fraction_lost = 0
         self.rtt_ms: float | None = None
         self.remb_bps: int | None = None
-        # Called when a layer of the producer starts (the subscriber re-runs its allocation).
-        self.on_layer_started: Callable[[], None] | None = None
 
     def restart(self) -> None:
         """Resume on the next keyframe (video) or the next packet (audio)."""
@@ -454,14 +459,26 @@ class Consumer:
 
     @property
     def bandwidth_paused(self) -> bool:
-        return self.bandwidth_layer == PAUSED_FOR_BANDWIDTH
+        return self._bandwidth_paused
 
-    def set_bandwidth_layer(self, layer: int | None, now_ms: int) -> None:
-        if layer == self.bandwidth_layer:
+    @property
+    def bandwidth_layer(self) -> int | None:
+        """The highest layer the downlink carries, PAUSED if none, None if it sets no cap."""
+        allocation = self.allocation
+        if allocation is None:
+            return None
+        return PAUSED if allocation.paused_for_bandwidth else allocation.layer_cap
+
+    def set_allocation(self, allocation: Allocation | None, now_ms: int) -> None:
+        """Apply the allocator's decision (None: there is no estimate, nothing limits)."""
+        before = self.bandwidth_layer
+        self.allocation = allocation
+        self._bandwidth_paused = allocation is not None and allocation.paused_for_bandwidth
+        layer = self.bandwidth_layer
+        if layer == before:
             return
-        if layer == PAUSED_FOR_BANDWIDTH:
+        if layer == PAUSED:
             self.restart()
-        self.bandwidth_layer = layer
         self.select(now_ms)
 
     def layer_started(self, index: int, keyframe: bool, now_ms: int) -> None:
@@ -474,8 +491,8 @@ class Consumer:
         if keyframe:
             # It begins with a keyframe: asking for another one now would only cost bandwidth.
             self.producer.layers[index].last_keyframe_request_s = self._now_s()
-        if self.on_layer_started is not None:
-            self.on_layer_started()
+        if self._on_layer_started is not None:
+            self._on_layer_started()
         self.select(now_ms)
 
     def desired_layer(self) -> int:
@@ -494,8 +511,9 @@ class Consumer:
         layers = self.producer.layers
         if len(layers) > 1:
             desired = self.desired_layer()
-            if self.bandwidth_layer is not None and self.bandwidth_layer >= 0:
-                desired = min(desired, self.bandwidth_layer)
+            cap = self.bandwidth_layer
+            if cap is not None and cap >= 0:
+                desired = min(desired, cap)
             active = [layer.index for layer in layers if layer.active(now_ms)]
             if active:
                 fitting = [i for i in active if i <= desired]
@@ -517,7 +535,7 @@ class Consumer:
         keyframe: bool,
         arrival_ms: int,
     ) -> None:
-        if self.paused or self.bandwidth_layer == PAUSED_FOR_BANDWIDTH:
+        if self.paused or self._bandwidth_paused:
             return
         out = self.out
         if layer != self.current or self._must_restart:
@@ -553,7 +571,7 @@ class Consumer:
 
     @property
     def forwarding(self) -> bool:
-        return not self.paused and self.bandwidth_layer != PAUSED_FOR_BANDWIDTH
+        return not self.paused and not self.bandwidth_paused
 
     def on_nack(self, lost: list[int], now_ms: int = 0) -> None:
         """Retransmit what the cache holds (at most once per RTT per packet); ask the publisher
@@ -563,7 +581,8 @@ class Consumer:
         cache = self.cache
         out = self.out
         guard_ms = min(self.rtt_ms, MAX_RESEND_GUARD_MS) if self.rtt_ms else DEFAULT_RESEND_GUARD_MS
-        budget = self.resend_budget
+        budget = self._resend_budget
+        estimate = self._estimate_bps
         upstream: list[int] = []
         for seq in lost:
             packet = cache.get(seq)
@@ -574,7 +593,7 @@ class Consumer:
                     upstream.append(ext_seq)
                 continue
             if now_ms - cache.resent_ms(seq) < guard_ms or (
-                budget is not None and not budget.allow(len(packet), now_ms, self.estimate_bps())
+                budget is not None and not budget.allow(len(packet), now_ms, estimate() if estimate else None)
             ):
                 self.nacks_throttled += 1
                 continue

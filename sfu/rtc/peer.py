@@ -14,13 +14,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.rtp import RtcpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from ..errors import SignalingError
+from ..events import EventSink, MediaEvent
 from . import aiortc_glue as glue
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ TWCC_FEEDBACK_BURST = 50  # ... or as soon as this many packets wait to be repor
 TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
 
-SignalFn = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+
+async def deliver(sink: EventSink, event: MediaEvent) -> None:
+    """Hand one event to a sink (as a coroutine, for sfu.tasks.spawn)."""
+    await sink(event)
 
 
 def now_ms() -> int:

@@ -29,13 +29,14 @@ from aiortc.rtp import (
 from ..bwe.twcc import TWCC_URI, FeedbackGenerator, read_transport_seq
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
+from ..events import EventSink, LayersNeeded
 from ..forwarding import Layer, Producer
 from ..media.nack import nack_packet
 from ..media.rtp import MalformedPacket, parse_rtp
 from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..tasks import spawn
 from . import aiortc_glue as glue
-from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, SignalFn, now_ms
+from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, deliver, now_ms
 from .routing import DEFAULT_MAX_SSRCS, SsrcRouter
 from .sdp import (
     MID_URI,
@@ -64,7 +65,7 @@ class PublishPeer(PeerBase):
         on_failed: Callable[[], None],
         publisher_bitrate_bps: int,
         now_s: Callable[[], float] = time.monotonic,
-        signal: SignalFn | None = None,
+        events: EventSink | None = None,
         dynacast: bool = True,
         transport_cc: bool = True,
         max_ssrcs: int = DEFAULT_MAX_SSRCS,
@@ -73,8 +74,8 @@ class PublishPeer(PeerBase):
         self.participant_id = participant_id
         self.producers: dict[str, Producer] = {}  # by mid (the router holds the same)
         # Dynacast: which layers of each video the publisher is asked to send (`layers`).
-        self._signal = signal
-        self._dynacast = dynacast and signal is not None
+        self._emit = events
+        self._dynacast = dynacast and events is not None
         self._layer_needs: dict[Producer, LayerNeed] = {}
         self.layer_changes_sent = 0
         self.router = SsrcRouter(max_ssrcs)
@@ -264,7 +265,7 @@ class PublishPeer(PeerBase):
     def _update_layers(self, producer: Producer, now: int) -> None:
         """Tell the publisher when the layers its consumers need change (dynacast)."""
         need = self._layer_needs.get(producer)
-        if need is None or producer.closed or self._signal is None:
+        if need is None or producer.closed or self._emit is None:
             return
         count, reason = needed_layers(producer.consumers, producer.layers)
         before = need.active
@@ -283,8 +284,8 @@ class PublishPeer(PeerBase):
             "" if need.active > before else f", unneeded for {need.hold_ms} ms",
         )
         self.layer_changes_sent += 1
-        msg = {"type": "layers", "track": producer.id, "active": active, "paused": need.active == 0}
-        spawn(self._signal(msg), name=f"layers-{self.participant_id}")
+        event = LayersNeeded(producer.id, tuple(active), paused=need.active == 0)
+        spawn(deliver(self._emit, event), name=f"layers-{self.participant_id}")
 
     def _send_pli(self, producer: Producer, layer: Layer) -> None:
         if layer.ssrc is not None:

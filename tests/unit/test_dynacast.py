@@ -1,5 +1,6 @@
 """Dynacast: which layers a publisher is asked to send, with a fake clock."""
 
+from sfu.bwe.allocator import Allocation, Reason
 from sfu.dynacast import HOLD_MS, LayerNeed, needed_layers, wanted_layer
 from sfu.forwarding import Codec, Consumer, OutStream, Producer
 
@@ -46,7 +47,7 @@ def test_paused_consumers_are_ignored_but_bandwidth_limited_ones_count():
     paused = consumer_of(producer, max_height=None, paused=True)
     assert needed_layers(producer.consumers, producer.layers) == (0, "all 1 subscribers paused it")
     limited = consumer_of(producer, max_height=400)
-    limited.set_bandwidth_layer(0, 0)  # its downlink carries only the lowest layer now
+    limited.set_allocation(Allocation(0, Reason.BANDWIDTH), 0)  # its downlink carries only the lowest layer now
     assert needed_layers(producer.consumers, producer.layers)[0] == 2  # what it asked for, not what fits
     paused.set_preferences(None, False, 0)
     assert needed_layers(producer.consumers, producer.layers)[0] == 3
@@ -135,9 +136,10 @@ def test_a_restarted_layer_is_offered_to_the_allocator_at_its_last_bitrate():
 def test_a_restarted_layer_is_taken_on_its_first_keyframe_without_a_keyframe_request():
     from tests.unit.test_forwarding import Simulcast, assert_continuous, make, out_fields
 
-    producer, consumer, sent, requests, clock = make(rids=["q", "h", "f"])
     started = []
-    consumer.on_layer_started = lambda: started.append(consumer.current)
+    producer, consumer, sent, requests, clock = make(
+        rids=["q", "h", "f"], on_layer_started=lambda: started.append(consumer.current)
+    )
     sim = Simulcast(producer)
     consumer.set_preferences(max_height=200, paused=False, now_ms=sim.ms)
     sim.frame(key=True)  # sizes learnt; the consumer takes the low layer

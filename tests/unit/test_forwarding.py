@@ -27,7 +27,7 @@ class Clock:
         return self.t
 
 
-def make(kind="video", rids=None):
+def make(kind="video", rids=None, **consumer_options):
     clock = Clock()
     requests = []
     producer = Producer(
@@ -37,7 +37,13 @@ def make(kind="video", rids=None):
         layer.ssrc = 1111 + i
     sent = []
     consumer = Consumer(
-        producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock
+        producer,
+        "s",
+        OutStream(2222, 1000, 5000),
+        97,
+        send=lambda b: sent.append(b) or True,
+        now_s=clock,
+        **consumer_options,
     )
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, requests, clock

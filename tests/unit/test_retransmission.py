@@ -216,7 +216,7 @@ def test_reverse_and_late_packets_stop_at_a_skip_and_a_restart():
 # -- consumer: RTX to the subscriber, forwarding what the cache lacks --------------------
 
 
-def make(rtx=True):
+def make(rtx=True, **consumer_options):
     clock = Clock()
     nacks: list[tuple[int, list[int]]] = []
     plis: list[int] = []
@@ -242,6 +242,7 @@ def make(rtx=True):
         now_s=clock,
         rtx_payload_type=98 if rtx else None,
         rtx_ssrc=3333,
+        **consumer_options,
     )
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, nacks, plis
@@ -307,9 +308,10 @@ def test_resend_budget_caps_retransmissions_to_a_share_of_the_estimate():
 
 
 def test_consumers_resends_stop_at_the_budget():
-    producer, consumer, sent, nacks, plis = make()
-    consumer.resend_budget = ResendBudget(share=0.25)
-    consumer.estimate_bps = lambda: 8 * 4 * len(KEY + DELTA)  # room for one packet a second
+    # room for one packet a second
+    producer, consumer, sent, nacks, plis = make(
+        resend_budget=ResendBudget(share=0.25), estimate_bps=lambda: 8 * 4 * len(KEY + DELTA)
+    )
     push(producer, 10, KEY, 0)
     push(producer, 11, DELTA, 1)
     consumer.on_nack([1000, 1001], now_ms=10)
