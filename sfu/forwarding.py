@@ -204,8 +204,9 @@ class Producer:
             self._poll_nacks(layer, now_ms)
         return count
 
-    def tick(self, now_ms: int, now_s: float) -> None:
+    def tick(self, now_ms: int) -> None:
         """Periodic work: NACKs due on a layer that went quiet, keyframes for what was lost."""
+        now_s = now_ms / 1000
         for layer in self.layers:
             nack = layer.nack
             if nack is None:
@@ -521,8 +522,9 @@ class Consumer:
     def on_keyframe_request(self) -> None:
         self.producer.request_keyframe(self._now_s(), max(self.current, self.target, 0))
 
-    def sender_report_timestamp(self, now_ntp: int) -> int | None:
-        """The outgoing RTP timestamp that corresponds to wall-clock ``now_ntp`` (NTP format).
+    def sender_report_timestamp(self, now_ntp: int, now_ms: int) -> int | None:
+        """The outgoing RTP timestamp that corresponds to wall-clock ``now_ntp`` (NTP format),
+        ``now_ms`` being the same instant on the media clock.
 
         From the publisher's last sender report for the forwarded layer when there is one
         (keeps audio/video sync), else from the last forwarded packet.
@@ -537,7 +539,7 @@ class Consumer:
             return munger.out_timestamp(layer.sr_rtp + int(elapsed_s * rate))
         if layer.last_timestamp is None:
             return None
-        elapsed_ms = ((now_ntp * 1000) >> 32) - layer.last_arrival_ms
+        elapsed_ms = now_ms - layer.last_arrival_ms
         return munger.out_timestamp(layer.last_timestamp + int(elapsed_ms * rate / 1000))
 
     def describe(self) -> dict[str, object]:

@@ -42,11 +42,13 @@ async def deliver(sink: EventSink, event: MediaEvent) -> None:
 
 
 def now_ms() -> int:
-    """Wall-clock milliseconds since the NTP epoch, the clock of packet arrival times."""
-    return int((time.time() + NTP_EPOCH_OFFSET_S) * 1000)
+    """The media path's clock (monotonic milliseconds): arrival times, layer activity,
+    NACK timing, estimation. Peers read their injected ``now_s`` clock instead."""
+    return int(time.monotonic() * 1000)
 
 
 def ntp_now() -> int:
+    """Wall-clock time in NTP format, only for what RTCP carries (SR timestamps, RTT)."""
     t = time.time() + NTP_EPOCH_OFFSET_S
     return (int(t) << 32) | int((t % 1) * (1 << 32))
 
@@ -81,8 +83,14 @@ async def add_ice_candidate(pc: Any, candidate: dict[str, Any] | None) -> None:
 class PeerBase:
     """What both peers share: the aiortc connection, the tap, the RTCP timer."""
 
-    def __init__(self, ice_servers: list[dict[str, Any]], on_failed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ice_servers: list[dict[str, Any]],
+        on_failed: Callable[[], None],
+        now_s: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pc = glue.create_peer_connection(ice_servers)
+        self._now_s = now_s  # the one clock of the media path (monotonic seconds)
         self.rtcp_ssrc = random.getrandbits(32)
         self.malformed_packets = 0
         self.closed = False
@@ -100,6 +108,9 @@ class PeerBase:
 
     def on_connected(self) -> None:
         pass
+
+    def _now_ms(self) -> int:
+        return int(self._now_s() * 1000)
 
     @property
     def transport(self) -> Any:
@@ -149,14 +160,14 @@ class PeerBase:
         return []
 
     async def _run_rtcp(self) -> None:
-        next_report = time.monotonic()
+        next_report = self._now_s()
         try:
             while not self.closed:
                 await asyncio.sleep(TICK_INTERVAL_S)
                 try:
-                    self.tick(now_ms())
-                    if time.monotonic() >= next_report:
-                        next_report = time.monotonic() + RTCP_INTERVAL_S * (0.5 + random.random())
+                    self.tick(self._now_ms())
+                    if self._now_s() >= next_report:
+                        next_report = self._now_s() + RTCP_INTERVAL_S * (0.5 + random.random())
                         self.send_rtcp(self.rtcp_reports())
                 except Exception:
                     logger.exception("periodic RTCP work failed")

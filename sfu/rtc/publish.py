@@ -30,13 +30,14 @@ from ..bwe.twcc import TWCC_URI, FeedbackGenerator, read_transport_seq
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
 from ..events import EventSink, LayersNeeded
-from ..forwarding import Layer, Producer
+from ..forwarding import Producer
 from ..media.nack import nack_packet
 from ..media.rtp import MalformedPacket, parse_rtp
 from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
+from ..stream import Layer
 from ..tasks import spawn
 from . import aiortc_glue as glue
-from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, deliver, now_ms
+from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, deliver
 from .routing import DEFAULT_MAX_SSRCS, SsrcRouter
 from .sdp import (
     MID_URI,
@@ -70,7 +71,7 @@ class PublishPeer(PeerBase):
         transport_cc: bool = True,
         max_ssrcs: int = DEFAULT_MAX_SSRCS,
     ) -> None:
-        super().__init__(ice_servers, on_failed)
+        super().__init__(ice_servers, on_failed, now_s)
         self.participant_id = participant_id
         self.producers: dict[str, Producer] = {}  # by mid (the router holds the same)
         # Dynacast: which layers of each video the publisher is asked to send (`layers`).
@@ -82,7 +83,6 @@ class PublishPeer(PeerBase):
         self._ext_ids: dict[str, int] = {}  # header extension URI -> id, from the answer
         self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival on the now_s clock)
         self._publisher_bitrate_bps = publisher_bitrate_bps
-        self._now_s = now_s
         self.unroutable_packets = 0
         self.audio_levels: dict[str, AudioLevelMeter] = {}  # by producer id (audio only)
         # transport-cc: we answer it (if offered and enabled) and send the publisher feedback.
@@ -182,8 +182,8 @@ class PublishPeer(PeerBase):
                 self.router.add_producer(mid, producer)
                 added.append(producer)
                 if self._dynacast and producer.kind == "video":
-                    self._layer_needs[producer] = LayerNeed(len(producer.layers), now_ms())
-                    producer.on_demand_changed = lambda p=producer: self._update_layers(p, now_ms())
+                    self._layer_needs[producer] = LayerNeed(len(producer.layers), self._now_ms())
+                    producer.on_demand_changed = lambda p=producer: self._update_layers(p, self._now_ms())
                 if producer.kind == "audio":
                     self.audio_levels[producer.id] = AudioLevelMeter()
             producer.rtx_payload_type = rtx_payload_type(local, producer.payload_type)
@@ -202,7 +202,8 @@ class PublishPeer(PeerBase):
         producer.close()
         return producer
 
-    async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+    async def _on_rtp(self, data: bytes, aiortc_arrival_ms: int) -> None:
+        arrival_ms = self._now_ms()  # on the media clock (aiortc stamps wall-clock NTP ms)
         try:
             view = parse_rtp(data)
         except MalformedPacket:
@@ -297,9 +298,8 @@ class PublishPeer(PeerBase):
             glue.send_packet(transport, nack_packet(self.rtcp_ssrc, layer.ssrc, ext_seqs), rtcp=True)
 
     def tick(self, now_ms: int) -> None:
-        now_s = self._now_s()
         for producer in list(self.producers.values()):
-            producer.tick(now_ms, now_s)  # upstream NACKs due
+            producer.tick(now_ms)  # upstream NACKs due
         for producer in list(self._layer_needs):
             self._update_layers(producer, now_ms)  # dynacast
 

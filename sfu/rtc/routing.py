@@ -19,8 +19,9 @@ producers by MID and the FID groups, and asks ``route()`` for every packet.
 
 from __future__ import annotations
 
-from ..forwarding import Layer, Producer
+from ..forwarding import Producer
 from ..media.rtp import header_extensions
+from ..stream import Layer
 
 # (producer, layer, is_rtx): one tuple per learnt stream, built once, returned for every packet.
 Route = tuple[Producer, Layer, bool]

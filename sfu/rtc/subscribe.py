@@ -37,8 +37,9 @@ from ..bwe.downlink import DownlinkController, StreamInput
 from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, parse_feedback, split_compound
 from ..errors import SignalingError
 from ..events import ConsumerBound, EventSink, SubscribeOfferReady, TrackQualityChanged
-from ..forwarding import Codec, Consumer, OutStream, Producer
+from ..forwarding import Consumer, OutStream, Producer
 from ..media.nack import ResendBudget
+from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
 from .peer import (
@@ -48,7 +49,6 @@ from .peer import (
     TWCC_EXT_ID,
     PeerBase,
     deliver,
-    now_ms,
     ntp_now,
 )
 from .sdp import add_transport_cc, extension_id, media_codec, parse_sdp
@@ -84,12 +84,11 @@ class SubscribePeer(PeerBase):
         initial_bps: int = 1_000_000,
         transport_cc: bool = True,
     ) -> None:
-        super().__init__(ice_servers, on_failed)
+        super().__init__(ice_servers, on_failed, now_s)
         self.participant_id = participant_id
         self.slots: list[Slot] = []
         self._by_ssrc: dict[int, Slot] = {}
         self._emit = events
-        self._now_s = now_s
         self._wanted: list[Producer] = []  # producers to consume, in order of arrival
         self._preferences: dict[str, tuple[int | None, bool]] = {}  # by track id
         self._lock = asyncio.Lock()
@@ -275,7 +274,7 @@ class SubscribePeer(PeerBase):
                     on_layer_started=self._on_layer_started,
                 )
                 if producer.id in self._preferences:
-                    slot.consumer.set_preferences(*self._preferences[producer.id], now_ms())
+                    slot.consumer.set_preferences(*self._preferences[producer.id], self._now_ms())
             described.append(
                 ConsumerBound(
                     mid=slot.mid or "",
@@ -315,7 +314,7 @@ class SubscribePeer(PeerBase):
     def on_connected(self) -> None:
         for consumer in self.consumers():
             consumer.restart()
-            consumer.select(now_ms())
+            consumer.select(self._now_ms())
 
     def set_preferences(self, track_id: str, max_height: int | None, paused: bool, pinned: bool = False) -> None:
         """What the subscriber wants of one track: a height cap, or nothing at all (paused);
@@ -330,7 +329,7 @@ class SubscribePeer(PeerBase):
             self.pinned.discard(track_id)
         for consumer in self.consumers():
             if consumer.producer.id == track_id:
-                consumer.set_preferences(max_height, paused, now_ms())
+                consumer.set_preferences(max_height, paused, self._now_ms())
 
     def tick(self, now_ms: int) -> None:
         self.downlink.measure_send_rate(now_ms, self._bytes_sent)
@@ -358,7 +357,7 @@ class SubscribePeer(PeerBase):
             )
             if not glue.send_packet(transport, packet):
                 return False
-            self.estimator.on_sent(tw, now_ms(), len(packet))
+            self.estimator.on_sent(tw, self._now_ms(), len(packet))
         elif not glue.send_packet(transport, packet):
             return False
         self._bytes_sent += len(packet)
@@ -378,14 +377,14 @@ class SubscribePeer(PeerBase):
                 except ValueError:
                     self.malformed_packets += 1
                     continue
-                self.estimator.on_feedback(feedback, now_ms())
+                self.estimator.on_feedback(feedback, self._now_ms())
             else:
                 rest.append(raw)
         if rest:
             await super()._on_rtcp(b"".join(rest))
 
     def _on_layer_started(self) -> None:
-        self.allocate(now_ms(), probe=False)
+        self.allocate(self._now_ms(), probe=False)
 
     def allocate(self, now: int, probe: bool = True) -> None:
         """Fit the videos this subscriber receives into its downlink estimate, and probe."""
@@ -446,7 +445,7 @@ class SubscribePeer(PeerBase):
             budget -= len(packet)
 
     def describe(self) -> dict[str, Any]:
-        now = now_ms()
+        now = self._now_ms()
         downlink = self.downlink.describe(now)
         return {
             "bandwidth": downlink["bandwidth"],
@@ -483,11 +482,11 @@ class SubscribePeer(PeerBase):
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             consumer = self._consumer(packet.media_ssrc)
             if consumer is not None:
-                consumer.on_nack(list(packet.lost), now_ms())
+                consumer.on_nack(list(packet.lost), self._now_ms())
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             worst = max((r.fraction_lost for r in packet.reports if self._consumer(r.ssrc)), default=None)
             if worst is not None:
-                self.estimator.on_receiver_report(worst, now_ms(), self.send_bps)
+                self.estimator.on_receiver_report(worst, self._now_ms(), self.send_bps)
             for report in packet.reports:
                 consumer = self._consumer(report.ssrc)
                 if consumer is not None:
@@ -506,12 +505,13 @@ class SubscribePeer(PeerBase):
 
     def rtcp_reports(self) -> list[Any]:
         now_ntp = ntp_now()
+        now_ms = self._now_ms()
         packets: list[Any] = []
         for slot in self.slots:
             consumer = slot.consumer
             if consumer is None or consumer.closed:
                 continue
-            rtp_ts = consumer.sender_report_timestamp(now_ntp)
+            rtp_ts = consumer.sender_report_timestamp(now_ntp, now_ms)
             if rtp_ts is None:
                 continue
             packets.append(

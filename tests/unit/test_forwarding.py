@@ -128,7 +128,14 @@ def test_sender_report_timestamp_follows_publisher_clock():
     ntp = 1000 << 32
     producer.on_sender_report(producer.layers[0], ntp, 90000)
     # one second later on the publisher's clock: 90000 ticks later, shifted by the munger offset
-    assert consumer.sender_report_timestamp(ntp + (1 << 32)) == (5000 + 90000) & 0xFFFFFFFF
+    assert consumer.sender_report_timestamp(ntp + (1 << 32), 2000) == (5000 + 90000) & 0xFFFFFFFF
+
+
+def test_sender_report_timestamp_without_a_publisher_report_follows_the_last_packet():
+    producer, consumer, sent, requests, clock = make()
+    push(producer, 1, 90000, KEY, arrival_ms=1000)
+    # half a second after the packet arrived (media clock), whatever the wall clock says
+    assert consumer.sender_report_timestamp(123 << 32, 1500) == (5000 + 45000) & 0xFFFFFFFF
 
 
 # -- simulcast -------------------------------------------------------------------------------
