@@ -269,7 +269,11 @@ class Producer:
         layer.sr_rtp = rtp_timestamp
 
     def close(self) -> None:
+        """Idempotent; closes every consumer of this producer."""
+        if self.closed:
+            return
         self.closed = True
+        self.on_demand_changed = None
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()

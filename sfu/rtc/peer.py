@@ -22,6 +22,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from ..errors import SignalingError
 from ..events import EventSink, MediaEvent
+from ..tasks import spawn
 from . import aiortc_glue as glue
 
 logger = logging.getLogger(__name__)
@@ -123,10 +124,8 @@ class PeerBase:
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)
         glue.install_tap(self.pc, self._on_rtp, self._on_rtcp)
-        if self._rtcp_task is None:
-            self._rtcp_task = asyncio.get_running_loop().create_task(
-                self._run_rtcp(), name=f"rtcp-{type(self).__name__}"
-            )
+        if self._rtcp_task is None and not self.closed:
+            self._rtcp_task = spawn(self._run_rtcp(), name=f"rtcp-{type(self).__name__}")
 
     def tick(self, now_ms: int) -> None:
         """Periodic work between RTCP reports (every TICK_INTERVAL_S)."""
@@ -177,10 +176,15 @@ class PeerBase:
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         await add_ice_candidate(self.pc, candidate)
 
+    def _close_children(self) -> None:
+        """Close what the peer owns (its producers or consumers); called once, by close()."""
+
     async def close(self) -> None:
+        """Idempotent: closes the peer's producers or consumers, its tasks, the connection."""
         if self.closed:
             return
         self.closed = True
+        self._close_children()
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
         try:

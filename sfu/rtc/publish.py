@@ -123,9 +123,7 @@ class PublishPeer(PeerBase):
         self._twcc_ext_id = self._ext_ids.get(TWCC_URI)
         if self._twcc_ext_id is not None and self._feedback_task is None:
             glue.track_arrival_times(self.pc)
-            self._feedback_task = asyncio.get_running_loop().create_task(
-                self._run_feedback(), name=f"twcc-feedback-{self.participant_id}"
-            )
+            self._feedback_task = spawn(self._run_feedback(), name=f"twcc-feedback-{self.participant_id}")
         return answer_sdp, added, removed
 
     def _update_producers(
@@ -368,12 +366,12 @@ class PublishPeer(PeerBase):
             )
         return packets
 
-    async def close(self) -> None:
+    def _close_children(self) -> None:
         if self._feedback_task is not None:
             self._feedback_task.cancel()
         for producer in self.producers.values():
-            producer.close()
+            producer.close()  # and with it every consumer of it
         self.producers.clear()
         self._layer_needs.clear()
+        self.audio_levels.clear()
         self.router.clear()
-        await super().close()

@@ -527,11 +527,10 @@ class SubscribePeer(PeerBase):
             )
         return packets
 
-    async def close(self) -> None:
+    def _close_children(self) -> None:
         for slot in self.slots:
             self._free(slot)
         self._wanted.clear()
-        await super().close()
 
 
 def stream_input(consumer: Consumer, now_ms: int) -> StreamInput:
