@@ -58,6 +58,7 @@ class Producer:
         request_keyframe: Callable[[Producer, Layer], None],
         rids: list[str] | None = None,
         send_nack: SendNackFn | None = None,
+        on_demand_changed: Callable[[Producer], None] | None = None,
     ) -> None:
         self.id = producer_id
         self.participant_id = participant_id
@@ -77,7 +78,7 @@ class Producer:
         # Dynacast (sfu/dynacast.py): how many of the lowest layers the publisher was asked to
         # send, and a hook called when what the consumers want may have changed.
         self.requested_layers = len(self.layers)
-        self.on_demand_changed: Callable[[], None] | None = None
+        self._on_demand_changed = on_demand_changed
         # Upstream repair: NACKs to the publisher, and its RTX stream (payload type from the
         # publish answer; None: not negotiated).
         self._send_nack = send_nack
@@ -107,8 +108,8 @@ class Producer:
         return d
 
     def demand_changed(self) -> None:
-        if self.on_demand_changed is not None and not self.closed:
-            self.on_demand_changed()
+        if self._on_demand_changed is not None and not self.closed:
+            self._on_demand_changed(self)
 
     def layer_by_rid(self, rid: str) -> Layer | None:
         for layer in self.layers:
@@ -273,7 +274,7 @@ class Producer:
         if self.closed:
             return
         self.closed = True
-        self.on_demand_changed = None
+        self._on_demand_changed = None
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()

@@ -175,13 +175,13 @@ class PublishPeer(PeerBase):
                     request_keyframe=self._send_pli,
                     rids=rids,
                     send_nack=self._send_nack,
+                    on_demand_changed=self._demand_changed if self._dynacast and media.kind == "video" else None,
                 )
                 self.producers[mid] = producer
                 self.router.add_producer(mid, producer)
                 added.append(producer)
                 if self._dynacast and producer.kind == "video":
                     self._layer_needs[producer] = LayerNeed(len(producer.layers), self._now_ms())
-                    producer.on_demand_changed = lambda p=producer: self._update_layers(p, self._now_ms())
                 if producer.kind == "audio":
                     self.audio_levels[producer.id] = AudioLevelMeter()
             producer.rtx_payload_type = rtx_payload_type(local, producer.payload_type)
@@ -260,6 +260,9 @@ class PublishPeer(PeerBase):
             self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, self._now_s())
             if route is not None:
                 route[0].on_sender_report(route[1], ntp, packet.sender_info.rtp_timestamp)
+
+    def _demand_changed(self, producer: Producer) -> None:
+        self._update_layers(producer, self._now_ms())
 
     def _update_layers(self, producer: Producer, now: int) -> None:
         """Tell the publisher when the layers its consumers need change (dynacast)."""

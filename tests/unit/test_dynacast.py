@@ -7,9 +7,17 @@ from sfu.forwarding import Codec, Consumer, OutStream, Producer
 VP8 = Codec("VP8", 90000)
 
 
-def simulcast_producer(heights=(180, 360, 720)):
+def simulcast_producer(heights=(180, 360, 720), on_demand_changed=None):
     producer = Producer(
-        "p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, l: None, rids=["q", "h", "f"]
+        "p-1",
+        "p",
+        "video",
+        "camera",
+        VP8,
+        96,
+        request_keyframe=lambda p, l: None,
+        rids=["q", "h", "f"],
+        on_demand_changed=on_demand_changed,
     )
     for layer, height in zip(producer.layers, heights):
         layer.height = height
@@ -113,9 +121,8 @@ def test_a_single_layer_video_is_on_or_off_as_a_whole():
 
 
 def test_consumers_changes_call_the_producers_demand_hook():
-    producer = simulcast_producer()
     calls = []
-    producer.on_demand_changed = lambda: calls.append(len(producer.consumers))
+    producer = simulcast_producer(on_demand_changed=lambda p: calls.append(len(p.consumers)))
     consumer = consumer_of(producer, max_height=200)  # added, then its preferences
     consumer.set_preferences(None, False, 0)
     consumer.close()
