@@ -12,8 +12,8 @@ from playwright.async_api import Page, async_playwright
 
 from sfu.app import ROOMS_KEY
 from tests.conftest import RunningServer, eventually
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.netns import HOST_IP, Namespace, lab  # noqa: F401 (lab: the fixture)
+from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.netns import HOST_IP, Namespace
 
 INBOUND_JS = """async (track) => {
   const s = window.sfuSession;

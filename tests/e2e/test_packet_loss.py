@@ -19,8 +19,8 @@ from playwright.async_api import Page, async_playwright
 
 from sfu.app import ROOMS_KEY
 from tests.conftest import RunningServer, eventually
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.netns import HOST_IP, Namespace, lab  # noqa: F401 (lab: the fixture)
+from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.netns import HOST_IP, Namespace
 
 LOSS_PERCENT = 5
 WARMUP_S = 3.0
@@ -145,7 +145,7 @@ async def lossy_call(srv: RunningServer, ns: Namespace, confined: str, room: str
                 "watch": w,
                 "dropped": ns.dropped_packets() - dropped_before,
                 "upstream": {
-                    k: sum(a.get(k, 0) - b.get(k, 0) for a, b in zip(after, before))
+                    k: sum(a.get(k, 0) - b.get(k, 0) for a, b in zip(after, before, strict=True))
                     for k in ("nacks_sent", "packets_repaired", "packets_given_up")
                 },
                 "rtx_received": producer.rtx_received - rtx_before,

@@ -18,7 +18,7 @@ from sfu.app import ROOMS_KEY, create_app
 from sfu.config import Config
 from sfu.tls import make_self_signed, ssl_context
 from tests.conftest import eventually, free_port
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
 
 SECRET = "e2e-secret-" + "q" * 40
 TURN_SECRET = "turn-e2e-secret"

@@ -90,9 +90,9 @@ async def test_leave_and_rejoin_reuses_subscriber_m_sections(server):
     try:
         for round_ in range(3):
             guest = await joined_publishing(server, "churn", f"guest{round_}")
-            await eventually(lambda: watcher.received_from(guest.id, "video") > 20, timeout=15)
+            await eventually(lambda g=guest: watcher.received_from(g.id, "video") > 20, timeout=15)
             await guest.close()
-            await watcher.wait_for(lambda m: m["type"] == "participant-left" and m["id"] == guest.id)
+            await watcher.wait_for(lambda m, g=guest: m["type"] == "participant-left" and m["id"] == g.id)
         sdp = watcher.subscribe_pc.remoteDescription.sdp
         assert sdp.count("m=video") == 1 and sdp.count("m=audio") == 1, "m-sections are reused, not piled up"
         rooms = server.app[ROOMS_KEY].rooms

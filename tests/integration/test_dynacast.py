@@ -25,7 +25,7 @@ async def growing(producer, seconds=1.0):
     await asyncio.sleep(seconds)
     rate = (sum(layer.stats.bytes for layer in producer.layers) - bytes_before) * 8 / seconds / 1000
     print(f"video from the publisher: {rate:.0f} kbit/s")
-    return [after > b for after, b in zip(layer_packets(producer), before)]
+    return [after > b for after, b in zip(layer_packets(producer), before, strict=True)]
 
 
 async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_return_when_it_grows(server):
