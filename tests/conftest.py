@@ -49,14 +49,17 @@ async def server() -> AsyncIterator[RunningServer]:
     await srv.runner.cleanup()
 
 
-async def eventually(predicate, timeout: float = 10.0, interval: float = 0.1):
-    """Wait until predicate() is truthy; return its value or fail with the last one."""
+async def eventually(predicate, timeout: float = 10.0, interval: float = 0.1, state=None):
+    """Wait until predicate() is truthy; return its value or fail with the last one.
+
+    ``state``, a function, describes what was seen when the condition is not met."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     value = predicate()
     while not value:
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            seen = f": {state()}" if state is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s{seen}")
         await asyncio.sleep(interval)
         value = predicate()
     return value
