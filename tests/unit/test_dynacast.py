@@ -15,11 +15,11 @@ def simulcast_producer(heights=(180, 360, 720), on_demand_changed=None):
         "camera",
         VP8,
         96,
-        request_keyframe=lambda p, l: None,
+        request_keyframe=lambda producer, layer: None,
         rids=["q", "h", "f"],
         on_demand_changed=on_demand_changed,
     )
-    for layer, height in zip(producer.layers, heights):
+    for layer, height in zip(producer.layers, heights, strict=True):
         layer.height = height
     return producer
 
@@ -110,7 +110,7 @@ def test_a_new_producer_keeps_every_layer_for_the_hold_time():
 
 
 def test_a_single_layer_video_is_on_or_off_as_a_whole():
-    producer = Producer("p-2", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, l: None)
+    producer = Producer("p-2", "p", "video", "camera", VP8, 96, request_keyframe=lambda producer, layer: None)
     need = LayerNeed(len(producer.layers), now_ms=0)
     consumer = consumer_of(producer, max_height=90)
     assert needed_layers(producer.consumers, producer.layers)[0] == 1

@@ -1,6 +1,7 @@
 """Producer → consumer forwarding, single-layer and simulcast, with a fake clock and transport."""
 
 import struct
+from itertools import pairwise
 
 from sfu.forwarding import LAYER_TIMEOUT_MS, Codec, Consumer, OutStream, Producer
 from sfu.media.rtp import parse_rtp, write_header
@@ -75,7 +76,7 @@ def test_consumer_waits_for_keyframe_then_rewrites_header():
 def test_keyframe_requests_are_throttled_to_one_per_500ms():
     producer, consumer, sent, requests, clock = make()
     assert len(requests) == 1  # on consumer start
-    for i in range(20):
+    for _ in range(20):
         consumer.on_keyframe_request()
     assert len(requests) == 1
     clock.t += 0.6
@@ -176,7 +177,7 @@ def out_fields(sent):
 
 
 def assert_continuous(rows):
-    for (s0, t0, p0, l0), (s1, t1, p1, l1) in zip(rows, rows[1:]):
+    for (s0, t0, p0, l0), (s1, t1, p1, l1) in pairwise(rows):
         assert (s1 - s0) & 0xFFFF == 1, rows
         assert 0 <= (t1 - t0) & 0xFFFFFFFF < 0x80000000, "timestamps never go back"
         assert (p1 - p0) & 0x7FFF in (0, 1), "picture id continues"
