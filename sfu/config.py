@@ -199,8 +199,8 @@ class Config:
             raise ConfigError(f"join_timeout_s must be in (0, 3600], got {self.join_timeout_s}")
         if self.messages_per_s <= 0 or self.message_burst < 1:
             raise ConfigError("messages_per_s must be positive and message_burst at least 1")
-        if self.max_queued_bytes < 4 * self.max_message_bytes:
-            raise ConfigError("max_queued_bytes must be at least 4 x max_message_bytes")
+        if self.max_queued_bytes < self.max_message_bytes:
+            raise ConfigError("max_queued_bytes must be at least max_message_bytes")
         if self.publisher_bitrate_bps < 0:
             raise ConfigError("publisher_bitrate_bps must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

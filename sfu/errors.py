@@ -42,6 +42,8 @@ class SignalingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        # The type of the client message that failed, when the parser knew it.
+        self.request: str | None = None
 
     def __reduce__(self) -> tuple[type[SignalingError], tuple[str, str]]:
         return (SignalingError, (self.code, self.message))

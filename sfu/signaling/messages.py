@@ -225,4 +225,8 @@ def parse(text: str | bytes) -> ClientMessage:
     kind = msg.get("type")
     if not isinstance(kind, str) or kind not in _PARSERS:
         raise BadRequest("unknown-type", f"unknown message type {kind!r:.80}")
-    return _PARSERS[kind](msg)
+    try:
+        return _PARSERS[kind](msg)
+    except BadRequest as exc:
+        exc.request = kind
+        raise

@@ -103,6 +103,7 @@ class Session:
         self._bucket = limits.TokenBucket.full(config.messages_per_s, config.message_burst, loop.time())
         self._pong = asyncio.Event()
         self._dropped = False
+        self._over_rate = False
         self._ever_joined = False
 
     @property
@@ -124,7 +125,8 @@ class Session:
             waiting = self._queued_bytes
             if self.transport is not None:
                 waiting += self.transport.get_write_buffer_size()  # type: ignore[attr-defined]
-            if waiting > self.config.max_queued_bytes:
+            # (one message alone is never too much: only what piles up behind it)
+            if waiting > self.config.max_queued_bytes and waiting > len(item):
                 self._drop_slow_reader()
                 return
         self._outbox.append(item)
@@ -190,10 +192,14 @@ class Session:
                 self._pong.set()
                 continue
             if not self._bucket.take(loop.time()):
+                # Dropped and counted; told once per burst over the rate, so that the
+                # replies to a flood are bounded by the rate too.
                 self.stats.count_limit("rate")
-                if msg.type != WSMsgType.PING:
+                if not self._over_rate:
+                    self._over_rate = True
                     self.post(Error(BadRequest("rate-limited", "too many messages; slow down")))
                 continue
+            self._over_rate = False
             if msg.type == WSMsgType.PING:
                 self._enqueue(_Pong(msg.data))
             elif msg.type == WSMsgType.TEXT:
@@ -234,7 +240,7 @@ class Session:
             request = msg.TYPE
             await self.dispatch(msg)
         except SignalingError as exc:
-            self.post(Error(exc, request))
+            self.post(Error(exc, request or exc.request))
         except Exception:
             logger.exception("internal error handling %s", request)
             self.post(Error(ServerError("internal", "internal server error"), request))
