@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from ..errors import SignalingError
 from ..events import ConsumerBound, LayersNeeded, MediaEvent, SubscribeOfferReady, TrackQualityChanged
+from ..forwarding import Producer
 from .messages import PROTOCOL_VERSION
-
-if TYPE_CHECKING:
-    from ..forwarding import Producer
 
 
 @dataclass(frozen=True, slots=True)
