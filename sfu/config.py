@@ -100,6 +100,26 @@ class Config:
             "and receiver-report loss"
         ),
     )
+    # -- signaling limits (docs/protocol.md, Limits) -------------------------------------
+    max_connections: int = field(
+        default=2000, metadata=_doc("signaling WebSockets open at once; more are refused (HTTP 503)")
+    )
+    max_connections_per_address: int = field(
+        default=64, metadata=_doc("signaling WebSockets open at once from one IP address; more are refused (HTTP 503)")
+    )
+    join_timeout_s: float = field(
+        default=10.0, metadata=_doc("a socket that has not joined this long after it opened is closed (code 4000)")
+    )
+    messages_per_s: float = field(
+        default=50.0, metadata=_doc("signaling frames a socket may send per second, sustained; more get `rate-limited`")
+    )
+    message_burst: int = field(
+        default=200, metadata=_doc("signaling frames a socket may send at once above messages_per_s")
+    )
+    max_queued_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata=_doc("bytes waiting for a client that does not read them; past this it is dropped (code 4001)"),
+    )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
         default=(),
@@ -181,6 +201,14 @@ class Config:
             raise ConfigError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
         if not 0 < self.heartbeat_interval_s <= 60:
             raise ConfigError(f"heartbeat_interval_s must be in (0, 60], got {self.heartbeat_interval_s}")
+        if self.max_connections < 1 or self.max_connections_per_address < 1:
+            raise ConfigError("max_connections and max_connections_per_address must be at least 1")
+        if not 0 < self.join_timeout_s <= 3600:
+            raise ConfigError(f"join_timeout_s must be in (0, 3600], got {self.join_timeout_s}")
+        if self.messages_per_s <= 0 or self.message_burst < 1:
+            raise ConfigError("messages_per_s must be positive and message_burst at least 1")
+        if self.max_queued_bytes < self.max_message_bytes:
+            raise ConfigError("max_queued_bytes must be at least max_message_bytes")
         if self.publisher_bitrate_bps < 0:
             raise ConfigError("publisher_bitrate_bps must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
