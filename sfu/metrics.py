@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .rtc.aiortc_glue import transport_drops_metric
+
 if TYPE_CHECKING:
     from .room import Participant, RoomManager
 
@@ -219,6 +221,7 @@ class SfuCollector(Collector):
         for code, count in sorted(self.stats.errors_by_code.items()):
             errors.add_metric([code], count)
         yield errors
+        yield transport_drops_metric()
         yield GaugeMetricFamily("sfu_start_time_seconds", "Unix time the server started", value=self.stats.started_at_s)
 
 
