@@ -178,24 +178,6 @@ def split_compound(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
     return out
 
 
-def add_transport_cc(sdp: str, ext_id: int) -> str:
-    """Offer transport-cc: the header extension and the RTCP feedback on every media codec."""
-    out: list[str] = []
-    in_media = False
-    for line in sdp.replace("\r\n", "\n").split("\n"):
-        if not line:
-            continue
-        if line.startswith("m="):
-            in_media = line.startswith("m=audio") or line.startswith("m=video")
-        out.append(line)
-        if in_media and line.startswith("a=mid:"):
-            out.append(f"a=extmap:{ext_id} {TWCC_URI}")
-        if in_media and line.startswith("a=rtpmap:") and " rtx/" not in line.lower():
-            pt = line[len("a=rtpmap:") :].split()[0]
-            out.append(f"a=rtcp-fb:{pt} transport-cc")
-    return "\r\n".join(out) + "\r\n"
-
-
 # -- the receiving side: feedback for a publisher ----------------------------------------
 
 MAX_DELTA_UNITS = 0x7FFF  # a received packet's delta must fit a signed 16-bit count of 250 µs
