@@ -7,7 +7,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .config import Config
@@ -81,6 +81,10 @@ class Participant:
                 signal=self.signal,
                 dynacast=self._config.dynacast,
                 transport_cc=self._config.transport_cc,
+                max_tracks=self._config.max_tracks_per_publisher,
+                max_m_sections=self._config.max_m_sections_per_sdp,
+                negotiation_timeout_s=self._config.negotiation_timeout_s,
+                max_rtcp_bps=self._config.max_rtcp_bps,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
@@ -120,6 +124,9 @@ class Participant:
                 self._failed,
                 self.signal,
                 transport_cc=self._config.transport_cc,
+                max_m_sections=self._config.max_m_sections_per_sdp,
+                negotiation_timeout_s=self._config.negotiation_timeout_s,
+                max_rtcp_bps=self._config.max_rtcp_bps,
             )
             self.subscriber.active_speaker = self.room.active_speaker
         return self.subscriber
@@ -272,7 +279,7 @@ class Room:
             last = now
 
     def update_speaker(self, now_ms: float, interval_ms: int = INTERVAL_MS) -> None:
-        scores = {}
+        scores: dict[Hashable, float] = {}
         for p in self.participants.values():
             score = p.speech_score(interval_ms)
             if score is not None:

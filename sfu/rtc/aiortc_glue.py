@@ -46,6 +46,8 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from prometheus_client.core import CounterMetricFamily
 
+from .rate import TokenBucket
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_AIORTC = "1.16."
@@ -168,6 +170,7 @@ DROP_REASONS = (
     "srtp-auth",  # SRTP that failed authentication or the replay check
     "srtcp-auth",  # SRTCP likewise
     "handler-error",  # our RTP/RTCP handler raised on a decrypted packet (logged)
+    "rtcp-rate",  # RTCP over the connection's rate limit (``limit_rtcp``)
 )
 
 _GUARD = "_sfu_guard"
@@ -181,11 +184,12 @@ _original_turn_datagram_received = aioice.turn.TurnClientMixin.datagram_received
 class DatagramGuard:
     """One ICE connection's drop counters, and its selected pair as last seen."""
 
-    __slots__ = ("_host", "_pair", "_port", "connection", "drops")
+    __slots__ = ("_host", "_pair", "_port", "connection", "drops", "rtcp_bucket")
 
     def __init__(self, connection: aioice.ice.Connection) -> None:
         self.connection = connection
         self.drops = dict.fromkeys(DROP_REASONS, 0)
+        self.rtcp_bucket: TokenBucket | None = None
         self._pair: Any = None
         self._host = ""
         self._port = -1
@@ -231,6 +235,10 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
             return
         if not guard.is_selected(self, addr):
             guard.drop("not-selected-pair")
+            return
+        bucket = guard.rtcp_bucket
+        if bucket is not None and 191 < data[1] < 209 and not bucket.take(len(data), time.monotonic()):
+            guard.drop("rtcp-rate")  # RTCP (as aiortc tells it from RTP), over the limit
             return
     elif first < 4:  # STUN
         try:
@@ -315,6 +323,15 @@ def _count_srtp_failures(transport: RTCDtlsTransport) -> None:
         wrap()
 
     transport._setup_srtp = setup_srtp
+
+
+def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
+    """Drop (and count) the RTCP that ``pc``'s transports receive over ``max_bps``, before it
+    is decrypted (bursts of one second's worth). Idempotent; call after every negotiation step."""
+    for transport in dtls_transports(pc):
+        guard = _guard_of(transport.transport._connection)
+        if guard.rtcp_bucket is None:
+            guard.rtcp_bucket = TokenBucket(max_bps, time.monotonic())
 
 
 def transport_drops(pc: RTCPeerConnection) -> dict[str, int]:

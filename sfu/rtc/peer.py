@@ -11,10 +11,11 @@ aiortc is used through its public API plus the handful of internals in aiortc_gl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiortc.rtp import RtcpPacket
@@ -77,8 +78,16 @@ async def add_ice_candidate(pc: Any, candidate: dict[str, Any] | None) -> None:
 class PeerBase:
     """What both peers share: the aiortc connection, the tap, the RTCP timer."""
 
-    def __init__(self, ice_servers: list[dict[str, Any]], on_failed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ice_servers: list[dict[str, Any]],
+        on_failed: Callable[[], None],
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
+    ) -> None:
         self.pc = glue.create_peer_connection(ice_servers)
+        self.negotiation_timeout_s = negotiation_timeout_s
+        self.max_rtcp_bps = max_rtcp_bps
         self.rtcp_ssrc = random.getrandbits(32)
         self.malformed_packets = 0
         self.closed = False
@@ -108,6 +117,7 @@ class PeerBase:
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)
         glue.install_tap(self.pc, self._on_rtp, self._on_rtcp)
+        glue.limit_rtcp(self.pc, self.max_rtcp_bps)
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.get_running_loop().create_task(
                 self._run_rtcp(), name=f"rtcp-{type(self).__name__}"
@@ -160,7 +170,24 @@ class PeerBase:
             pass
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
-        await add_ice_candidate(self.pc, candidate)
+        async with self.deadline("the ICE candidate"):
+            await add_ice_candidate(self.pc, candidate)
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, what: str) -> AsyncIterator[None]:
+        """Bound a negotiation step: one that does not finish in negotiation_timeout_s (aiortc
+        waiting on something that never comes) ends this connection as a failed transport
+        would, so the participant is removed and its socket closed whatever is pending."""
+        try:
+            async with asyncio.timeout(self.negotiation_timeout_s):
+                yield
+        except TimeoutError:
+            logger.warning("%s took over %g s: the connection is closed", what, self.negotiation_timeout_s)
+            if not self.closed:
+                self._on_failed()
+            raise SignalingError(
+                "negotiation-timeout", f"{what} was not handled within {self.negotiation_timeout_s:g} s"
+            ) from None
 
     async def close(self) -> None:
         if self.closed:

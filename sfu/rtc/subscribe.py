@@ -93,9 +93,13 @@ class SubscribePeer(PeerBase):
         now_s: Callable[[], float] = time.monotonic,
         initial_bps: int = 1_000_000,
         transport_cc: bool = True,
+        max_m_sections: int = 32,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
     ) -> None:
-        super().__init__(ice_servers, on_failed)
+        super().__init__(ice_servers, on_failed, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
+        self._max_m_sections = max_m_sections  # slots (m-sections) at most, in every offer
         self.slots: list[Slot] = []
         self._by_ssrc: dict[int, Slot] = {}
         self._signal = signal
@@ -198,7 +202,11 @@ class SubscribePeer(PeerBase):
                 ),
                 None,
             )
-            slot = free if free is not None else self._new_slot(producer)
+            if free is None:
+                if len(self.slots) >= self._max_m_sections:
+                    continue  # not offered until a slot is free: the offer stays answerable
+                free = self._new_slot(producer)
+            slot = free
             slot.producer = producer
             glue.prepare_forwarding_sender(slot.transceiver, producer.participant_id, producer.id)
             assigned.add(id(producer))
@@ -287,7 +295,7 @@ class SubscribePeer(PeerBase):
 
     async def handle_answer(self, sdp: str) -> None:
         parse_sdp(sdp)
-        async with self._lock:
+        async with self.deadline("the subscribe answer"), self._lock:
             if not self._offer_outstanding or self.pc.signalingState != "have-local-offer":
                 raise SignalingError("wrong-state", "no subscribe offer is outstanding")
             try:

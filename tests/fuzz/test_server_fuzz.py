@@ -394,6 +394,7 @@ async def test_mutated_signaling_frames_and_sdp_get_typed_answers(watched):
     await publisher.publish()
     started = time.monotonic()
     frames = sdp_inputs = 0
+    outcomes: dict[str, int] = {}  # replies to the offers, by type or error code
     async with aiohttp.ClientSession() as http:
         sessions: list[RawSession] = []
         try:
@@ -451,6 +452,7 @@ async def test_mutated_signaling_frames_and_sdp_get_typed_answers(watched):
                 sdp = mutate_sdp(rng, offer_sdp) if n % 5 else offer_sdp
                 reply = await offerer.request({"type": "offer", "pc": "publish", "sdp": sdp})
                 assert reply["type"] in ("answer", "error", "socket-closed"), reply
+                outcomes[reply.get("code", reply["type"])] = outcomes.get(reply.get("code", reply["type"]), 0) + 1
                 sdp_inputs += 1
                 while not offerer.offers.empty():
                     offer = offerer.offers.get_nowait()
@@ -471,7 +473,8 @@ async def test_mutated_signaling_frames_and_sdp_get_typed_answers(watched):
     elapsed = time.monotonic() - started
     print(
         f"signaling fuzz: {frames} frames, {sdp_inputs} SDP, seed {SEED}, {elapsed:.1f} s, "
-        f"{(frames + sdp_inputs) / elapsed:.0f} inputs/s, bystanders' longest stall {stalls.stop():.2f} s"
+        f"{(frames + sdp_inputs) / elapsed:.0f} inputs/s, bystanders' longest stall {stalls.stop():.2f} s; "
+        f"offers: {outcomes}"
     )
     # Everyone who left is gone: only the bystanders' room is left.
     await eventually(lambda: set(server.app[ROOMS_KEY].rooms) == {"bystanders"}, 15)
