@@ -114,8 +114,9 @@ class Config:
     negotiation_timeout_s: float = field(
         default=10.0,
         metadata=_doc(
-            "longest a publish offer, subscribe answer or ICE candidate may take to be applied; past "
-            "it the participant's connection is closed (`negotiation-timeout`) and the participant removed"
+            "longest a publish offer, subscribe answer or ICE candidate may take to be applied; past it "
+            "the step is abandoned (`negotiation-timeout`) and its connection closed: a publish connection "
+            "with its tracks, a subscribe connection with the participant"
         ),
     )
     max_rtcp_bps: int = field(

@@ -21,6 +21,10 @@ ERROR_CODES = {
     "room-closed",
     "shutting-down",
     "not-found",  # HTTP admin API only
+    # limits on what one participant may negotiate
+    "too-many-tracks",
+    "too-many-m-sections",
+    "negotiation-timeout",
 }
 
 

@@ -175,16 +175,15 @@ class PeerBase:
 
     @contextlib.asynccontextmanager
     async def deadline(self, what: str) -> AsyncIterator[None]:
-        """Bound a negotiation step: one that does not finish in negotiation_timeout_s (aiortc
-        waiting on something that never comes) ends this connection as a failed transport
-        would, so the participant is removed and its socket closed whatever is pending."""
+        """Bound a negotiation step (aiortc waiting on something that never comes): past
+        negotiation_timeout_s it is abandoned with SignalingError("negotiation-timeout"), so
+        the session goes on handling messages (and a closed socket still removes the
+        participant). The connection is then in no known state: the caller closes it."""
         try:
             async with asyncio.timeout(self.negotiation_timeout_s):
                 yield
         except TimeoutError:
-            logger.warning("%s took over %g s: the connection is closed", what, self.negotiation_timeout_s)
-            if not self.closed:
-                self._on_failed()
+            logger.warning("%s took over %g s and was abandoned", what, self.negotiation_timeout_s)
             raise SignalingError(
                 "negotiation-timeout", f"{what} was not handled within {self.negotiation_timeout_s:g} s"
             ) from None

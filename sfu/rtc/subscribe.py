@@ -295,6 +295,14 @@ class SubscribePeer(PeerBase):
 
     async def handle_answer(self, sdp: str) -> None:
         parse_sdp(sdp)
+        try:
+            await self._handle_answer(sdp)
+        except SignalingError as exc:
+            if exc.code == "negotiation-timeout":
+                self._on_failed()  # the connection is in no known state: the participant goes
+            raise
+
+    async def _handle_answer(self, sdp: str) -> None:
         async with self.deadline("the subscribe answer"), self._lock:
             if not self._offer_outstanding or self.pc.signalingState != "have-local-offer":
                 raise SignalingError("wrong-state", "no subscribe offer is outstanding")
