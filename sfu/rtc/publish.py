@@ -325,6 +325,7 @@ class PublishPeer(PeerBase):
                 "feedback_packets_sent": self.feedback.packets_sent,
                 "late_dropped": self.feedback.late_dropped,
             },
+            "transport_drops": glue.transport_drops(self.pc),
         }
 
     def layers(self) -> list[Layer]:

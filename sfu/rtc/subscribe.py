@@ -539,6 +539,7 @@ class SubscribePeer(PeerBase):
             "padding_bytes_sent": self.padding_bytes_sent,
             "resends_over_budget": self.resend_budget.denied,
             "probe": self.prober.describe(),
+            "transport_drops": glue.transport_drops(self.pc),
             "active_speaker": self.active_speaker,
             "consumers": [
                 {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": PRIORITY_NAMES[self.priority(c)]}
