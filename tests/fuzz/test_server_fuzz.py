@@ -483,17 +483,25 @@ async def test_mutated_signaling_frames_and_sdp_get_typed_answers(watched):
 # -- SRTP ---------------------------------------------------------------------------------
 
 
-def mutate_rtp(rng: random.Random, packet: bytes, ssrcs: list[int]) -> bytes:
+def mutate_rtp(rng: random.Random, packet: bytes) -> bytes:
     data = bytearray(packet)
     op = rng.randrange(8)
     if op == 0:  # header bits: CSRC count, extension, padding, marker, payload type
         data[0] = 0x80 | (rng.randrange(16) if rng.random() < 0.5 else 0) | rng.choice([0, 0x10, 0x20, 0x30])
         data[1] = rng.randrange(256)
     elif op == 1:  # sequence numbers and timestamps that jump
-        struct.pack_into("!H", data, 2, rng.randrange(65536))
+        # Far jumps on a stream of its own: on a real stream, SRTP's replay window would
+        # follow the jump and refuse the real packets after it for minutes (the sender's own
+        # loss, but then nothing more of that stream would reach our parsers).
+        seq = struct.unpack_from("!H", data, 2)[0]
+        if rng.random() < 0.5:
+            struct.pack_into("!I", data, 8, rng.randrange(2**32))
+            struct.pack_into("!H", data, 2, rng.randrange(65536))
+        else:
+            struct.pack_into("!H", data, 2, (seq + rng.randint(-500, 500)) & 0xFFFF)
         struct.pack_into("!I", data, 4, rng.randrange(2**32))
-    elif op == 2:  # an unknown or another stream's SSRC
-        struct.pack_into("!I", data, 8, rng.choice(ssrcs + [rng.randrange(2**32)]))
+    elif op == 2:  # an unknown SSRC (another real one would take this stream's numbers)
+        struct.pack_into("!I", data, 8, rng.randrange(2**32))
     elif op == 3:  # a header extension block of junk, or one whose length lies
         body = rng.randbytes(rng.choice([0, 4, 8, 40]))
         length = len(body) // 4 if rng.random() < 0.5 else rng.randrange(256)
@@ -563,7 +571,7 @@ async def test_mutated_rtp_and_rtcp_through_a_real_srtp_session(watched):
         for n in range(budget(3000)):
             stream = rng.choice(sender.rtp_streams)
             packet = rng.choice(stream.packets(n % 300, trailer=False))
-            sent += glue.send_packet(publish, mutate_rtp(rng, packet, own))
+            sent += glue.send_packet(publish, mutate_rtp(rng, packet))
             rtp_inputs += 1
             compound = b"".join(random_rtcp(rng, own + received) for _ in range(rng.randint(1, 3)))
             target = publish if n % 2 else subscribe
@@ -572,9 +580,10 @@ async def test_mutated_rtp_and_rtcp_through_a_real_srtp_session(watched):
             if n % 50 == 49:
                 await asyncio.sleep(0.01)  # let the server read them
         await asyncio.sleep(1)
-        # The fuzzed call itself is still up, and the server still forwards its media.
-        before = receiver.received_from(sender.id, "video")
-        await eventually(lambda: receiver.received_from(sender.id, "video") > before + 20, 20)
+        # The fuzzed call itself is still up, and the server still forwards its audio (its
+        # video may rightly be paused: the fuzzed feedback says the downlink is tiny).
+        before = receiver.received_from(sender.id, "audio")
+        await eventually(lambda: receiver.received_from(sender.id, "audio") > before + 20, 20)
         assert sender.publish_pc.connectionState == "connected"
         assert receiver.subscribe_pc.connectionState == "connected"
         room = server.app[ROOMS_KEY].rooms["srtp"]
