@@ -88,11 +88,11 @@ class Participant:
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
-        except SignalingError:
+        except SignalingError as exc:
             if first:  # nothing was published: forget the half-made connection
                 publisher, self.publisher = self.publisher, None
                 await publisher.close()
-            elif self.publisher.pc.signalingState != "stable":
+            elif exc.code == "negotiation-timeout" or self.publisher.pc.signalingState != "stable":
                 # The connection is in an unknown state: drop it and everything it published.
                 await self._drop_publisher()
             raise

@@ -195,6 +195,10 @@ class PeerBase:
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
         try:
-            await self.pc.close()
+            # Bounded: a participant leaving must not wait on aiortc for ever.
+            async with asyncio.timeout(self.negotiation_timeout_s):
+                await self.pc.close()
+        except TimeoutError:
+            logger.warning("closing a peer connection took over %g s; abandoned", self.negotiation_timeout_s)
         except Exception:
             logger.exception("closing a peer connection failed")
