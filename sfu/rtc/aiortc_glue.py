@@ -76,6 +76,7 @@ def check_compatibility() -> None:
         (aioice.ice.Connection, "recvfrom"),
         (aioice.ice.StunProtocol, "datagram_received"),
         (aioice.ice.Connection, "_check_list"),
+        (aioice.ice.Connection, "_queue"),
         (aioice.ice.CandidatePair, "remote_addr"),
         (aioice.stun, "parse_message"),
         (aioice.turn.TurnClientMixin, "datagram_received"),
@@ -171,11 +172,16 @@ DROP_REASONS = (
     "srtcp-auth",  # SRTCP likewise
     "handler-error",  # our RTP/RTCP handler raised on a decrypted packet (logged)
     "rtcp-rate",  # RTCP over the connection's rate limit (``limit_rtcp``)
+    "backlog",  # DTLS/SRTP arriving faster than it is handled: the queue is full
 )
 
 _GUARD = "_sfu_guard"
 _DTLS_MIN_BYTES = 13  # a DTLS record header
 _RTP_MIN_BYTES = 12  # an RTP header (SRTCP is longer still: 8 + index + tag)
+# Datagrams waiting for the DTLS transport (aioice's queue has no bound): about 2 s of a
+# 5 Mbit/s publisher. Past it a flood is dropped here rather than held in memory and delaying
+# everything behind it.
+MAX_BACKLOG = 1000
 _drop_totals: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
 _original_stun_datagram_received = aioice.ice.StunProtocol.datagram_received
 _original_turn_datagram_received = aioice.turn.TurnClientMixin.datagram_received
@@ -261,6 +267,9 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
             return
     else:
         guard.drop("unknown-type")
+        return
+    if self.receiver._queue.qsize() >= MAX_BACKLOG:
+        guard.drop("backlog")
         return
     _original_stun_datagram_received(self, data, addr)
 
