@@ -118,6 +118,8 @@ def check_compatibility() -> None:
             problems.append(f"RTCDtlsTransport._recv_next no longer calls {name}")
     if "receiver" not in aioice.ice.StunProtocol.__init__.__code__.co_names:
         problems.append("StunProtocol.receiver is missing")
+    if "protocol" not in aioice.ice.CandidatePair.__init__.__code__.co_names:
+        problems.append("CandidatePair.protocol is missing")
     if problems:
         raise GlueError("aiortc internals changed: " + "; ".join(problems))
 
