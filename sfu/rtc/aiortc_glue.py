@@ -24,15 +24,22 @@ upgrade that moves any of them fails loudly here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import errno as _errno
 import fcntl
+import inspect as _inspect
+import ipaddress as _ipaddress
 import logging
+import random as _random
+import socket as _socket
 import struct
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass as _dataclass
 from typing import Any
 
+import aioice.candidate
 import aioice.ice
 import aioice.stun
 import aioice.turn
@@ -95,9 +102,8 @@ def check_compatibility() -> None:
         # Instance attributes (like Connection._nominated) are checked on a fresh object.
         if hasattr(owner, name):
             continue
-        if owner is aioice.ice.Connection:
-            if hasattr(aioice.ice.Connection(ice_controlling=True), name):
-                continue
+        if owner is aioice.ice.Connection and hasattr(aioice.ice.Connection(ice_controlling=True), name):
+            continue
         problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
     # Sender and receiver state that the replacements below must drive.
     for attr in ("__rtp_started", "__rtp_exited", "__rtcp_started", "__rtcp_exited"):
@@ -629,6 +635,9 @@ def is_connected(transport: RTCDtlsTransport) -> bool:
     return transport._state is State.CONNECTED
 
 
+_pending_sends: set[asyncio.Future[Any]] = set()  # TURN sends in flight (kept referenced)
+
+
 def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) -> bool:
     """Protect and send one RTP (or RTCP) packet now; False if it could not be sent."""
     if transport._state is not State.CONNECTED:
@@ -646,7 +655,9 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
         if type(protocol) is aioice.ice.StunProtocol:
             protocol.transport.sendto(protected, pair.remote_addr)
         else:  # TURN-relayed pair: its send is a coroutine
-            asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            _pending_sends.add(task)
+            task.add_done_callback(_pending_sends.discard)
     except (OSError, AttributeError):
         return False
     return True
@@ -671,15 +682,6 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
 # Both are process-wide, like ``set_host_addresses`` (aioice has no per-connection hook and
 # the server is one process); ``create_app`` sets them from its Config every time.
 # =========================================================================================
-
-import errno as _errno
-import inspect as _inspect
-import ipaddress as _ipaddress
-import random as _random
-import socket as _socket
-from dataclasses import dataclass as _dataclass
-
-import aioice.candidate
 
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
 # What our replacement assumes of aioice's method; checked by check_network_compatibility.
@@ -852,10 +854,10 @@ def _announce(
             if protocol.local_candidate is candidate:
                 protocol.local_candidate = public
         out.append(public)
-        if net.keep_private_host and not _ipaddress.ip_address(candidate.host).is_unspecified:
-            if candidate.host != announced:
-                candidate.priority -= 1  # same socket: prefer the public one
-                out.append(candidate)
+        private = net.keep_private_host and not _ipaddress.ip_address(candidate.host).is_unspecified
+        if private and candidate.host != announced:
+            candidate.priority -= 1  # same socket: prefer the public one
+            out.append(candidate)
     return out
 
 
