@@ -174,6 +174,14 @@ class Config:
     )
     client_dir: Path = field(default=CLIENT_DIR, metadata=_doc("the browser client served at /"))
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+    # -- media routing limits -----------------------------------------------------------
+    max_ssrcs_per_transport: int = field(
+        default=256,
+        metadata=_doc(
+            "RTP streams (SSRCs, media and RTX) learnt per publish connection; packets of further "
+            "streams are dropped and counted (publisher.routing.ssrcs_over_limit in the admin view)"
+        ),
+    )
 
     # -- derived ------------------------------------------------------------------------
 
@@ -259,6 +267,8 @@ class Config:
             raise ConfigError("turn_ttl_s must be positive")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s must not be negative")
+        if self.max_ssrcs_per_transport < 1:
+            raise ConfigError(f"max_ssrcs_per_transport must be at least 1, got {self.max_ssrcs_per_transport}")
         return self
 
     def public_view(self) -> dict[str, Any]:

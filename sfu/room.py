@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import Config
 from .errors import SignalingError
+from .events import LayersNeeded, MediaEvent, SubscribeOfferReady
 from .forwarding import Producer
 from .metrics import RetiredTotals
 from .rtc.publish import PublishPeer
@@ -27,6 +28,25 @@ _counter = itertools.count(1)
 
 def new_participant_id() -> str:
     return f"p{next(_counter)}{secrets.token_hex(3)}"
+
+
+def media_event_message(event: MediaEvent) -> dict[str, Any]:
+    """The wire message for one event of the media layer."""
+    if isinstance(event, LayersNeeded):
+        return {"type": "layers", "track": event.track_id, "active": list(event.active_rids), "paused": event.paused}
+    if isinstance(event, SubscribeOfferReady):
+        consumers = [
+            {"mid": c.mid, "participant": c.participant_id, "track": c.track_id, "kind": c.kind, "source": c.source}
+            for c in event.consumers
+        ]
+        return {"type": "offer", "pc": "subscribe", "sdp": event.sdp, "consumers": consumers}
+    return {
+        "type": "track-quality",
+        "track": event.track_id,
+        "paused": event.paused,
+        "reason": event.reason,
+        "estimate_bps": event.estimate_bps,
+    }
 
 
 class Participant:
@@ -61,8 +81,9 @@ class Participant:
         if not self.closed:
             self._post(msg)
 
-    async def signal(self, msg: dict[str, Any]) -> None:
-        self.post(msg)
+    async def media_event(self, event: MediaEvent) -> None:
+        """The peers' events, as the messages of docs/protocol.md."""
+        self.post(media_event_message(event))
 
     def _failed(self) -> None:
         if not self.closed and self.on_transport_failed is not None:
@@ -78,9 +99,10 @@ class Participant:
                 list(self._config.ice_servers),
                 self._failed,
                 self._config.publisher_bitrate_bps,
-                signal=self.signal,
+                events=self.media_event,
                 dynacast=self._config.dynacast,
                 transport_cc=self._config.transport_cc,
+                max_ssrcs=self._config.max_ssrcs_per_transport,
                 max_tracks=self._config.max_tracks_per_publisher,
                 max_m_sections=self._config.max_m_sections_per_sdp,
                 negotiation_timeout_s=self._config.negotiation_timeout_s,
@@ -122,7 +144,7 @@ class Participant:
                 self.id,
                 list(self._config.ice_servers),
                 self._failed,
-                self.signal,
+                self.media_event,
                 transport_cc=self._config.transport_cc,
                 max_m_sections=self._config.max_m_sections_per_sdp,
                 negotiation_timeout_s=self._config.negotiation_timeout_s,

@@ -10,7 +10,7 @@ from aiortc import sdp as aiortc_sdp
 
 from ..bwe.twcc import TWCC_URI
 from ..errors import SignalingError
-from ..forwarding import Codec
+from ..stream import Codec
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"

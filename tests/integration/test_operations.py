@@ -18,7 +18,7 @@ from aiortc import sdp as aiortc_sdp
 from sfu import auth
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
-from tests.conftest import eventually, free_port, start_server
+from tests.conftest import eventually, free_port, settled, start_server
 
 SECRET = "ops-secret-" + "z" * 40
 
@@ -58,8 +58,19 @@ async def test_metrics_reflect_a_running_call_and_never_go_backwards():
                 await ws.send_str("{oops")
                 assert (await ws.receive_json(timeout=5))["code"] == "bad-json"
             first = await scrape(http, srv.url)
-            await asyncio.sleep(1.0)
-            m = await scrape(http, srv.url)
+            # The counters move on and the rate gauges (measured over the last interval) show
+            # the call; on a busy machine that can take a few scrapes.
+            deadline = asyncio.get_running_loop().time() + 15
+            while True:
+                await asyncio.sleep(1.0)
+                m = await scrape(http, srv.url)
+                if (
+                    m["sfu_packets_received_total"] > max(200, first["sfu_packets_received_total"])
+                    and m["sfu_bytes_received_total"] > 50_000
+                    and m["sfu_bitrate_in_bps"] > 100_000
+                    and m["sfu_bitrate_out_bps"] > 100_000
+                ) or asyncio.get_running_loop().time() > deadline:
+                    break
             print({k: v for k, v in m.items() if not k.startswith(("python_", "process_"))})
             assert m["sfu_rooms"] == 1 and m["sfu_participants"] == 2
             assert m['sfu_room_participants{room="m"}'] == 2
@@ -130,10 +141,9 @@ async def test_admin_lists_kicks_and_closes_and_the_others_see_it():
             for p in (alice, carol):
                 left = await p.wait_for(lambda m: m["type"] == "participant-left" and m["id"] == bob.id)
                 assert left["reason"] == "kicked"
-            # Bob's media stops reaching alice.
-            await asyncio.sleep(0.3)
-            before = alice.received_from(bob.id, "video")
-            await asyncio.sleep(0.5)
+            # Bob's media stops reaching alice (what was on its way arrives, then nothing).
+            before = await settled(lambda: alice.received_from(bob.id, "video"))
+            await asyncio.sleep(1.0)
             assert alice.received_from(bob.id, "video") == before
             assert bob.id not in srv.app[ROOMS_KEY].rooms["k"].participants
             async with http.delete(url, headers=admin_headers("k")) as r:
@@ -187,11 +197,11 @@ async def test_sigterm_tells_participants_and_drains_before_exiting(tmp_path):
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         for p in (stayer, leaver):
-            msg = await p.wait_type("error", timeout=5)
+            msg = await p.wait_type("error", timeout=10)
             assert msg["code"] == "shutting-down" and msg["grace_s"] == 3
         # One leaves by itself during the grace period (the other sees it) ...
         await leaver.close()
-        left = await stayer.wait_for(lambda m: m["type"] == "participant-left", timeout=5)
+        left = await stayer.wait_for(lambda m: m["type"] == "participant-left", timeout=10)
         assert left["id"] == leaver.id
         # ... new connections are no longer accepted ...
         async with aiohttp.ClientSession() as http:
@@ -202,9 +212,10 @@ async def test_sigterm_tells_participants_and_drains_before_exiting(tmp_path):
                 refused = True
         assert refused
         # ... and the one that stays is closed when the grace period is over.
-        await stayer.wait_type("socket-closed", timeout=10)
+        await stayer.wait_type("socket-closed", timeout=20)
         closed_after_s = time.monotonic() - t0
-        assert 2.7 < closed_after_s < 9, closed_after_s
+        # Not before the grace period (3 s) is over, and not long after it.
+        assert 2.7 < closed_after_s < 15, closed_after_s
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         print(f"SIGTERM: sockets closed after {closed_after_s:.2f}s, exit {time.monotonic() - t0:.2f}s")
         await stayer.close()
