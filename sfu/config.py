@@ -120,6 +120,32 @@ class Config:
         default=4 * 1024 * 1024,
         metadata=_doc("bytes waiting for a client that does not read them; past this it is dropped (code 4001)"),
     )
+    # -- limits on what one participant may negotiate and send -------------------------
+    max_tracks_per_publisher: int = field(
+        default=8, metadata=_doc("sending audio/video m-sections one publish offer may have (`too-many-tracks`)")
+    )
+    max_m_sections_per_sdp: int = field(
+        default=32,
+        metadata=_doc(
+            "m-sections in one SDP: publish offers with more are refused (`too-many-m-sections`); a "
+            "subscribe offer never has more (tracks beyond it are not offered to that subscriber)"
+        ),
+    )
+    negotiation_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "longest a publish offer, subscribe answer or ICE candidate may take to be applied; past it "
+            "the step is abandoned (`negotiation-timeout`) and its connection closed: a publish connection "
+            "with its tracks, a subscribe connection with the participant"
+        ),
+    )
+    max_rtcp_bps: int = field(
+        default=500_000,
+        metadata=_doc(
+            "RTCP data rate accepted from each connection (bits/s, bursts of one second's worth); "
+            "the excess is dropped and counted"
+        ),
+    )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
         default=(),
@@ -211,6 +237,12 @@ class Config:
             raise ConfigError("max_queued_bytes must be at least max_message_bytes")
         if self.publisher_bitrate_bps < 0:
             raise ConfigError("publisher_bitrate_bps must not be negative")
+        if self.max_tracks_per_publisher < 1 or self.max_m_sections_per_sdp < 2:
+            raise ConfigError("max_tracks_per_publisher must be at least 1 and max_m_sections_per_sdp at least 2")
+        if not 0 < self.negotiation_timeout_s <= 300:
+            raise ConfigError(f"negotiation_timeout_s must be in (0, 300], got {self.negotiation_timeout_s}")
+        if self.max_rtcp_bps < 8_000:
+            raise ConfigError(f"max_rtcp_bps must be at least 8000, got {self.max_rtcp_bps}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for server in self.ice_servers:

@@ -76,6 +76,8 @@ class BadRequest(SignalingError):
         "unknown-track": 400,
         "not-found": 404,
         "rate-limited": 429,
+        "too-many-tracks": 400,
+        "too-many-m-sections": 400,
     }
 
 
@@ -94,6 +96,7 @@ class Conflict(SignalingError):
         "shutting-down": 503,
         "too-many-connections": 503,
         "join-timeout": 408,
+        "negotiation-timeout": 408,
     }
 
 

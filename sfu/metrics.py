@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .room import RoomManager
+from .rtc.aiortc_glue import transport_drops_metric
 from .stats import ServerStats, Totals, participant_totals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -137,6 +138,7 @@ class SfuCollector(Collector):
         for limit, count in sorted(self.stats.limited.items()):
             limited.add_metric([limit], count)
         yield limited
+        yield transport_drops_metric()
         yield GaugeMetricFamily("sfu_start_time_seconds", "Unix time the server started", value=self.stats.started_at_s)
 
 

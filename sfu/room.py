@@ -112,14 +112,18 @@ class Participant:
                 dynacast=self._config.dynacast,
                 transport_cc=self._config.transport_cc,
                 max_ssrcs=self._config.max_ssrcs_per_transport,
+                max_tracks=self._config.max_tracks_per_publisher,
+                max_m_sections=self._config.max_m_sections_per_sdp,
+                negotiation_timeout_s=self._config.negotiation_timeout_s,
+                max_rtcp_bps=self._config.max_rtcp_bps,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
-        except SignalingError:
+        except SignalingError as exc:
             if first:  # nothing was published: forget the half-made connection
                 publisher, self.publisher = self.publisher, None
                 await publisher.close()
-            elif self.publisher.pc.signalingState != "stable":
+            elif exc.code == "negotiation-timeout" or self.publisher.pc.signalingState != "stable":
                 # The connection is in an unknown state: drop it and everything it published.
                 await self._drop_publisher()
             raise
@@ -151,6 +155,9 @@ class Participant:
                 self._failed,
                 self.media_event,
                 transport_cc=self._config.transport_cc,
+                max_m_sections=self._config.max_m_sections_per_sdp,
+                negotiation_timeout_s=self._config.negotiation_timeout_s,
+                max_rtcp_bps=self._config.max_rtcp_bps,
             )
             self.subscriber.active_speaker = self.room.active_speaker
         return self.subscriber

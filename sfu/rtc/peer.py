@@ -11,10 +11,11 @@ aiortc is used through its public API plus the handful of internals in aiortc_gl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiortc.rtp import RtcpPacket
@@ -89,9 +90,13 @@ class PeerBase:
         ice_servers: list[dict[str, Any]],
         on_failed: Callable[[], None],
         now_s: Callable[[], float] = time.monotonic,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
     ) -> None:
         self.pc = glue.create_peer_connection(ice_servers)
         self._now_s = now_s  # the one clock of the media path (monotonic seconds)
+        self.negotiation_timeout_s = negotiation_timeout_s
+        self.max_rtcp_bps = max_rtcp_bps
         self.rtcp_ssrc = random.getrandbits(32)
         self.malformed_packets = 0
         self.closed = False
@@ -124,6 +129,7 @@ class PeerBase:
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)
         glue.install_tap(self.pc, self._on_rtp, self._on_rtcp)
+        glue.limit_rtcp(self.pc, self.max_rtcp_bps)
         if self._rtcp_task is None and not self.closed:
             self._rtcp_task = spawn(self._run_rtcp(), name=f"rtcp-{type(self).__name__}")
 
@@ -174,7 +180,23 @@ class PeerBase:
             pass
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
-        await add_ice_candidate(self.pc, candidate)
+        async with self.deadline("the ICE candidate"):
+            await add_ice_candidate(self.pc, candidate)
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, what: str) -> AsyncIterator[None]:
+        """Bound a negotiation step (aiortc waiting on something that never comes): past
+        negotiation_timeout_s it is abandoned with SignalingError("negotiation-timeout"), so
+        the session goes on handling messages (and a closed socket still removes the
+        participant). The connection is then in no known state: the caller closes it."""
+        try:
+            async with asyncio.timeout(self.negotiation_timeout_s):
+                yield
+        except TimeoutError:
+            logger.warning("%s took over %g s and was abandoned", what, self.negotiation_timeout_s)
+            raise SignalingError(
+                "negotiation-timeout", f"{what} was not handled within {self.negotiation_timeout_s:g} s"
+            ) from None
 
     def _close_children(self) -> None:
         """Close what the peer owns (its producers or consumers); called once, by close()."""
@@ -188,6 +210,10 @@ class PeerBase:
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
         try:
-            await self.pc.close()
+            # Bounded: a participant leaving must not wait on aiortc for ever.
+            async with asyncio.timeout(self.negotiation_timeout_s):
+                await self.pc.close()
+        except TimeoutError:
+            logger.warning("closing a peer connection took over %g s; abandoned", self.negotiation_timeout_s)
         except Exception:
             logger.exception("closing a peer connection failed")

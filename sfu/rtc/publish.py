@@ -45,7 +45,9 @@ from .sdp import (
     RID_URI,
     SIMULCAST_EXTENSION_URIS,
     add_simulcast_answer,
+    check_publish_offer,
     media_codec,
+    media_sections,
     parse_sdp,
     rtx_payload_type,
     simulcast_offers,
@@ -70,9 +72,17 @@ class PublishPeer(PeerBase):
         dynacast: bool = True,
         transport_cc: bool = True,
         max_ssrcs: int = DEFAULT_MAX_SSRCS,
+        max_tracks: int = 8,
+        max_m_sections: int = 32,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
     ) -> None:
-        super().__init__(ice_servers, on_failed, now_s)
+        super().__init__(ice_servers, on_failed, now_s, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
+        # What offers may be, and the m-sections of the last one accepted (a re-offer keeps them).
+        self._max_tracks = max_tracks
+        self._max_m_sections = max_m_sections
+        self._sections: list[tuple[str, str]] = []
         self.producers: dict[str, Producer] = {}  # by mid (the router holds the same)
         # Dynacast: which layers of each video the publisher is asked to send (`layers`).
         self._emit = events
@@ -93,10 +103,16 @@ class PublishPeer(PeerBase):
 
     async def handle_offer(self, sdp: str, sources: dict[str, str]) -> tuple[str, list[Producer], list[Producer]]:
         """Apply an offer; returns (answer SDP, producers added, producers removed)."""
+        async with self.deadline("the publish offer"):
+            return await self._handle_offer(sdp, sources)
+
+    async def _handle_offer(self, sdp: str, sources: dict[str, str]) -> tuple[str, list[Producer], list[Producer]]:
         offer = parse_sdp(sdp)
         simulcast = simulcast_offers(sdp)
         if self.pc.signalingState != "stable":
             raise SignalingError("wrong-state", "the previous publish offer is still being handled")
+        # Refused here, an offer leaves the connection as it was.
+        check_publish_offer(offer, self._sections, self._max_tracks, self._max_m_sections)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             glue.detach_receivers(self.pc)
@@ -113,6 +129,7 @@ class PublishPeer(PeerBase):
             raise
         except Exception as exc:
             raise SignalingError("bad-sdp", f"offer could not be negotiated: {exc}") from exc
+        self._sections = media_sections(offer)
         self._tap()
         answer_sdp = add_simulcast_answer(self.pc.localDescription.sdp, simulcast)
         local = parse_sdp(answer_sdp)
@@ -322,6 +339,7 @@ class PublishPeer(PeerBase):
                 "feedback_packets_sent": self.feedback.packets_sent,
                 "late_dropped": self.feedback.late_dropped,
             },
+            "transport_drops": glue.transport_drops(self.pc),
         }
 
     def layers(self) -> list[Layer]:

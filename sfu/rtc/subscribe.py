@@ -83,9 +83,13 @@ class SubscribePeer(PeerBase):
         now_s: Callable[[], float] = time.monotonic,
         initial_bps: int = 1_000_000,
         transport_cc: bool = True,
+        max_m_sections: int = 32,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
     ) -> None:
-        super().__init__(ice_servers, on_failed, now_s)
+        super().__init__(ice_servers, on_failed, now_s, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
+        self._max_m_sections = max_m_sections  # slots (m-sections) at most, in every offer
         self.slots: list[Slot] = []
         self._by_ssrc: dict[int, Slot] = {}
         self._emit = events
@@ -199,7 +203,11 @@ class SubscribePeer(PeerBase):
                 ),
                 None,
             )
-            slot = free if free is not None else self._new_slot(producer)
+            if free is None:
+                if len(self.slots) >= self._max_m_sections:
+                    continue  # not offered until a slot is free: the offer stays answerable
+                free = self._new_slot(producer)
+            slot = free
             slot.producer = producer
             glue.prepare_forwarding_sender(slot.transceiver, producer.participant_id, producer.id)
             assigned.add(id(producer))
@@ -288,7 +296,15 @@ class SubscribePeer(PeerBase):
 
     async def handle_answer(self, sdp: str) -> None:
         parse_sdp(sdp)
-        async with self._lock:
+        try:
+            await self._handle_answer(sdp)
+        except SignalingError as exc:
+            if exc.code == "negotiation-timeout":
+                self._on_failed()  # the connection is in no known state: the participant goes
+            raise
+
+    async def _handle_answer(self, sdp: str) -> None:
+        async with self.deadline("the subscribe answer"), self._lock:
             if not self._offer_outstanding or self.pc.signalingState != "have-local-offer":
                 raise SignalingError("wrong-state", "no subscribe offer is outstanding")
             try:
@@ -453,6 +469,7 @@ class SubscribePeer(PeerBase):
             "padding_bytes_sent": self.padding_bytes_sent,
             "resends_over_budget": self.resend_budget.denied,
             "probe": downlink["probe"],
+            "transport_drops": glue.transport_drops(self.pc),
             "active_speaker": self.active_speaker,
             "consumers": [
                 {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": self.priority(c).label}

@@ -71,3 +71,44 @@ def test_kernel_receive_stamp_is_the_arrival_not_the_read():
     finally:
         receiver.close()
         sender.close()
+
+
+async def test_stray_datagrams_are_dropped_and_counted_before_they_reach_the_dtls_queue():
+    import asyncio
+    import socket
+
+    aiortc_glue.guard_datagrams()
+    try:
+        aiortc_glue.set_host_addresses(["127.0.0.1"])
+        conn = aioice.ice.Connection(ice_controlling=True)
+        await conn.gather_candidates()
+    finally:
+        aiortc_glue.set_host_addresses(None)
+    port = conn.local_candidates[0].port
+    stray = {
+        "empty": [b""],
+        "unknown-type": [b"\x05junk", b"\x40" * 30, b"\xff" * 30],
+        "malformed-stun": [
+            b"\x00\x01" + bytes(30),
+            b"\x00\x01\x00\x04" + b"\x21\x12\xa4\x42" + bytes(12) + b"\x00\x24\x00\x00",
+        ],
+        "too-short": [b"\x80\x60", b"\x16\xfe\xfd"],
+        "not-selected-pair": [b"\x80\x60" + bytes(30), b"\x16\xfe\xfd" + bytes(30)],
+    }
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for datagrams in stray.values():
+            for data in datagrams:
+                sender.sendto(data, ("127.0.0.1", port))
+        guard = None
+        for _ in range(100):
+            guard = getattr(conn, "_sfu_guard", None)
+            if guard is not None and sum(guard.drops.values()) >= sum(map(len, stray.values())):
+                break
+            await asyncio.sleep(0.02)
+        assert guard is not None
+        assert {reason: guard.drops[reason] for reason in stray} == {r: len(d) for r, d in stray.items()}
+        assert conn._queue.empty(), "nothing reached the DTLS transport's queue"
+    finally:
+        sender.close()
+        await conn.close()
