@@ -318,6 +318,7 @@ class Soak:
         }
         mb = 1 / 2**20
         return {
+            "server_log": self.scan_log(),
             "rss_mb": {
                 "baseline": round(baseline["rss_bytes"] * mb, 1),
                 "after_warmup": None if rss_warm is None else round(rss_warm * mb, 1),
@@ -337,6 +338,22 @@ class Soak:
             "checks": checks,
             "passed": all(checks.values()),
         }
+
+    def scan_log(self) -> dict[str, Any]:
+        """ERROR lines and tracebacks in the server's output, with the distinct exceptions."""
+        path = self.args.log_dir / "soak-server.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        errors = [line for line in lines if " ERROR " in line or " CRITICAL " in line]
+        # The last line of each traceback names the exception.
+        exceptions: dict[str, int] = {}
+        for i, line in enumerate(lines):
+            if line.startswith("Traceback"):
+                j = i + 1
+                while j < len(lines) and (lines[j].startswith(" ") or lines[j].startswith("Traceback")):
+                    j += 1
+                if j < len(lines):
+                    exceptions[lines[j][:200]] = exceptions.get(lines[j][:200], 0) + 1
+        return {"error_lines": len(errors), "tracebacks": sum(exceptions.values()), "exceptions": exceptions}
 
     def write(self, partial: bool = False, summary: dict[str, Any] | None = None) -> None:
         report = {

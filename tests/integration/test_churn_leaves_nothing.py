@@ -123,3 +123,28 @@ async def test_memory_diagnostics_need_an_admin_token_for_every_room():
     finally:
         await server.runner.cleanup()
         await asyncio.sleep(0)
+
+
+async def test_memory_diagnostics_report_python_heap_growth_when_tracing(monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setenv("SFU_TRACEMALLOC", "1")
+    server = await start_server(auth_secret=SECRET)
+    admin = {"Authorization": f"Bearer {token('c', auth.ANY_ROOM, ['admin'])}"}
+    kept = []
+    try:
+        assert tracemalloc.is_tracing()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/admin/debug/memory", headers=admin) as r:
+                first = (await r.json())["tracemalloc"]
+            kept.append([bytearray(1000) for _ in range(2000)])  # about 2 MB that stays
+            async with http.get(f"{server.url}/admin/debug/memory?top=5", headers=admin) as r:
+                second = (await r.json())["tracemalloc"]
+        assert second["traced_bytes"] - first["traced_bytes"] > 1_500_000
+        assert 0 < len(second["growth_since_previous"]) <= 5
+        top = second["growth_since_previous"][0]
+        assert "test_churn_leaves_nothing.py:" in top["where"]  # the line that allocated it
+        assert top["size_diff_bytes"] > 1_500_000
+    finally:
+        tracemalloc.stop()
+        await server.runner.cleanup()
