@@ -284,7 +284,8 @@ class Soak:
         # way of leaving still applies).
         for task in list(self.clients):
             task.cancel()
-        await asyncio.wait(list(self.clients) or [asyncio.sleep(0)], timeout=120)
+        if self.clients:
+            await asyncio.wait(list(self.clients), timeout=120)
         self.stopping = True
         await asyncio.gather(sampler, return_exceptions=True)
         idle = await self.wait_idle(baseline)
