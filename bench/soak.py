@@ -105,6 +105,10 @@ class Soak:
         self.counts.update({f"left_{kind}": 0 for kind in LEAVE_KINDS})
         self.error_examples: list[str] = []
         self.stopping = False
+        # The code under test: the revision when the run starts.
+        self.revision = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
 
     # -- the server -------------------------------------------------------------------------
 
@@ -359,9 +363,7 @@ class Soak:
     def write(self, partial: bool = False, summary: dict[str, Any] | None = None) -> None:
         report = {
             "command": " ".join(["python", "bench/soak.py", *sys.argv[1:]]),
-            "revision": subprocess.run(
-                ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip(),
+            "revision": self.revision,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
             "partial": partial,
             "counts": self.counts,
