@@ -14,7 +14,7 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from . import metrics
+from . import debug, metrics
 from .config import Config
 from .room import RoomManager
 from .rtc import aiortc_glue
@@ -138,6 +138,8 @@ def create_app(config: Config | None = None) -> web.Application:
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
     http.add_routes(app, config.metrics_enabled)
+    debug.start_tracing()
+    app.router.add_get("/admin/debug/memory", debug.memory)
     app.router.add_get("/", index)
     app.router.add_static("/", config.client_dir, show_index=False)
     return app

@@ -9,6 +9,7 @@ left, a track was unpublished) are folded into ``RetiredTotals`` when they go, s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -35,12 +36,14 @@ class SfuCollector(Collector):
         participants = 0
         producers = {"audio": 0, "video": 0}
         consumers = 0
+        peers = 0
         per_room = GaugeMetricFamily("sfu_room_participants", "Participants in each room", labels=["room"])
         for room in list(self.rooms.rooms.values()):
             per_room.add_metric([room.name], len(room.participants))
             for participant in list(room.participants.values()):
                 participants += 1
                 participant_totals(participant, totals)
+                peers += sum(1 for peer in (participant.publisher, participant.subscriber) if peer and not peer.closed)
                 for producer in participant.producers():
                     producers[producer.kind] = producers.get(producer.kind, 0) + 1
                 if participant.subscriber is not None:
@@ -63,6 +66,8 @@ class SfuCollector(Collector):
         yield GaugeMetricFamily(
             "sfu_consumers", "Outgoing media streams (one per subscriber and track)", value=consumers
         )
+        yield GaugeMetricFamily("sfu_peer_connections", "Open peer connections of participants", value=peers)
+        yield GaugeMetricFamily("sfu_asyncio_tasks", "Tasks of the event loop", value=len(asyncio.all_tasks()))
         yield CounterMetricFamily(
             "sfu_packets_received", "RTP packets received from publishers", value=totals.packets_in
         )

@@ -681,6 +681,11 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
 #
 # Both are process-wide, like ``set_host_addresses`` (aioice has no per-connection hook and
 # the server is one process); ``create_app`` sets them from its Config every time.
+#
+# The replacement also closes what a gather opened when the connection was closed meanwhile
+# (a participant leaving while its offer or answer is made): aioice's ``close()`` only closes
+# the sockets it already knows of, and a later one would stay open, registered in the event
+# loop and keeping its connection alive, for as long as the process runs.
 # =========================================================================================
 
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
@@ -717,8 +722,9 @@ def check_network_compatibility() -> None:
     except (OSError, TypeError):
         source = ""
     problems += [f"get_component_candidates no longer has {m!r}" for m in _GATHER_MARKERS if m not in source]
-    if "_protocols" not in aioice.ice.Connection.__init__.__code__.co_names:
-        problems.append("Connection._protocols is missing")
+    for attribute in ("_protocols", "_closing"):
+        if attribute not in aioice.ice.Connection.__init__.__code__.co_names:
+            problems.append(f"Connection.{attribute} is missing")
     params = list(_inspect.signature(aioice.candidate.Candidate).parameters)
     if params[:7] != ["foundation", "component", "transport", "priority", "host", "port", "type"]:
         problems.append(f"Candidate() takes {params}")
@@ -733,16 +739,13 @@ def configure_network(
     keep_private_host: bool = False,
 ) -> None:
     """Bind ICE host candidates in [port_min, port_max] and/or advertise ``announced_address``
-    for them. All None: aioice's own behaviour."""
+    for them. All None: aioice's own gathering (sockets opened after a close still closed)."""
     global _network
     if (port_min is None) != (port_max is None):
         raise ValueError("port_min and port_max go together")
     if port_min is not None and port_max is not None and not 0 < port_min <= port_max < 65536:
         raise ValueError(f"bad port range {port_min}-{port_max}")
     _network = NetworkSettings(port_min, port_max, announced_address, keep_private_host)
-    if port_min is None and announced_address is None:
-        aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
-        return
     check_network_compatibility()
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
 
@@ -869,6 +872,14 @@ async def _get_component_candidates(
         candidates = await _gather_in_port_range(self, component, addresses, timeout, net)
     else:
         candidates = await _original_get_component_candidates(self, component, addresses, timeout)
+    if self._closing:
+        # Closed while gathering: close() has already closed the sockets it knew of, and the
+        # ones opened since would stay registered in the event loop (keeping this connection
+        # alive) for good.
+        protocols, self._protocols = self._protocols, []
+        for protocol in protocols:
+            await protocol.close()
+        return []
     if net.announced_address:
         candidates = _announce(self, candidates, net)
     return candidates
