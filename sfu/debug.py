@@ -127,7 +127,7 @@ async def memory(request: web.Request) -> web.Response:
         admin_claims(request, None)
         top = int(request.query.get("top", "15"))
     except SignalingError as exc:
-        return _fail(request, exc.code, exc.message)
+        return _fail(request, exc)
     except ValueError:
-        return _fail(request, "bad-message", "top must be an integer")
+        return _fail(request, SignalingError("bad-message", "top must be an integer"))
     return web.json_response(report(max(0, min(top, 200)), request.query.get("trim") == "1"))
