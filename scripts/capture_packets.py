@@ -128,7 +128,7 @@ def pick(capture: Capture, publish_sdp: str) -> dict[str, bytes]:
             kinds = rtcp_types(data)
             if (200, 0) <= kinds[0] <= (200, 31):
                 keep("chromium_sr", data)
-            if kinds[0][0] == 201:
+            if [pt for pt, _ in kinds] == [201]:
                 keep("chromium_rr", data)
             for pt, fmt in kinds:
                 if (pt, fmt) == (205, 15):
