@@ -9,7 +9,8 @@ encrypt them (``send_packet``), to ``tests/unit/fixtures/<name>.bin``:
   extension, an RTX retransmission, an RTX padding packet, a sender report;
 - from a subscriber: a receiver report, transport-cc feedback, a NACK, a PLI, and (in a
   second call with transport-cc off) a REMB;
-- from the server: a receiver report + REMB compound, a NACK and a PLI to a publisher.
+- from the server: a receiver report + REMB compound, a NACK and a PLI to a publisher;
+- and Chromium's publish offer (``chromium_publish_offer.sdp``), for the SDP helpers' tests.
 
 One packet in 40 is dropped on each side (publisher to server, server to subscriber) so
 that NACKs and retransmissions happen. Needs Chromium (``/usr/bin/chromium``)::
@@ -178,6 +179,7 @@ async def main() -> None:
     found: dict[str, bytes] = {}
     publish_sdp, _ = await call(capture, args.seconds)
     found.update(pick(capture, publish_sdp))
+    offer = publish_sdp
     capture.incoming.clear()
     capture.outgoing.clear()
     publish_sdp, _ = await call(capture, args.seconds, transport_cc=False)
@@ -187,6 +189,8 @@ async def main() -> None:
     for name, data in sorted(found.items()):
         (args.out / f"{name}.bin").write_bytes(data)
         print(f"{name}.bin: {len(data)} bytes")
+    (args.out / "chromium_publish_offer.sdp").write_text(offer)
+    print(f"chromium_publish_offer.sdp: {len(offer)} bytes")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def _walk_extensions(data: bytes, ext_start: int, ext_id: int, out: dict[int, by
     if profile == 0xBEDE:
         while pos < end:
             b = data[pos]
-            if b == 0:
+            if b < 0x10:  # id 0: a padding byte (whatever its length field says, as libwebrtc reads it)
                 pos += 1
                 continue
             element_id, size = b >> 4, (b & 0x0F) + 1
