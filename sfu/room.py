@@ -14,7 +14,8 @@ from .config import Config
 from .errors import SignalingError
 from .forwarding import Producer
 from .metrics import RetiredTotals
-from .rtc.peer import PublishPeer, SubscribePeer
+from .rtc.publish import PublishPeer
+from .rtc.subscribe import SubscribePeer
 from .speaker import INTERVAL_MS, SpeakerDetector
 from .tasks import spawn
 

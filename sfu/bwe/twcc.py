@@ -3,7 +3,7 @@
 The sender stamps every RTP packet of a transport with a 16-bit transport-wide sequence number
 (a header extension); the receiver reports, for ranges of those numbers, which arrived and
 when (RTCP RTPFB, FMT 15). The packet format is media.rtcp's (re-exported here); this module
-builds the reports a receiver sends (FeedbackGenerator) and offers the extension in SDP.
+builds the reports a receiver sends (FeedbackGenerator); rtc/sdp.py offers the extension.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ __all__ = [
     "TWCC_URI",
     "FeedbackGenerator",
     "TwccFeedback",
-    "add_transport_cc",
     "build_feedback",
     "encode_chunks",
     "parse_feedback",
@@ -46,24 +45,6 @@ __all__ = [
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 RTCP_RTPFB = PT_RTPFB
 TWCC_FMT = FMT_TRANSPORT_CC
-
-
-def add_transport_cc(sdp: str, ext_id: int) -> str:
-    """Offer transport-cc: the header extension and the RTCP feedback on every media codec."""
-    out: list[str] = []
-    in_media = False
-    for line in sdp.replace("\r\n", "\n").split("\n"):
-        if not line:
-            continue
-        if line.startswith("m="):
-            in_media = line.startswith("m=audio") or line.startswith("m=video")
-        out.append(line)
-        if in_media and line.startswith("a=mid:"):
-            out.append(f"a=extmap:{ext_id} {TWCC_URI}")
-        if in_media and line.startswith("a=rtpmap:") and " rtx/" not in line.lower():
-            pt = line[len("a=rtpmap:") :].split()[0]
-            out.append(f"a=rtcp-fb:{pt} transport-cc")
-    return "\r\n".join(out) + "\r\n"
 
 
 # -- the receiving side: feedback for a publisher ----------------------------------------

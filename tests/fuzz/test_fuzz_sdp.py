@@ -9,9 +9,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.bwe.twcc import add_transport_cc
 from sfu.errors import SignalingError
-from sfu.rtc.peer import MAX_SIMULCAST_LAYERS, add_simulcast_answer, parse_sdp, simulcast_offers
+from sfu.rtc.sdp import MAX_SIMULCAST_LAYERS, add_simulcast_answer, add_transport_cc, parse_sdp, simulcast_offers
 
 from .corpus import FIXTURES, FUZZ, MUTATIONS, SEED
 

@@ -144,7 +144,7 @@ async def test_malformed_rtx_and_absurd_nacks_disturb_nobody(server):
     producer = next(p for p in publisher.producers.values() if p.kind == "video")
     assert producer.rtx_payload_type is not None, "the publish answer negotiated RTX"
     layer = producer.layers[0]
-    rtx_ssrc = next(rtx for rtx, media in publisher._fid.items() if media == layer.ssrc)
+    rtx_ssrc = next(rtx for rtx, media in publisher.router.fid.items() if media == layer.ssrc)
     pt = producer.rtx_payload_type
     transport = aiortc_glue.dtls_transports(a.publish_pc)[0]
     for seq in range(1, 21):

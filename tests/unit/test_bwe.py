@@ -234,7 +234,8 @@ def test_no_estimate_means_no_constraint():
 
 
 def test_offer_gets_transport_cc_on_media_sections_only():
-    from sfu.bwe.twcc import TWCC_URI, add_transport_cc
+    from sfu.bwe.twcc import TWCC_URI
+    from sfu.rtc.sdp import add_transport_cc
 
     sdp = "v=0\r\nm=video 9 X 97 98\r\na=mid:0\r\na=rtpmap:97 VP8/90000\r\na=rtpmap:98 rtx/90000\r\nm=application 9 X\r\na=mid:1\r\n"
     out = add_transport_cc(sdp, 5)

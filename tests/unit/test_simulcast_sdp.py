@@ -1,4 +1,4 @@
-from sfu.rtc.peer import add_simulcast_answer, simulcast_offers
+from sfu.rtc.sdp import add_simulcast_answer, simulcast_offers
 
 CHROME_OFFER = "\r\n".join(
     [

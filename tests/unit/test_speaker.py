@@ -147,7 +147,7 @@ def test_a_speaker_who_leaves_is_replaced_or_cleared():
 async def test_publish_answer_accepts_the_offered_audio_level_extension_with_its_id():
     from aiortc import RTCPeerConnection
 
-    from sfu.rtc.peer import PublishPeer
+    from sfu.rtc.publish import PublishPeer
     from sfu.speaker import AUDIO_LEVEL_URI
 
     client = RTCPeerConnection()

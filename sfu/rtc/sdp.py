@@ -1,0 +1,144 @@
+"""SDP helpers: parsing with validation, codec and extension look-ups, and the text edits
+aiortc cannot make itself (simulcast receive RIDs in an answer, transport-cc in an offer).
+
+Pure functions of SDP text or aiortc's parsed SessionDescription: no connection, no I/O.
+"""
+
+from __future__ import annotations
+
+from aiortc import sdp as aiortc_sdp
+
+from ..bwe.twcc import TWCC_URI
+from ..errors import SignalingError
+from ..forwarding import Codec
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+SIMULCAST_EXTENSION_URIS = (RID_URI, REPAIRED_RID_URI)
+MAX_SIMULCAST_LAYERS = 4
+NON_MEDIA_CODECS = {"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"}
+
+
+def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
+    """Parse SDP or raise SignalingError("bad-sdp")."""
+    if not isinstance(text, str) or not text.startswith("v=0"):
+        raise SignalingError("bad-sdp", "SDP must start with v=0")
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line]
+    bad = next((line for line in lines if len(line) < 2 or line[1] != "=" or not line[0].islower()), None)
+    if bad is not None:
+        raise SignalingError("bad-sdp", f"not an SDP line: {bad[:40]!r}")
+    present = {line[0] for line in lines}
+    missing = [f"{k}=" for k in "vost" if k not in present]
+    if missing:
+        raise SignalingError("bad-sdp", f"SDP lacks {', '.join(missing)}")
+    try:
+        description = aiortc_sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises many kinds on garbage
+        raise SignalingError("bad-sdp", f"SDP could not be parsed: {exc}") from exc
+    for media in description.media:
+        if media.kind in ("audio", "video"):
+            if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+                raise SignalingError("bad-sdp", f"m-section {media.rtp.muxId} has no ICE credentials")
+            if media.dtls is None or not media.dtls.fingerprints:
+                raise SignalingError("bad-sdp", f"m-section {media.rtp.muxId} has no DTLS fingerprint")
+            if not media.rtp.muxId:
+                raise SignalingError("bad-sdp", "every m-section needs an a=mid")
+    return description
+
+
+def media_codec(media: aiortc_sdp.MediaDescription) -> tuple[Codec, int] | None:
+    for c in media.rtp.codecs:
+        if c.name.lower() not in NON_MEDIA_CODECS and c.payloadType is not None:
+            params = tuple(sorted((str(k), str(v)) for k, v in c.parameters.items()))
+            return Codec(c.name, c.clockRate, params), c.payloadType
+    return None
+
+
+def rtx_payload_type(media: aiortc_sdp.MediaDescription, payload_type: int) -> int | None:
+    """The payload type of the RTX codec for ``payload_type`` in an m-section (None: none)."""
+    for c in media.rtp.codecs:
+        if c.name.lower() == "rtx" and str(c.parameters.get("apt")) == str(payload_type):
+            return c.payloadType
+    return None
+
+
+def extension_id(media: aiortc_sdp.MediaDescription, uri: str) -> int | None:
+    for ext in media.rtp.headerExtensions:
+        if ext.uri == uri:
+            return ext.id
+    return None
+
+
+def _sections(sdp: str) -> list[list[str]]:
+    """SDP lines grouped by section: the session part first, then one list per m-line."""
+    sections: list[list[str]] = [[]]
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("m="):
+            sections.append([])
+        if line:
+            sections[-1].append(line)
+    return sections
+
+
+def simulcast_offers(sdp: str) -> dict[str, list[str]]:
+    """mid -> send RIDs, lowest quality first, for m-sections that offer RID simulcast.
+
+    Only what ``a=simulcast:send`` lists and ``a=rid:... send`` declares counts; paused
+    RIDs (``~rid``) are received too, alternatives (``a,b``) take their first choice.
+    """
+    out: dict[str, list[str]] = {}
+    for lines in _sections(sdp)[1:]:
+        mid = next((ln[6:].strip() for ln in lines if ln.startswith("a=mid:")), None)
+        declared = {
+            ln[6:].split()[0]
+            for ln in lines
+            if ln.startswith("a=rid:") and len(ln[6:].split()) > 1 and ln[6:].split()[1] == "send"
+        }
+        spec = next((ln[len("a=simulcast:") :].strip() for ln in lines if ln.startswith("a=simulcast:")), None)
+        if mid is None or spec is None:
+            continue
+        parts = spec.split()
+        if len(parts) < 2 or parts[0] != "send":
+            continue
+        rids = []
+        for alternatives in parts[1].split(";"):
+            rid = alternatives.split(",")[0].lstrip("~")
+            if rid in declared and rid not in rids:
+                rids.append(rid)
+        if len(rids) > 1:
+            out[mid] = rids[:MAX_SIMULCAST_LAYERS]
+    return out
+
+
+def add_simulcast_answer(sdp: str, simulcast: dict[str, list[str]]) -> str:
+    """Add the receive RIDs and ``a=simulcast:recv`` to the answer's m-sections."""
+    if not simulcast:
+        return sdp
+    out: list[str] = []
+    for lines in _sections(sdp):
+        mid = next((ln[6:].strip() for ln in lines if ln.startswith("a=mid:")), None)
+        out.extend(lines)
+        rids = simulcast.get(mid or "")
+        if rids and lines and lines[0].startswith("m=video") and not lines[0].startswith("m=video 0 "):
+            out.extend(f"a=rid:{rid} recv" for rid in rids)
+            out.append("a=simulcast:recv " + ";".join(rids))
+    return "\r\n".join(out) + "\r\n"
+
+
+def add_transport_cc(sdp: str, ext_id: int) -> str:
+    """Offer transport-cc: the header extension and the RTCP feedback on every media codec."""
+    out: list[str] = []
+    in_media = False
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if not line:
+            continue
+        if line.startswith("m="):
+            in_media = line.startswith("m=audio") or line.startswith("m=video")
+        out.append(line)
+        if in_media and line.startswith("a=mid:"):
+            out.append(f"a=extmap:{ext_id} {TWCC_URI}")
+        if in_media and line.startswith("a=rtpmap:") and " rtx/" not in line.lower():
+            pt = line[len("a=rtpmap:") :].split()[0]
+            out.append(f"a=rtcp-fb:{pt} transport-cc")
+    return "\r\n".join(out) + "\r\n"
