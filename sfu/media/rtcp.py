@@ -514,7 +514,8 @@ class RtcpTransportCc:
 
 @dataclass(slots=True)
 class RtcpUnknown:
-    """A packet we do not read (SDES, BYE, APP, other feedback), kept as is."""
+    """A packet we do not read (SDES, BYE, APP, other feedback), kept as is. A feedback
+    packet of any FMT must hold its two SSRCs (RFC 4585 6.1), or it is malformed."""
 
     packet_type: int
     fmt: int
@@ -535,6 +536,8 @@ def parse_packet(pt: int, fmt: int, body: bytes, raw: bytes) -> RtcpPacket:
         return RtcpSenderReport.parse(fmt, body)
     if pt == PT_RR:
         return RtcpReceiverReport.parse(fmt, body)
+    if pt in (PT_RTPFB, PT_PSFB) and len(body) < 8:
+        raise MalformedPacket("RTCP feedback packet without its sender and media SSRCs")
     if pt == PT_RTPFB:
         if fmt == FMT_NACK:
             return RtcpNack.parse(body)

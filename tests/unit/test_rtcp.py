@@ -205,6 +205,7 @@ def test_sender_report_and_feedback_packers_mask_their_fields():
         bytes((0x81, 200, 0, 1)) + bytes(4),  # SR shorter than its sender info
         bytes((0x83, 201, 0, 1)) + bytes(4),  # RR announcing 3 blocks, holding none
         bytes((0x81, 205, 0, 1)) + bytes(4),  # NACK without a media SSRC
+        bytes((0x80, 205, 0, 1)) + bytes(4),  # feedback of an unknown FMT without a media SSRC
         bytes((0x84, 206, 0, 3)) + bytes(12),  # FIR with half an entry
         bytes((0x81, 205, 0, 3)) + bytes(8) + b"\x00\x01\x00\x00" + bytes((0x81, 206, 0, 1)),  # short PLI after
         bytes((0x8F, 205, 0, 3)) + bytes(12),  # transport-cc without its status count
