@@ -12,6 +12,7 @@ from ..media.rtcp import (
     DELTA_UNIT_US,
     FMT_TRANSPORT_CC,
     LARGE_DELTA,
+    MAX_FEEDBACK_STATUSES,
     NOT_RECEIVED,
     PT_RTPFB,
     REFERENCE_UNIT_US,
@@ -51,7 +52,7 @@ TWCC_FMT = FMT_TRANSPORT_CC
 
 MAX_DELTA_UNITS = 0x7FFF  # a received packet's delta must fit a signed 16-bit count of 250 µs
 MAX_RECEIVED_PER_FEEDBACK = 200  # keeps one feedback packet under about 1200 bytes
-MAX_STATUSES_PER_FEEDBACK = 0xFFFF
+MAX_STATUSES_PER_FEEDBACK = MAX_FEEDBACK_STATUSES  # what our own parser accepts, too
 REORDER_WINDOW = 1024  # a packet this far behind the newest is dropped as too late
 # A packet this far ahead of the newest starts a new feedback window: the numbers skipped are
 # not reported (as not received) one by one, so the work per packet is bounded whatever
@@ -77,7 +78,7 @@ class FeedbackGenerator:
     newest one received: lost ones as not received, a late packet by going back to it (its
     neighbours that did arrive are reported again, as libwebrtc's receiver does), duplicates
     once. A report that would not fit one packet (more than 200 received, a time gap beyond
-    the 16-bit delta range of about 8 s, or 65535 statuses) is split into several. A jump
+    the 16-bit delta range of about 8 s, or 8192 statuses) is split into several. A jump
     forward of more than MAX_GAP numbers closes the current window (its feedback is built
     then) and starts a new one at the packet after the jump.
     """

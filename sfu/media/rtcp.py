@@ -24,6 +24,7 @@ __all__ = [
     "FMT_PLI",
     "FMT_REMB",
     "FMT_TRANSPORT_CC",
+    "MAX_FEEDBACK_STATUSES",
     "PT_PSFB",
     "PT_RR",
     "PT_RTPFB",
@@ -349,6 +350,10 @@ class RtcpRemb:
 DELTA_UNIT_US = 250
 REFERENCE_UNIT_US = 64_000
 NOT_RECEIVED, SMALL_DELTA, LARGE_DELTA = 0, 1, 2
+# Statuses one feedback packet may report. Run-length chunks let 36 bytes announce 65535
+# statuses (about 10 ms of CPU to parse and apply); a sender cannot use more than its send
+# history (bwe.estimator.SendHistory keeps 8192 packets), so more is refused as malformed.
+MAX_FEEDBACK_STATUSES = 8192
 
 
 @dataclass
@@ -365,12 +370,13 @@ class TwccFeedback:
 def parse_feedback(body: bytes) -> TwccFeedback:
     """Parse the body of an RTPFB FMT 15 packet (everything after the 4-byte RTCP header).
 
-    The work is bounded by the packet's size: a run-length chunk may announce up to 8191
-    statuses, but only ``packet status count`` (16 bits) are kept, and received ones each
+    The work is bounded: at most MAX_FEEDBACK_STATUSES statuses, and received ones each
     need a delta byte that the packet must carry."""
     if len(body) < 16:
         raise MalformedPacket("transport-cc feedback is too short")
     sender, media, base, count, ref_fb = _TWCC_HEAD.unpack_from(body, 0)
+    if count > MAX_FEEDBACK_STATUSES:
+        raise MalformedPacket("transport-cc feedback reports more statuses than the server reads")
     reference = ref_fb >> 8
     if reference & 0x800000:
         reference -= 1 << 24
@@ -385,10 +391,7 @@ def parse_feedback(body: bytes) -> TwccFeedback:
         pos += 2
         if chunk & 0x8000 == 0:  # run length
             symbol = (chunk >> 13) & 0x3
-            run = min(chunk & 0x1FFF, count - len(symbols))
-            if symbol != NOT_RECEIVED and run > n:
-                raise MalformedPacket("transport-cc feedback: deltas truncated")
-            symbols.extend([symbol] * run)
+            symbols.extend([symbol] * min(chunk & 0x1FFF, count - len(symbols)))
         elif chunk & 0x4000 == 0:  # 14 one-bit symbols
             symbols.extend((chunk >> (13 - i)) & 0x1 for i in range(14))
         else:  # 7 two-bit symbols

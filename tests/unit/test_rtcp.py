@@ -3,12 +3,15 @@ parsed, the fields as Chromium and the server wrote them, and packed back to the
 
 The fixtures (tests/unit/fixtures/*.bin) are written by scripts/capture_packets.py."""
 
+import struct
+import time
 from pathlib import Path
 
 import pytest
 
 from sfu.media.keyframe import vp8_keyframe_start
 from sfu.media.rtcp import (
+    MAX_FEEDBACK_STATUSES,
     MalformedPacket,
     ReceptionReport,
     RtcpFir,
@@ -219,3 +222,17 @@ def test_sender_report_and_feedback_packers_mask_their_fields():
 def test_malformed_rtcp_raises_malformed_packet(data):
     with pytest.raises(MalformedPacket):
         parse_compound(data)
+
+
+def test_transport_cc_feedback_announcing_more_statuses_than_the_server_reads_is_malformed():
+    # 36 bytes: 65535 statuses, all "not received", in nine run-length chunks.
+    body = struct.pack("!IIHHI", 1, 2, 0, 0xFFFF, 0) + struct.pack("!H", 0x1FFF) * 9 + bytes(2)
+    packet = struct.pack("!BBH", 0x8F, 205, len(body) // 4) + body
+    cpu = time.process_time()
+    for _ in range(1000):
+        with pytest.raises(MalformedPacket):
+            parse_compound(packet)
+    assert time.process_time() - cpu < 0.5  # each was about 10 ms of CPU
+    most = build_feedback(1, 2, 0, 0, [None] * (MAX_FEEDBACK_STATUSES - 1) + [5_000_000])
+    [fb] = parse_compound(most)
+    assert isinstance(fb, RtcpTransportCc) and len(fb.feedback.packets) == MAX_FEEDBACK_STATUSES
