@@ -30,7 +30,7 @@ from aiortc import sdp as aiortc_sdp
 
 from .media.keyframe import vp8_keyframe_start
 from .media.rtcp import RtcpFir, RtcpPli, RtcpRemb, parse_compound
-from .media.rtp import MalformedPacket, one_byte_extensions, parse_rtp, write_header
+from .media.rtp import MalformedPacket, one_byte_extensions, parse_rtp, write_header_flags
 from .rtc import aiortc_glue as glue
 from .speaker import AUDIO_LEVEL_URI
 
@@ -210,7 +210,9 @@ class RtpStream:
         out = []
         for i, payload in enumerate(payloads):
             marker = 1 if i == len(payloads) - 1 else 0
-            header = write_header(marker, self.payload_type, self.seq, ts, self.ssrc, extension=bool(ext))
+            header = write_header_flags(
+                marker, self.payload_type, self.seq, ts, self.ssrc, extension=bool(ext), padding=False
+            )
             self.seq = (self.seq + 1) & 0xFFFF
             out.append(header + ext + payload)
         return out

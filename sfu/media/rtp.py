@@ -15,6 +15,7 @@ RTP_VERSION = 2
 _HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _EXT_HDR = struct.Struct("!HH")
+_FIRST_BYTE = (0x80, 0x90, 0xA0, 0xB0)  # version 2, by X + 2 * P
 
 
 class MalformedPacket(ValueError):
@@ -66,11 +67,15 @@ def parse_rtp(data: bytes) -> RtpView:
     return RtpView(b1 & 0x7F, b1 >> 7, seq, ts, ssrc, pos, end, ext_start)
 
 
-def _walk_extensions(data: bytes, ext_start: int, ext_id: int, out: dict[int, bytes] | None) -> tuple[int, int]:
-    """The one RFC 8285 walker (one- and two-byte forms). With ``out`` None: where the
-    element ``ext_id`` lies, (offset, length), or (-1, 0). With a dict: every element is
-    put in it by id and (-1, 0) is returned. An element overrunning the extension block
-    ends the walk (it and what follows are ignored), as does the one-byte form's id 15."""
+def find_extension(
+    data: bytes, ext_start: int, ext_id: int, out: dict[int, bytes] | None = None
+) -> tuple[int, int]:
+    """Where one header extension element's data lies: (offset, length), or (-1, 0) when the
+    packet has no such element (RFC 8285, one- and two-byte forms). Nothing is allocated:
+    the per-packet readers (transport-wide sequence number, audio level) use it on every
+    packet. The one walker of extension blocks: given ``out``, it puts every element in it
+    by id instead (``header_extensions``). An element overrunning the extension block ends
+    the walk (it and what follows are ignored), as does the one-byte form's id 15."""
     if ext_start < 0 or ext_start + 4 > len(data):
         return -1, 0
     profile = (data[ext_start] << 8) | data[ext_start + 1]
@@ -107,18 +112,10 @@ def _walk_extensions(data: bytes, ext_start: int, ext_id: int, out: dict[int, by
     return -1, 0
 
 
-def find_extension(data: bytes, ext_start: int, ext_id: int) -> tuple[int, int]:
-    """Where one header extension element's data lies: (offset, length), or (-1, 0) when the
-    packet has no such element or it overruns the extension block. Nothing is allocated:
-    the per-packet readers (transport-wide sequence number, audio level) use it on every
-    packet."""
-    return _walk_extensions(data, ext_start, ext_id, None)
-
-
 def header_extensions(data: bytes, ext_start: int) -> dict[int, bytes]:
     """All header extension elements of a packet, by id (RFC 8285)."""
     out: dict[int, bytes] = {}
-    _walk_extensions(data, ext_start, -1, out)
+    find_extension(data, ext_start, -1, out)
     return out
 
 
@@ -135,18 +132,18 @@ def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
     return _EXT_HDR.pack(0xBEDE, len(body) // 4) + bytes(body)
 
 
-def write_header(
-    marker: int, payload_type: int, seq: int, timestamp: int, ssrc: int, extension: bool = False, padding: bool = False
+def write_header(marker: int, payload_type: int, seq: int, timestamp: int, ssrc: int) -> bytes:
+    """A 12-byte RTP header with no CSRCs and no extensions (every forwarded packet: fields are
+    taken as given, a 16-bit seq and 32-bit timestamp and SSRC)."""
+    return _HDR.pack(0x80, (marker << 7) | payload_type, seq, timestamp, ssrc)
+
+
+def write_header_flags(
+    marker: int, payload_type: int, seq: int, timestamp: int, ssrc: int, extension: bool, padding: bool
 ) -> bytes:
-    """A 12-byte RTP header with no CSRCs; ``extension`` and ``padding`` set the X and P bits
-    (the caller appends the extension block, and the padding whose last byte is its size)."""
-    return _HDR.pack(
-        0x80 | (0x10 if extension else 0) | (0x20 if padding else 0),
-        ((marker & 1) << 7) | (payload_type & 0x7F),
-        seq & 0xFFFF,
-        timestamp & 0xFFFFFFFF,
-        ssrc & 0xFFFFFFFF,
-    )
+    """``write_header`` with the X and P bits: the caller appends the extension block, and the
+    padding whose last byte is its size."""
+    return _HDR.pack(_FIRST_BYTE[extension + 2 * padding], (marker << 7) | payload_type, seq, timestamp, ssrc)
 
 
 def padding_packet(payload_type: int, seq: int, timestamp: int, ssrc: int, size: int) -> bytes:
@@ -155,7 +152,8 @@ def padding_packet(payload_type: int, seq: int, timestamp: int, ssrc: int, size:
     pad = size - 12
     if not 1 <= pad <= 255:
         raise ValueError("a padding-only packet is 13 to 267 bytes")
-    return write_header(0, payload_type, seq, timestamp, ssrc, padding=True) + bytes(pad - 1) + bytes((pad,))
+    header = write_header_flags(0, payload_type, seq, timestamp, ssrc, extension=False, padding=True)
+    return header + bytes(pad - 1) + bytes((pad,))
 
 
 def with_transport_seq(packet: bytes, ext_id: int, transport_seq: int) -> bytes:

@@ -7,7 +7,7 @@ original sequence number (OSN, 2 bytes) in front of the original payload.
 
 from __future__ import annotations
 
-from .rtp import MalformedPacket, RtpView, write_header
+from .rtp import MalformedPacket, RtpView, write_header_flags
 
 
 def wrap_rtx(packet: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int) -> bytes:
@@ -17,7 +17,15 @@ def wrap_rtx(packet: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int) 
     if len(packet) < 12:
         raise MalformedPacket("RTP packet shorter than 12 bytes")
     ts = int.from_bytes(packet[4:8], "big")
-    header = write_header(packet[1] >> 7, rtx_payload_type, rtx_seq, ts, rtx_ssrc, padding=bool(packet[0] & 0x20))
+    header = write_header_flags(
+        packet[1] >> 7,
+        rtx_payload_type,
+        rtx_seq & 0xFFFF,
+        ts,
+        rtx_ssrc,
+        extension=False,
+        padding=bool(packet[0] & 0x20),
+    )
     return header + packet[2:4] + packet[12:]
 
 

@@ -18,6 +18,7 @@ from sfu.media.rtp import (
     rewrite,
     with_transport_seq,
     write_header,
+    write_header_flags,
 )
 from sfu.media.rtx import unwrap_rtx, wrap_rtx
 from sfu.speaker import read_audio_level
@@ -91,7 +92,8 @@ elements_strategy = st.lists(st.tuples(st.integers(1, 14), st.binary(min_size=1,
 def test_what_we_write_parses_back(marker, pt, seq, ts, ssrc, elements, payload, pad):
     ext = one_byte_extensions(elements) if elements else b""
     padding = bytes(pad - 1) + bytes((pad,)) if pad else b""
-    data = write_header(marker, pt, seq, ts, ssrc, extension=bool(ext), padding=bool(pad)) + ext + payload + padding
+    header = write_header_flags(marker, pt, seq, ts, ssrc, extension=bool(ext), padding=bool(pad))
+    data = header + ext + payload + padding
     view = parse_rtp(data)
     assert (view.marker, view.payload_type, view.seq, view.timestamp, view.ssrc) == (marker, pt, seq, ts, ssrc)
     assert data[view.payload_start : view.payload_end] == payload
