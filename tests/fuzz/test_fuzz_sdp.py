@@ -103,3 +103,10 @@ def test_any_text(text):
 )
 def test_offers_made_of_real_and_simulcast_lines(lines):
     check_sdp("\r\n".join(["v=0", *lines]))
+
+
+def test_an_rtpmap_line_without_a_payload_type_gets_no_feedback_line():
+    sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtpmap:\r\na=rtpmap:96 VP8/90000\r\n"
+    out = add_transport_cc(sdp, 5).split("\r\n")
+    assert "a=rtpmap:" in out and "a=rtcp-fb:96 transport-cc" in out
+    assert [line for line in out if line.startswith("a=rtcp-fb:")] == ["a=rtcp-fb:96 transport-cc"]
