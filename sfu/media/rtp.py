@@ -67,9 +67,7 @@ def parse_rtp(data: bytes) -> RtpView:
     return RtpView(b1 & 0x7F, b1 >> 7, seq, ts, ssrc, pos, end, ext_start)
 
 
-def find_extension(
-    data: bytes, ext_start: int, ext_id: int, out: dict[int, bytes] | None = None
-) -> tuple[int, int]:
+def find_extension(data: bytes, ext_start: int, ext_id: int, out: dict[int, bytes] | None = None) -> tuple[int, int]:
     """Where one header extension element's data lies: (offset, length), or (-1, 0) when the
     packet has no such element (RFC 8285, one- and two-byte forms). Nothing is allocated:
     the per-packet readers (transport-wide sequence number, audio level) use it on every
