@@ -1,15 +1,19 @@
-# The two commands of the README: `make run` and `make test`.
+# The two commands of the README: `make run` and `make test`. CONTRIBUTING.md lists the others.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-integration test-e2e bench system-deps lint clean
+.PHONY: run test test-fast test-unit test-integration test-e2e bench system-deps lint clean
 
 run: $(VENV)/.installed
 	$(PY) -m sfu $(ARGS)
 
 test: $(VENV)/.installed-test system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the browser and network-namespace tests (marker e2e, set in tests/e2e/conftest.py).
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed-test
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -22,6 +26,10 @@ test-e2e: $(VENV)/.installed-test system-deps
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/forward_bench.py --subscribers 1,2,4,8 --repeat 3
+
+# ruff (lint and format) over sfu tests bench scripts, mypy --strict over sfu/, the client's JS.
+lint: $(VENV)/.installed-test
+	VENV=$(VENV) ./scripts/lint.sh
 
 system-deps:
 	./scripts/install-system-deps.sh

@@ -355,7 +355,7 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
 
     window = t1 - t0
     per_sub = []
-    for a, b in zip(snaps0, snaps1):
+    for a, b in zip(snaps0, snaps1, strict=False):
         d = {"audio": [0, 0, 0, 0], "video": [0, 0, 0, 0]}  # packets, bytes, frames, expected
         for ssrc, (kind, (p1, by1, f1, h1)) in b.items():
             _, (p0, by0, f0, h0) = a.get(ssrc, (kind, (0, 0, 0, -1)))

@@ -49,6 +49,7 @@ See bench/README.md ("Load test with locust") for distributed runs and the scena
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -319,6 +320,7 @@ class PeerSession:
         self.info: dict[str, Any] = {"room": room, "name": name, "publisher": publish}
         self.started_s = time.time()
         self.stopping = False
+        self._measuring: asyncio.Future[None] | None = None  # the periodic report, once joined
 
     def event(self, kind: str, name: str, value: float, length: int = 0, error: str | None = None) -> None:
         self.out.append((kind, name, value, length, error))
@@ -357,7 +359,7 @@ class PeerSession:
                 raise
             self.info["publish_ms"] = (time.time() - t1) * 1000
             self.event("webrtc", "publish", self.info["publish_ms"])
-        asyncio.ensure_future(self._measure())
+        self._measuring = asyncio.ensure_future(self._measure())
 
     async def _measure(self) -> None:
         p = self.peer
@@ -366,10 +368,8 @@ class PeerSession:
         last_t = time.time()
         while not self.stopping and not p.closed:
             await asyncio.sleep(interval)
-            try:
+            with contextlib.suppress(Exception):  # the socket may be closing
                 await p.update_subscriptions()
-            except Exception:  # the socket may be closing
-                pass
             now = time.time()
             if self.info.get("first_frame_ms") is None and p.first_keyframe_s is not None:
                 # From the first offer of a remote video (or from joining, if that came first):

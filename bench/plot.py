@@ -107,7 +107,7 @@ def main() -> int:
         summary = data["sfu"]["summary"]
         xs, ys, err = series(summary, "server_cpu_pct")
         ax2.errorbar(xs, ys, yerr=err, color="tab:blue", marker="o", capsize=4, label="SFU server process")
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=True):
             ax2.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(-6, 8), fontsize=8, color="tab:blue")
         cx, cy, cerr = series(summary, "client_cpu_pct")
         ax2.errorbar(
@@ -152,7 +152,7 @@ def main() -> int:
             capsize=4,
             label=f"{st['label']}: average (total CPU / packets)",
         )
-        for x, y in zip(px, py):
+        for x, y in zip(px, py, strict=True):
             ax3.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8, color=st["color"])
         m = result.get("marginal")
         if m:

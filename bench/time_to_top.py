@@ -122,10 +122,10 @@ def start_server(port: int, transport_cc: bool, remb: bool, secret: str, log: Pa
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
                 return proc
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError(f"server did not start, see {log}")
+                raise RuntimeError(f"server did not start, see {log}") from exc
             time.sleep(0.2)
 
 

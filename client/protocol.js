@@ -204,6 +204,10 @@ const SERVER_MESSAGES = {
     if (m.participant !== null) requireString(m.participant, 'participant');
   },
   pong() {},
+  'server-shutdown'(m) {
+    // The server is going away; the socket closes (1001) after grace_s unless we leave first.
+    m.grace_s = typeof m.grace_s === 'number' && m.grace_s >= 0 ? m.grace_s : 0;
+  },
   error(m) {
     requireString(m.code, 'code');
     if (typeof m.message !== 'string') m.message = '';

@@ -512,6 +512,8 @@ export class Session {
         return this._onServerError(msg);
       case 'pong':
         return;
+      case 'server-shutdown':
+        return this._emit('server-shutdown', { grace_s: msg.grace_s });
     }
   }
 

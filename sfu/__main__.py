@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,9 +89,7 @@ def serve(argv: list[str]) -> int:
         uvloop.install()
     except ImportError:
         pass
-    from aiohttp import web
-
-    from .app import RedactingAccessLogger, create_app
+    from .app import create_app
     from .tls import ssl_context
 
     try:
@@ -103,16 +103,31 @@ def serve(argv: list[str]) -> int:
     if not config.auth_enabled:
         where = "loopback only" if is_loopback(config.host) and not config.allow_open_rooms else "allow_open_rooms"
         print(f"rooms are open (no auth_secret; {where})", flush=True)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        ssl_context=ssl,
-        print=None,
-        access_log_class=RedactingAccessLogger,
-        shutdown_timeout=config.shutdown_grace_s + 5,
-    )
+    asyncio.run(_run(app, config, ssl))
     return 0
+
+
+async def _run(app: Any, config: Any, ssl: Any) -> None:
+    """Serve until SIGTERM/SIGINT; then drain while the sockets are still read (clients are
+    told and may finish or leave), and only then stop the server."""
+    from aiohttp import web
+
+    from .app import ACCESS_LOGGER, drain
+
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_class=ACCESS_LOGGER, shutdown_timeout=config.shutdown_grace_s + 5
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port, ssl_context=ssl).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await drain(app)
+    finally:
+        await runner.cleanup()
 
 
 def token(argv: list[str]) -> int:

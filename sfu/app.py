@@ -6,30 +6,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
-from prometheus_client import CollectorRegistry
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from . import metrics
 from .config import Config
 from .room import RoomManager
 from .rtc import aiortc_glue
 from .signaling import http
-from .signaling.ws import Session, websocket_handler
+from .signaling.limits import CLOSE_GOING_AWAY
+from .signaling.ws import websocket_handler
+from .state import CONFIG_KEY, CONNECTIONS_KEY, METRICS_KEY, ROOMS_KEY, STATS_KEY, Connections
+from .stats import ServerStats
+
+__all__ = [
+    "CONFIG_KEY",
+    "CONNECTIONS_KEY",
+    "METRICS_KEY",
+    "ROOMS_KEY",
+    "STATS_KEY",
+    "RedactingAccessLogger",
+    "create_app",
+    "drain",
+]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_KEY = web.AppKey("config", Config)
-ROOMS_KEY = web.AppKey("rooms", RoomManager)
-STATS_KEY = web.AppKey("stats", metrics.ServerStats)
-SESSIONS_KEY = web.AppKey("sessions", set[Session])
-METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
-
 # After the grace period, how long closing sockets may take before the server stops anyway.
 CLOSE_TIMEOUT_S = 3.0
+_DRAINED = web.AppKey("drained", asyncio.Event)
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -48,36 +58,57 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def drain(app: web.Application) -> None:
-    """on_shutdown: refuse new joins, tell every client, give the calls ``shutdown_grace_s``
-    to end, then close the remaining sockets (WebSocket close code 1001, going away)."""
-    config, manager, sessions = app[CONFIG_KEY], app[ROOMS_KEY], app[SESSIONS_KEY]
-    manager.draining = True
-    if not sessions:
+    """Refuse new connections and joins, tell every client (``server-shutdown``), keep
+    handling their messages while the calls end by themselves for up to ``shutdown_grace_s``,
+    then close the remaining sockets (close code 1001, going away). Returns when the last
+    participant has left or the grace is over and the sockets are closed; runs once (the
+    SIGTERM handler of ``python -m sfu`` calls it before the server stops reading, and
+    ``on_shutdown`` calls it again)."""
+    done = app[_DRAINED]
+    if app[ROOMS_KEY].draining:
+        await done.wait()
         return
-    grace_s = config.shutdown_grace_s
-    logger.info("shutting down: %d sockets, %.1f s grace", len(sessions), grace_s)
-    for session in list(sessions):
-        session.notify_shutdown(grace_s)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace_s
-    while any(r.participants for r in manager.rooms.values()) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    for session in list(sessions):
-        await session.disconnect("disconnected", None, "", WSCloseCode.GOING_AWAY)
-    deadline = loop.time() + CLOSE_TIMEOUT_S
-    while sessions and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    config, manager, connections = app[CONFIG_KEY], app[ROOMS_KEY], app[CONNECTIONS_KEY]
+    manager.draining = True
+    try:
+        if not len(connections):
+            return
+        grace_s = config.shutdown_grace_s
+        logger.info("shutting down: %d sockets, %.1f s grace", len(connections), grace_s)
+        for connection in connections:
+            connection.notify_shutdown(grace_s)
+            if not connection.joined:  # no call to finish
+                await connection.disconnect("disconnected", None, "", CLOSE_GOING_AWAY)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(r.participants for r in manager.rooms.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in connections:
+            await connection.disconnect("disconnected", None, "", CLOSE_GOING_AWAY)
+        deadline = loop.time() + CLOSE_TIMEOUT_S
+        while len(connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        done.set()
 
 
 class RedactingAccessLogger(AccessLogger):
-    """The default access log, with ``token=...`` in URLs replaced."""
+    """The default access log, with the value of every ``token=`` (request line, Referer)
+    replaced. aiohttp compiles the format into its base class's own ``_format_*`` functions,
+    so the redaction is applied to the formatted values, not to one of them."""
 
-    _TOKEN = re.compile(r"(token=)[^&\s]*")
+    _TOKEN = re.compile(r"(token=)[^&\s\"]*")
 
-    @staticmethod
-    def _format_r(request: Any, response: Any, time: float) -> str:
-        line = AccessLogger._format_r(request, response, time)
-        return RedactingAccessLogger._TOKEN.sub(r"\1REDACTED", line)
+    def _format_line(
+        self, request: BaseRequest, response: StreamResponse, time: float
+    ) -> Iterable[tuple[str | tuple[str, str], str]]:
+        return [
+            (key, self._TOKEN.sub(r"\1REDACTED", value) if isinstance(value, str) else value)
+            for key, value in super()._format_line(request, response, time)
+        ]
+
+
+ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
 
 
 def create_app(config: Config | None = None) -> web.Application:
@@ -93,8 +124,9 @@ def create_app(config: Config | None = None) -> web.Application:
     app = web.Application()
     app[CONFIG_KEY] = config
     app[ROOMS_KEY] = RoomManager(config)
-    app[STATS_KEY] = metrics.ServerStats()
-    app[SESSIONS_KEY] = set()
+    app[STATS_KEY] = ServerStats()
+    app[CONNECTIONS_KEY] = Connections()
+    app[_DRAINED] = asyncio.Event()
     app[METRICS_KEY] = metrics.make_registry(app[ROOMS_KEY], app[STATS_KEY])
 
     async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -100,6 +100,52 @@ class Config:
             "and receiver-report loss"
         ),
     )
+    # -- signaling limits (docs/protocol.md, Limits) -------------------------------------
+    max_connections: int = field(
+        default=2000, metadata=_doc("signaling WebSockets open at once; more are refused (HTTP 503)")
+    )
+    max_connections_per_address: int = field(
+        default=64, metadata=_doc("signaling WebSockets open at once from one IP address; more are refused (HTTP 503)")
+    )
+    join_timeout_s: float = field(
+        default=10.0, metadata=_doc("a socket that has not joined this long after it opened is closed (code 4000)")
+    )
+    messages_per_s: float = field(
+        default=50.0, metadata=_doc("signaling frames a socket may send per second, sustained; more get `rate-limited`")
+    )
+    message_burst: int = field(
+        default=200, metadata=_doc("signaling frames a socket may send at once above messages_per_s")
+    )
+    max_queued_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata=_doc("bytes waiting for a client that does not read them; past this it is dropped (code 4001)"),
+    )
+    # -- limits on what one participant may negotiate and send -------------------------
+    max_tracks_per_publisher: int = field(
+        default=8, metadata=_doc("sending audio/video m-sections one publish offer may have (`too-many-tracks`)")
+    )
+    max_m_sections_per_sdp: int = field(
+        default=32,
+        metadata=_doc(
+            "m-sections in one SDP: publish offers with more are refused (`too-many-m-sections`); a "
+            "subscribe offer never has more (tracks beyond it are not offered to that subscriber)"
+        ),
+    )
+    negotiation_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "longest a publish offer, subscribe answer or ICE candidate may take to be applied; past it "
+            "the step is abandoned (`negotiation-timeout`) and its connection closed: a publish connection "
+            "with its tracks, a subscribe connection with the participant"
+        ),
+    )
+    max_rtcp_bps: int = field(
+        default=500_000,
+        metadata=_doc(
+            "RTCP data rate accepted from each connection (bits/s, bursts of one second's worth); "
+            "the excess is dropped and counted"
+        ),
+    )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
         default=(),
@@ -148,6 +194,14 @@ class Config:
     )
     client_dir: Path = field(default=CLIENT_DIR, metadata=_doc("the browser client served at /"))
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+    # -- media routing limits -----------------------------------------------------------
+    max_ssrcs_per_transport: int = field(
+        default=256,
+        metadata=_doc(
+            "RTP streams (SSRCs, media and RTX) learnt per publish connection; packets of further "
+            "streams are dropped and counted (publisher.routing.ssrcs_over_limit in the admin view)"
+        ),
+    )
 
     # -- derived ------------------------------------------------------------------------
 
@@ -173,8 +227,22 @@ class Config:
             raise ConfigError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
         if not 0 < self.heartbeat_interval_s <= 60:
             raise ConfigError(f"heartbeat_interval_s must be in (0, 60], got {self.heartbeat_interval_s}")
+        if self.max_connections < 1 or self.max_connections_per_address < 1:
+            raise ConfigError("max_connections and max_connections_per_address must be at least 1")
+        if not 0 < self.join_timeout_s <= 3600:
+            raise ConfigError(f"join_timeout_s must be in (0, 3600], got {self.join_timeout_s}")
+        if self.messages_per_s <= 0 or self.message_burst < 1:
+            raise ConfigError("messages_per_s must be positive and message_burst at least 1")
+        if self.max_queued_bytes < self.max_message_bytes:
+            raise ConfigError("max_queued_bytes must be at least max_message_bytes")
         if self.publisher_bitrate_bps < 0:
             raise ConfigError("publisher_bitrate_bps must not be negative")
+        if self.max_tracks_per_publisher < 1 or self.max_m_sections_per_sdp < 2:
+            raise ConfigError("max_tracks_per_publisher must be at least 1 and max_m_sections_per_sdp at least 2")
+        if not 0 < self.negotiation_timeout_s <= 300:
+            raise ConfigError(f"negotiation_timeout_s must be in (0, 300], got {self.negotiation_timeout_s}")
+        if self.max_rtcp_bps < 8_000:
+            raise ConfigError(f"max_rtcp_bps must be at least 8000, got {self.max_rtcp_bps}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for server in self.ice_servers:
@@ -227,6 +295,8 @@ class Config:
             raise ConfigError("turn_ttl_s must be positive")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s must not be negative")
+        if self.max_ssrcs_per_transport < 1:
+            raise ConfigError(f"max_ssrcs_per_transport must be at least 1, got {self.max_ssrcs_per_transport}")
         return self
 
     def public_view(self) -> dict[str, Any]:

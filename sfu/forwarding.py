@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .bwe.allocator import PAUSED, Allocation
 from .media.keyframe import keyframe_detector, keyframe_size_reader
 from .media.munger import RtpMunger
 from .media.nack import NackGenerator, ResendBudget
@@ -28,8 +28,8 @@ from .media.packet_cache import PacketCache
 from .media.rtp import RtpView, write_header
 from .media.rtx import unwrap_rtx, wrap_rtx
 from .media.seq import seq_diff
-from .media.stats import ReceiveStats
 from .media.vp8 import Vp8Munger
+from .stream import LAYER_TIMEOUT_MS, Codec, Layer
 
 logger = logging.getLogger(__name__)
 
@@ -37,100 +37,11 @@ SendFn = Callable[[bytes], bool]
 # Send a NACK to the publisher for these extended sequence numbers of a layer.
 SendNackFn = Callable[["Producer", "Layer", list[int]], None]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
-# A simulcast layer that has sent nothing for this long is taken as stopped.
-LAYER_TIMEOUT_MS = 500
-PAUSED_FOR_BANDWIDTH = -1
 # A subscriber NACK asks for at most this many packets (the rest is ignored).
 MAX_NACK_SEQS = 256
 # A cached packet is resent at most once per RTT (this long while the RTT is unknown).
 DEFAULT_RESEND_GUARD_MS = 100.0
 MAX_RESEND_GUARD_MS = 250.0
-
-
-@dataclass(frozen=True, slots=True)
-class Codec:
-    """A negotiated codec: its name ("VP8", "opus", "H264"), clock rate and fmtp parameters."""
-
-    name: str
-    clock_rate: int
-    parameters: tuple[tuple[str, str], ...] = ()
-
-    def matches(self, other: Codec) -> bool:
-        if self.name.lower() != other.name.lower() or self.clock_rate != other.clock_rate:
-            return False
-        if self.name.upper() == "H264":
-            mine, theirs = dict(self.parameters), dict(other.parameters)
-            if mine.get("packetization-mode", "0") != theirs.get("packetization-mode", "0"):
-                return False
-            return mine.get("profile-level-id", "")[:2] == theirs.get("profile-level-id", "")[:2]
-        return True
-
-
-class Layer:
-    """One encoding of a producer: a simulcast layer, or the only stream without simulcast."""
-
-    __slots__ = (
-        "_measured_at_ms",
-        "_measured_bytes",
-        "bitrate_bps",
-        "height",
-        "index",
-        "last_arrival_ms",
-        "last_keyframe_request_s",
-        "last_timestamp",
-        "nack",
-        "rid",
-        "sr_ntp",
-        "sr_rtp",
-        "ssrc",
-        "stats",
-        "stopped_bps",
-        "width",
-    )
-
-    def __init__(self, index: int, rid: str | None, clock_rate: int) -> None:
-        self.index = index
-        self.rid = rid
-        self.ssrc: int | None = None
-        self.stats = ReceiveStats(clock_rate)
-        self.width = 0
-        self.height = 0
-        self.last_arrival_ms = 0
-        self.last_timestamp: int | None = None
-        # Last sender report from the publisher: NTP time (64-bit) and RTP timestamp.
-        self.sr_ntp: int | None = None
-        self.sr_rtp = 0
-        self.last_keyframe_request_s = -1e9
-        self.bitrate_bps = 0
-        self.stopped_bps = 0  # the bitrate it had when it last stopped
-        # Upstream loss repair (video layers of a producer that can send NACKs).
-        self.nack: NackGenerator | None = None
-        self._measured_at_ms = 0
-        self._measured_bytes = 0
-
-    def measure(self, now_ms: int) -> int:
-        """The layer's incoming bitrate, re-measured at most every 500 ms (0 when stopped)."""
-        elapsed = now_ms - self._measured_at_ms
-        if elapsed >= 500:
-            if self._measured_at_ms:
-                rate = (self.stats.bytes - self._measured_bytes) * 8000 // elapsed
-                self.bitrate_bps = rate if self.bitrate_bps == 0 else (self.bitrate_bps + rate) // 2
-            self._measured_at_ms = now_ms
-            self._measured_bytes = self.stats.bytes
-        if not self.active(now_ms):
-            self.stopped_bps = self.bitrate_bps or self.stopped_bps
-            self.bitrate_bps = 0
-        elif self.bitrate_bps == 0:
-            # Restarted (e.g. by dynacast) and not measured yet: assume what it had, so the
-            # allocator can move subscribers onto it without waiting for a measurement.
-            return self.stopped_bps
-        return self.bitrate_bps
-
-    def active(self, now_ms: int) -> bool:
-        return self.last_arrival_ms > 0 and now_ms - self.last_arrival_ms < LAYER_TIMEOUT_MS
-
-    def describe(self) -> dict[str, object]:
-        return {"rid": self.rid, "width": self.width, "height": self.height}
 
 
 class Producer:
@@ -147,6 +58,7 @@ class Producer:
         request_keyframe: Callable[[Producer, Layer], None],
         rids: list[str] | None = None,
         send_nack: SendNackFn | None = None,
+        on_demand_changed: Callable[[Producer], None] | None = None,
     ) -> None:
         self.id = producer_id
         self.participant_id = participant_id
@@ -166,7 +78,7 @@ class Producer:
         # Dynacast (sfu/dynacast.py): how many of the lowest layers the publisher was asked to
         # send, and a hook called when what the consumers want may have changed.
         self.requested_layers = len(self.layers)
-        self.on_demand_changed: Callable[[], None] | None = None
+        self._on_demand_changed = on_demand_changed
         # Upstream repair: NACKs to the publisher, and its RTX stream (payload type from the
         # publish answer; None: not negotiated).
         self._send_nack = send_nack
@@ -196,8 +108,8 @@ class Producer:
         return d
 
     def demand_changed(self) -> None:
-        if self.on_demand_changed is not None and not self.closed:
-            self.on_demand_changed()
+        if self._on_demand_changed is not None and not self.closed:
+            self._on_demand_changed(self)
 
     def layer_by_rid(self, rid: str) -> Layer | None:
         for layer in self.layers:
@@ -293,8 +205,9 @@ class Producer:
             self._poll_nacks(layer, now_ms)
         return count
 
-    def tick(self, now_ms: int, now_s: float) -> None:
+    def tick(self, now_ms: int) -> None:
         """Periodic work: NACKs due on a layer that went quiet, keyframes for what was lost."""
+        now_s = now_ms / 1000
         for layer in self.layers:
             nack = layer.nack
             if nack is None:
@@ -357,7 +270,11 @@ class Producer:
         layer.sr_rtp = rtp_timestamp
 
     def close(self) -> None:
+        """Idempotent; closes every consumer of this producer."""
+        if self.closed:
+            return
         self.closed = True
+        self._on_demand_changed = None
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()
@@ -397,6 +314,10 @@ class Consumer:
         now_s: Callable[[], float],
         rtx_payload_type: int | None = None,
         rtx_ssrc: int = 0,
+        *,
+        resend_budget: ResendBudget | None = None,
+        estimate_bps: Callable[[], float | None] | None = None,
+        on_layer_started: Callable[[], None] | None = None,
     ) -> None:
         self.producer = producer
         self.subscriber_id = subscriber_id
@@ -408,9 +329,11 @@ class Consumer:
         self._send = send
         self._now_s = now_s
         # Shared by the subscriber's consumers: caps retransmissions to a share of its
-        # downlink estimate (set by the subscribe peer; None: no cap).
-        self.resend_budget: ResendBudget | None = None
-        self.estimate_bps: Callable[[], float | None] = lambda: None
+        # downlink estimate (None: no cap), which ``estimate_bps`` reads.
+        self._resend_budget = resend_budget
+        self._estimate_bps = estimate_bps
+        # Called when a layer of the producer starts (the subscriber re-runs its allocation).
+        self._on_layer_started = on_layer_started
         self._video = producer.kind == "video"
         self._rewrite_vp8 = producer.codec.name.upper() == "VP8"
         self.cache = PacketCache(512 if self._video else 64)
@@ -421,8 +344,9 @@ class Consumer:
         # What the subscriber asked for.
         self.max_height: int | None = None
         self.paused = False
-        # What its downlink allows (from the allocator): a layer, PAUSED_FOR_BANDWIDTH, or None.
-        self.bandwidth_layer: int | None = None
+        # What its downlink allows: the allocator's last decision (None: no estimate, no cap).
+        self.allocation: Allocation | None = None
+        self._bandwidth_paused = False  # the allocation pauses it (read per packet)
         self.closed = False
         self.packets_dropped = 0
         self.nacks_received = 0  # sequence numbers the subscriber asked for
@@ -436,8 +360,6 @@ class Consumer:
         self.fraction_lost = 0
         self.rtt_ms: float | None = None
         self.remb_bps: int | None = None
-        # Called when a layer of the producer starts (the subscriber re-runs its allocation).
-        self.on_layer_started: Callable[[], None] | None = None
 
     def restart(self) -> None:
         """Resume on the next keyframe (video) or the next packet (audio)."""
@@ -454,14 +376,26 @@ class Consumer:
 
     @property
     def bandwidth_paused(self) -> bool:
-        return self.bandwidth_layer == PAUSED_FOR_BANDWIDTH
+        return self._bandwidth_paused
 
-    def set_bandwidth_layer(self, layer: int | None, now_ms: int) -> None:
-        if layer == self.bandwidth_layer:
+    @property
+    def bandwidth_layer(self) -> int | None:
+        """The highest layer the downlink carries, PAUSED if none, None if it sets no cap."""
+        allocation = self.allocation
+        if allocation is None:
+            return None
+        return PAUSED if allocation.paused_for_bandwidth else allocation.layer_cap
+
+    def set_allocation(self, allocation: Allocation | None, now_ms: int) -> None:
+        """Apply the allocator's decision (None: there is no estimate, nothing limits)."""
+        before = self.bandwidth_layer
+        self.allocation = allocation
+        self._bandwidth_paused = allocation is not None and allocation.paused_for_bandwidth
+        layer = self.bandwidth_layer
+        if layer == before:
             return
-        if layer == PAUSED_FOR_BANDWIDTH:
+        if layer == PAUSED:
             self.restart()
-        self.bandwidth_layer = layer
         self.select(now_ms)
 
     def layer_started(self, index: int, keyframe: bool, now_ms: int) -> None:
@@ -474,8 +408,8 @@ class Consumer:
         if keyframe:
             # It begins with a keyframe: asking for another one now would only cost bandwidth.
             self.producer.layers[index].last_keyframe_request_s = self._now_s()
-        if self.on_layer_started is not None:
-            self.on_layer_started()
+        if self._on_layer_started is not None:
+            self._on_layer_started()
         self.select(now_ms)
 
     def desired_layer(self) -> int:
@@ -494,8 +428,9 @@ class Consumer:
         layers = self.producer.layers
         if len(layers) > 1:
             desired = self.desired_layer()
-            if self.bandwidth_layer is not None and self.bandwidth_layer >= 0:
-                desired = min(desired, self.bandwidth_layer)
+            cap = self.bandwidth_layer
+            if cap is not None and cap >= 0:
+                desired = min(desired, cap)
             active = [layer.index for layer in layers if layer.active(now_ms)]
             if active:
                 fitting = [i for i in active if i <= desired]
@@ -517,7 +452,7 @@ class Consumer:
         keyframe: bool,
         arrival_ms: int,
     ) -> None:
-        if self.paused or self.bandwidth_layer == PAUSED_FOR_BANDWIDTH:
+        if self.paused or self._bandwidth_paused:
             return
         out = self.out
         if layer != self.current or self._must_restart:
@@ -553,7 +488,7 @@ class Consumer:
 
     @property
     def forwarding(self) -> bool:
-        return not self.paused and self.bandwidth_layer != PAUSED_FOR_BANDWIDTH
+        return not self.paused and not self.bandwidth_paused
 
     def on_nack(self, lost: list[int], now_ms: int = 0) -> None:
         """Retransmit what the cache holds (at most once per RTT per packet); ask the publisher
@@ -563,7 +498,8 @@ class Consumer:
         cache = self.cache
         out = self.out
         guard_ms = min(self.rtt_ms, MAX_RESEND_GUARD_MS) if self.rtt_ms else DEFAULT_RESEND_GUARD_MS
-        budget = self.resend_budget
+        budget = self._resend_budget
+        estimate = self._estimate_bps
         upstream: list[int] = []
         for seq in lost:
             packet = cache.get(seq)
@@ -574,7 +510,7 @@ class Consumer:
                     upstream.append(ext_seq)
                 continue
             if now_ms - cache.resent_ms(seq) < guard_ms or (
-                budget is not None and not budget.allow(len(packet), now_ms, self.estimate_bps())
+                budget is not None and not budget.allow(len(packet), now_ms, estimate() if estimate else None)
             ):
                 self.nacks_throttled += 1
                 continue
@@ -591,8 +527,9 @@ class Consumer:
     def on_keyframe_request(self) -> None:
         self.producer.request_keyframe(self._now_s(), max(self.current, self.target, 0))
 
-    def sender_report_timestamp(self, now_ntp: int) -> int | None:
-        """The outgoing RTP timestamp that corresponds to wall-clock ``now_ntp`` (NTP format).
+    def sender_report_timestamp(self, now_ntp: int, now_ms: int) -> int | None:
+        """The outgoing RTP timestamp that corresponds to wall-clock ``now_ntp`` (NTP format),
+        ``now_ms`` being the same instant on the media clock.
 
         From the publisher's last sender report for the forwarded layer when there is one
         (keeps audio/video sync), else from the last forwarded packet.
@@ -607,7 +544,7 @@ class Consumer:
             return munger.out_timestamp(layer.sr_rtp + int(elapsed_s * rate))
         if layer.last_timestamp is None:
             return None
-        elapsed_ms = ((now_ntp * 1000) >> 32) - layer.last_arrival_ms
+        elapsed_ms = now_ms - layer.last_arrival_ms
         return munger.out_timestamp(layer.last_timestamp + int(elapsed_ms * rate / 1000))
 
     def describe(self) -> dict[str, object]:

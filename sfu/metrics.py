@@ -10,106 +10,17 @@ left, a track was unpublished) are folded into ``RetiredTotals`` when they go, s
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .room import Participant, RoomManager
+from .room import RoomManager
+from .rtc.aiortc_glue import transport_drops_metric
+from .stats import ServerStats, Totals, participant_totals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-@dataclass
-class ServerStats:
-    """Counters of the signaling layer (plain integers, bumped where things happen)."""
-
-    joins: int = 0
-    auth_failures: int = 0
-    kicks: int = 0
-    errors_by_code: Counter[str] = field(default_factory=Counter)
-    started_at_s: float = field(default_factory=time.time)
-
-    def count_error(self, code: str) -> None:
-        self.errors_by_code[code] += 1
-
-
-@dataclass
-class Totals:
-    packets_in: int = 0
-    bytes_in: int = 0
-    packets_out: int = 0
-    bytes_out: int = 0
-    packets_dropped: int = 0
-    keyframe_requests: int = 0
-    malformed_packets: int = 0
-    unroutable_packets: int = 0
-    layer_changes: int = 0
-    twcc_feedback_sent: int = 0
-    nacks_received: int = 0
-    retransmitted: int = 0
-    upstream_nacks: int = 0
-    packets_repaired: int = 0
-
-    def add(self, other: Totals) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-def producer_totals(producer: Any, into: Totals) -> None:
-    layers = getattr(producer, "layers", None)
-    stats = [layer.stats for layer in layers] if layers else [producer.stats]
-    for s in stats:
-        into.packets_in += s.packets
-        into.bytes_in += s.bytes
-    into.packets_dropped += producer.packets_dropped
-    into.keyframe_requests += producer.keyframe_requests_sent
-    for layer in layers or ():
-        nack = getattr(layer, "nack", None)
-        if nack is not None:
-            into.upstream_nacks += nack.nacks_sent
-            into.packets_repaired += nack.packets_repaired
-
-
-def subscriber_totals(subscriber: Any, into: Totals) -> None:
-    for slot in subscriber.slots:
-        into.packets_out += slot.out.packets_sent
-        into.bytes_out += slot.out.octets_sent
-        consumer = slot.consumer
-        if consumer is not None and not consumer.closed:
-            into.packets_dropped += consumer.packets_dropped
-            into.nacks_received += consumer.nacks_received
-            into.retransmitted += consumer.retransmitted
-    into.malformed_packets += subscriber.malformed_packets
-
-
-def participant_totals(participant: Participant, into: Totals) -> None:
-    """Everything a participant's connections counted (its live producers included)."""
-    if participant.publisher is not None:
-        for producer in participant.publisher.producers.values():
-            producer_totals(producer, into)
-        into.malformed_packets += participant.publisher.malformed_packets
-        into.unroutable_packets += participant.publisher.unroutable_packets
-        into.layer_changes += participant.publisher.layer_changes_sent
-        into.twcc_feedback_sent += participant.publisher.feedback.packets_sent
-    if participant.subscriber is not None:
-        subscriber_totals(participant.subscriber, into)
-
-
-class RetiredTotals(Totals):
-    """What closed objects had counted; kept by the RoomManager."""
-
-    def retire_participant(self, participant: Participant) -> None:
-        participant_totals(participant, self)
-
-    def retire_producers(self, producers: Iterable[Any]) -> None:
-        for producer in producers:
-            producer_totals(producer, self)
 
 
 class SfuCollector(Collector):
@@ -219,6 +130,15 @@ class SfuCollector(Collector):
         for code, count in sorted(self.stats.errors_by_code.items()):
             errors.add_metric([code], count)
         yield errors
+        limited = CounterMetricFamily(
+            "sfu_signaling_limited",
+            "Connections, frames and sockets refused or dropped by a signaling limit, by limit",
+            labels=["limit"],
+        )
+        for limit, count in sorted(self.stats.limited.items()):
+            limited.add_metric([limit], count)
+        yield limited
+        yield transport_drops_metric()
         yield GaugeMetricFamily("sfu_start_time_seconds", "Unix time the server started", value=self.stats.started_at_s)
 
 

@@ -7,21 +7,46 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
 
 from .config import Config
 from .errors import SignalingError
+from .events import MediaEvent
 from .forwarding import Producer
-from .metrics import RetiredTotals
 from .rtc.publish import PublishPeer
 from .rtc.subscribe import SubscribePeer
+from .signaling.server_messages import (
+    ActiveSpeaker,
+    ChatRelayed,
+    Joined,
+    JoinInfo,
+    MuteChanged,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    PublishAnswer,
+    ServerMessage,
+    TrackInfo,
+    TrackPublished,
+    TrackUnpublished,
+    from_event,
+)
 from .speaker import INTERVAL_MS, SpeakerDetector
+from .stats import RetiredTotals
 from .tasks import spawn
 
 logger = logging.getLogger(__name__)
 
-PostFn = Callable[[dict[str, Any]], None]
+PostFn = Callable[[ServerMessage], None]
+
+
+class SessionHandle(Protocol):
+    """The signaling session that owns a participant (sfu/signaling/ws.py ``Session``)."""
+
+    async def disconnect(self, leave_reason: str, code: str | None, message: str, close_code: int) -> None: ...
+
+
 _counter = itertools.count(1)
 
 
@@ -45,24 +70,29 @@ class Participant:
         # publish and subscribe). The signaling session that owns this participant.
         self.identity = ""
         self.grants: frozenset[str] = frozenset({"publish", "subscribe"})
-        self.session: Any = None
+        self.session: SessionHandle | None = None
 
     def can(self, grant: str) -> bool:
         return grant in self.grants
 
+    def info(self) -> ParticipantInfo:
+        return ParticipantInfo(self.id, self.name, tuple(TrackInfo.of(p) for p in self.producers()))
+
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "tracks": [p.describe() for p in self.producers()]}
+        """The wire's participant object."""
+        return self.info().to_wire()
 
     def producers(self) -> list[Producer]:
         return list(self.publisher.producers.values()) if self.publisher else []
 
-    def post(self, msg: dict[str, Any]) -> None:
+    def post(self, msg: ServerMessage) -> None:
         """Queue a message for this participant; messages keep their order."""
         if not self.closed:
             self._post(msg)
 
-    async def signal(self, msg: dict[str, Any]) -> None:
-        self.post(msg)
+    async def media_event(self, event: MediaEvent) -> None:
+        """The peers' event sink: the message that tells the client about a media event."""
+        self.post(from_event(event))
 
     def _failed(self) -> None:
         if not self.closed and self.on_transport_failed is not None:
@@ -78,21 +108,26 @@ class Participant:
                 list(self._config.ice_servers),
                 self._failed,
                 self._config.publisher_bitrate_bps,
-                signal=self.signal,
+                events=self.media_event,
                 dynacast=self._config.dynacast,
                 transport_cc=self._config.transport_cc,
+                max_ssrcs=self._config.max_ssrcs_per_transport,
+                max_tracks=self._config.max_tracks_per_publisher,
+                max_m_sections=self._config.max_m_sections_per_sdp,
+                negotiation_timeout_s=self._config.negotiation_timeout_s,
+                max_rtcp_bps=self._config.max_rtcp_bps,
             )
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
-        except SignalingError:
+        except SignalingError as exc:
             if first:  # nothing was published: forget the half-made connection
                 publisher, self.publisher = self.publisher, None
                 await publisher.close()
-            elif self.publisher.pc.signalingState != "stable":
+            elif exc.code == "negotiation-timeout" or self.publisher.pc.signalingState != "stable":
                 # The connection is in an unknown state: drop it and everything it published.
                 await self._drop_publisher()
             raise
-        self.post({"type": "answer", "pc": "publish", "sdp": answer})
+        self.post(PublishAnswer(answer))
         self.room.producers_changed(self, added, removed)
 
     async def _drop_publisher(self) -> None:
@@ -118,8 +153,11 @@ class Participant:
                 self.id,
                 list(self._config.ice_servers),
                 self._failed,
-                self.signal,
+                self.media_event,
                 transport_cc=self._config.transport_cc,
+                max_m_sections=self._config.max_m_sections_per_sdp,
+                negotiation_timeout_s=self._config.negotiation_timeout_s,
+                max_rtcp_bps=self._config.max_rtcp_bps,
             )
             self.subscriber.active_speaker = self.room.active_speaker
         return self.subscriber
@@ -172,23 +210,16 @@ class Room:
         if len(self.participants) >= self.capacity:
             raise SignalingError("room-full", f"room {self.name!r} is full ({self.capacity} participants)")
 
-    def join(self, participant: Participant, extra: dict[str, Any]) -> None:
+    def join(self, participant: Participant, info: JoinInfo) -> None:
+        if self.closed:
+            raise SignalingError("room-closed", f"room {self.name!r} is closed")
         self.check_capacity()
         others = list(self.participants.values())
         self.participants[participant.id] = participant
-        participant.post(
-            {
-                "type": "joined",
-                "protocol": 1,
-                "id": participant.id,
-                "room": self.name,
-                "participants": [p.describe() for p in others],
-                **extra,
-            }
-        )
-        self._broadcast({"type": "participant-joined", "participant": participant.describe()}, exclude=participant)
+        participant.post(Joined(participant.id, self.name, tuple(p.info() for p in others), info))
+        self._broadcast(ParticipantJoined(participant.info()), exclude=participant)
         if self.active_speaker is not None:
-            participant.post({"type": "active-speaker", "participant": self.active_speaker})
+            participant.post(ActiveSpeaker(self.active_speaker))
         if self._speaker_task is None:
             self._speaker_task = spawn(self._detect_speakers(), name=f"speakers-{self.name}")
         # Consume everything already published.
@@ -202,11 +233,9 @@ class Room:
     def producers_changed(self, owner: Participant, added: list[Producer], removed: list[Producer]) -> None:
         self.retired.retire_producers(removed)
         for producer in removed:
-            self._broadcast({"type": "track-unpublished", "participant": owner.id, "track": producer.id}, exclude=owner)
+            self._broadcast(TrackUnpublished(owner.id, producer.id), exclude=owner)
         for producer in added:
-            self._broadcast(
-                {"type": "track-published", "participant": owner.id, "track": producer.describe()}, exclude=owner
-            )
+            self._broadcast(TrackPublished(owner.id, TrackInfo.of(producer)), exclude=owner)
         if not added and not removed:
             return
         for other in self.participants.values():
@@ -230,15 +259,10 @@ class Room:
         )
 
     def broadcast_mute(self, owner: Participant, producer: Producer) -> None:
-        self._broadcast(
-            {"type": "mute", "participant": owner.id, "track": producer.id, "muted": producer.muted},
-            exclude=owner,
-        )
+        self._broadcast(MuteChanged(owner.id, producer.id, producer.muted), exclude=owner)
 
     def chat(self, sender: Participant, text: str) -> None:
-        self._broadcast(
-            {"type": "chat", "from": sender.id, "name": sender.name, "text": text, "ts_ms": int(time.time() * 1000)}
-        )
+        self._broadcast(ChatRelayed(sender.id, sender.name, text, int(time.time() * 1000)))
 
     async def leave(self, participant: Participant, reason: str) -> None:
         if self.participants.get(participant.id) is not participant:
@@ -252,12 +276,24 @@ class Room:
                 for producer in removed:
                     other.subscriber.unconsume(producer)
                 other.renegotiate()
-        self._broadcast({"type": "participant-left", "id": participant.id, "reason": reason})
+        self._broadcast(ParticipantLeft(participant.id, reason))
         if not self.participants:
-            self.closed = True
-            if self._speaker_task is not None:
-                self._speaker_task.cancel()
-            self._on_empty(self)
+            self._closed_now()
+
+    def _closed_now(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
+            self._speaker_task = None
+        self._on_empty(self)
+
+    async def close(self, reason: str = "left") -> None:
+        """Remove every participant (closing their peers) and the room; idempotent."""
+        for participant in list(self.participants.values()):
+            await self.leave(participant, reason)
+        self._closed_now()
 
     async def _detect_speakers(self) -> None:
         """Every INTERVAL_MS: the dominant speaker from everyone's audio levels."""
@@ -272,7 +308,7 @@ class Room:
             last = now
 
     def update_speaker(self, now_ms: float, interval_ms: int = INTERVAL_MS) -> None:
-        scores = {}
+        scores: dict[Hashable, float] = {}
         for p in self.participants.values():
             score = p.speech_score(interval_ms)
             if score is not None:
@@ -285,9 +321,9 @@ class Room:
         for p in self.participants.values():
             if p.subscriber is not None:
                 p.subscriber.active_speaker = self.active_speaker
-        self._broadcast({"type": "active-speaker", "participant": self.active_speaker})
+        self._broadcast(ActiveSpeaker(self.active_speaker))
 
-    def _broadcast(self, msg: dict[str, Any], exclude: Participant | None = None) -> None:
+    def _broadcast(self, msg: ServerMessage, exclude: Participant | None = None) -> None:
         for p in list(self.participants.values()):
             if p is not exclude:
                 p.post(msg)
@@ -311,7 +347,7 @@ class RoomManager:
 
     def discard_if_empty(self, room: Room) -> None:
         if not room.participants:
-            room.closed = True
+            room._closed_now()
             self._remove(room)
 
     def _remove(self, room: Room) -> None:
@@ -319,6 +355,6 @@ class RoomManager:
             del self.rooms[room.name]
 
     async def close(self) -> None:
+        """Close every room (and so every participant); idempotent."""
         for room in list(self.rooms.values()):
-            for participant in list(room.participants.values()):
-                await room.leave(participant, "left")
+            await room.close("left")

@@ -1,4 +1,5 @@
 import asyncio
+import inspect
 import socket
 from collections.abc import AsyncIterator
 
@@ -48,14 +49,43 @@ async def server() -> AsyncIterator[RunningServer]:
     await srv.runner.cleanup()
 
 
-async def eventually(predicate, timeout: float = 10.0, interval: float = 0.1):
-    """Wait until predicate() is truthy; return its value or fail with the last one."""
+async def eventually(predicate, timeout: float = 10.0, interval: float = 0.1, state=None):
+    """Wait until predicate() is truthy; return its value or fail with the last one.
+
+    ``state``, a function, describes what was seen when the condition is not met."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     value = predicate()
     while not value:
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            seen = f": {state()}" if state is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s{seen}")
         await asyncio.sleep(interval)
         value = predicate()
+    return value
+
+
+async def settled(read, quiet_s: float = 0.5, timeout: float = 10.0):
+    """Wait until read() (a function, or a coroutine function) has stopped changing for
+    ``quiet_s``; return its value.
+
+    For "nothing more arrives" checks: packets already on their way (in socket buffers, or
+    sent before the server acted) are let in first, however slowly a busy machine reads them,
+    and then the count must stay put."""
+
+    async def value_now():
+        value = read()
+        return await value if inspect.isawaitable(value) else value
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value = await value_now()
+    still_since = loop.time()
+    while loop.time() - still_since < quiet_s:
+        if loop.time() > deadline:
+            raise AssertionError(f"still changing after {timeout}s: {value}")
+        await asyncio.sleep(0.05)
+        now_value = await value_now()
+        if now_value != value:
+            value, still_since = now_value, loop.time()
     return value

@@ -120,3 +120,8 @@ test('parse layers (dynacast)', () => {
   assert.throws(() => P.parse('{"type":"layers","active":[]}'), P.ProtocolError);
   assert.throws(() => P.parse('{"type":"layers","track":"p1-1","active":"q"}'), P.ProtocolError);
 });
+
+test('parse server-shutdown', () => {
+  assert.equal(P.parse('{"type":"server-shutdown","grace_s":5}').grace_s, 5);
+  assert.equal(P.parse('{"type":"server-shutdown"}').grace_s, 0);
+});

@@ -17,41 +17,84 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 
 UPGRADE_HOLD_MS = 1500
 UPGRADE_HEADROOM = 0.85  # use at most 85 % of the held estimate when stepping up
 AUDIO_BPS = 50_000
 
-PAUSED = -1
-# Reasons, as told to clients and logged.
-REASON_FITS = "fits"
-REASON_REQUESTED = "requested"
-REASON_BANDWIDTH = "bandwidth"
-REASON_UNCONSTRAINED = "unconstrained"
+PAUSED = -1  # the layer "index" of a video that gets no layer at all
 
-PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_SPEAKER, PRIORITY_NORMAL = 0, 1, 2, 3
-# How each priority is shown in logs and describe().
+
+class Reason(StrEnum):
+    """Why a video got the layer it got (told to clients in ``track-quality``, and logged)."""
+
+    FITS = "fits"  # what it asked for (or the best the publisher sends) fits the estimate
+    REQUESTED = "requested"  # the subscriber paused it (or it is muted)
+    BANDWIDTH = "bandwidth"  # held back (or paused) for lack of downlink bandwidth
+    UNCONSTRAINED = "unconstrained"  # no estimate yet: nothing limits
+
+
+REASON_FITS = Reason.FITS
+REASON_REQUESTED = Reason.REQUESTED
+REASON_BANDWIDTH = Reason.BANDWIDTH
+REASON_UNCONSTRAINED = Reason.UNCONSTRAINED
+
+
+class Priority(IntEnum):
+    """Order of service when bandwidth is short (lowest value first)."""
+
+    SCREEN = 0
+    PINNED = 1
+    SPEAKER = 2
+    NORMAL = 3
+
+    @property
+    def label(self) -> str:
+        """How the priority is shown in logs and describe()."""
+        return PRIORITY_NAMES[self]
+
+
+PRIORITY_SCREEN, PRIORITY_PINNED, PRIORITY_SPEAKER, PRIORITY_NORMAL = (
+    Priority.SCREEN,
+    Priority.PINNED,
+    Priority.SPEAKER,
+    Priority.NORMAL,
+)
 PRIORITY_NAMES = {
-    PRIORITY_SCREEN: "screen",
-    PRIORITY_PINNED: "pinned",
-    PRIORITY_SPEAKER: "active-speaker",
-    PRIORITY_NORMAL: "normal",
+    Priority.SCREEN: "screen",
+    Priority.PINNED: "pinned",
+    Priority.SPEAKER: "active-speaker",
+    Priority.NORMAL: "normal",
 }
 
 
 @dataclass(frozen=True)
 class VideoDemand:
     key: Hashable
-    priority: int  # PRIORITY_*
+    priority: int  # a Priority
     wanted_layer: int  # highest layer the subscriber wants (PAUSED: wants none)
     layer_bps: tuple[int, ...]  # measured bitrate of each layer, lowest first (0: not sent)
     requested_height: int = 0  # for ordering within a priority
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Allocation:
+    """The allocator's decision for one video, handed to its consumer as is."""
+
     layer: int  # PAUSED or a layer index
-    reason: str
+    reason: Reason
+
+    @property
+    def paused_for_bandwidth(self) -> bool:
+        return self.layer == PAUSED and self.reason is Reason.BANDWIDTH
+
+    @property
+    def layer_cap(self) -> int | None:
+        """The highest layer the downlink carries (None: the downlink sets no cap)."""
+        if self.layer < 0 or self.reason is Reason.UNCONSTRAINED:
+            return None
+        return self.layer
 
 
 def allocate(

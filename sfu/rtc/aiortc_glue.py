@@ -24,16 +24,25 @@ upgrade that moves any of them fails loudly here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import errno as _errno
 import fcntl
+import inspect as _inspect
+import ipaddress as _ipaddress
 import logging
+import random as _random
+import socket as _socket
 import struct
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass as _dataclass
 from typing import Any
 
+import aioice.candidate
 import aioice.ice
+import aioice.stun
+import aioice.turn
 import aiortc
 import pylibsrtp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
@@ -42,6 +51,9 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from prometheus_client.core import CounterMetricFamily
+
+from .rate import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +82,14 @@ def check_compatibility() -> None:
         (aioice.ice.Connection, "data_received"),
         (aioice.ice.Connection, "recvfrom"),
         (aioice.ice.StunProtocol, "datagram_received"),
+        (aioice.ice.Connection, "_check_list"),
+        (aioice.ice.Connection, "_queue"),
+        (aioice.ice.CandidatePair, "remote_addr"),
+        (aioice.stun, "parse_message"),
+        (aioice.turn.TurnClientMixin, "datagram_received"),
+        (pylibsrtp.Session, "unprotect"),
+        (pylibsrtp.Session, "unprotect_rtcp"),
+        (RTCDtlsTransport, "_setup_srtp"),
         (RTCDtlsTransport, "_handle_rtp_data"),
         (RTCDtlsTransport, "_handle_rtcp_data"),
         (RTCDtlsTransport, "_recv_next"),
@@ -82,9 +102,8 @@ def check_compatibility() -> None:
         # Instance attributes (like Connection._nominated) are checked on a fresh object.
         if hasattr(owner, name):
             continue
-        if owner is aioice.ice.Connection:
-            if hasattr(aioice.ice.Connection(ice_controlling=True), name):
-                continue
+        if owner is aioice.ice.Connection and hasattr(aioice.ice.Connection(ice_controlling=True), name):
+            continue
         problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
     # Sender and receiver state that the replacements below must drive.
     for attr in ("__rtp_started", "__rtp_exited", "__rtcp_started", "__rtcp_exited"):
@@ -99,6 +118,14 @@ def check_compatibility() -> None:
     for attr in ("_state", "_tx_srtp", "_rx_srtp"):
         if attr not in RTCDtlsTransport.__init__.__code__.co_names + RTCDtlsTransport._setup_srtp.__code__.co_names:
             problems.append(f"RTCDtlsTransport.{attr} is missing")
+    # The DTLS receive loop must still read SRTP through ``_rx_srtp.unprotect*`` (counted).
+    for name in ("unprotect", "unprotect_rtcp"):
+        if name not in RTCDtlsTransport._recv_next.__code__.co_names:
+            problems.append(f"RTCDtlsTransport._recv_next no longer calls {name}")
+    if "receiver" not in aioice.ice.StunProtocol.__init__.__code__.co_names:
+        problems.append("StunProtocol.receiver is missing")
+    if "protocol" not in aioice.ice.CandidatePair.__init__.__code__.co_names:
+        problems.append("CandidatePair.protocol is missing")
     if problems:
         raise GlueError("aiortc internals changed: " + "; ".join(problems))
 
@@ -123,6 +150,235 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
+# -- incoming datagrams: demultiplexed and checked before aiortc sees them ----------------
+#
+# aioice hands every datagram that does not parse as STUN to the DTLS transport, from any
+# address; aiortc's receive loop then indexes ``data[0]`` (an empty datagram raises IndexError)
+# and any exception there ends the transport, and with it the participant. So every datagram
+# on an ICE socket passes ``_guarded_datagram_received`` first (installed on aioice's
+# StunProtocol class by ``create_peer_connection``, so from the first datagram of every
+# socket). It demultiplexes by the first byte as RFC 7983 does:
+#
+#   0-3 STUN: handed to aioice if it parses (aioice would pass STUN that does not parse on
+#       to the DTLS transport);
+#   20-63 DTLS: from the selected pair, or before ICE selected one from a pair being checked;
+#   128-191 SRTP/SRTCP: from the selected pair only;
+#   anything else (ZRTP, TURN channels, the gaps, empty datagrams): dropped.
+#
+# Each drop is counted by reason, per ICE connection (``transport_drops``) and for the
+# process (``drop_totals``, in /metrics); so are SRTP/SRTCP packets that fail
+# authentication or the replay check (aiortc drops those itself, uncounted), and packets on
+# which our own RTP/RTCP handlers raised (logged; the transport stays up).
+
+DROP_REASONS = (
+    "empty",  # a datagram of no bytes
+    "unknown-type",  # a first byte outside STUN, DTLS and RTP/RTCP (RFC 7983)
+    "malformed-stun",  # STUN's first byte but not STUN that aioice can parse
+    "too-short",  # shorter than a DTLS record header or an RTP/RTCP header
+    "not-selected-pair",  # DTLS or SRTP from an address that is not the selected pair
+    "srtp-auth",  # SRTP that failed authentication or the replay check
+    "srtcp-auth",  # SRTCP likewise
+    "handler-error",  # our RTP/RTCP handler raised on a decrypted packet (logged)
+    "rtcp-rate",  # RTCP over the connection's rate limit (``limit_rtcp``)
+    "backlog",  # DTLS/SRTP arriving faster than it is handled: the queue is full
+)
+
+_GUARD = "_sfu_guard"
+_DTLS_MIN_BYTES = 13  # a DTLS record header
+_RTP_MIN_BYTES = 12  # an RTP header (SRTCP is longer still: 8 + index + tag)
+# Datagrams waiting for the DTLS transport (aioice's queue has no bound): about 2 s of a
+# 5 Mbit/s publisher. Past it a flood is dropped here rather than held in memory and delaying
+# everything behind it.
+MAX_BACKLOG = 1000
+_drop_totals: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+_original_stun_datagram_received = aioice.ice.StunProtocol.datagram_received
+_original_turn_datagram_received = aioice.turn.TurnClientMixin.datagram_received
+
+
+class DatagramGuard:
+    """One ICE connection's drop counters, and its selected pair as last seen."""
+
+    __slots__ = ("_host", "_pair", "_port", "connection", "drops", "rtcp_bucket")
+
+    def __init__(self, connection: aioice.ice.Connection) -> None:
+        self.connection = connection
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
+        self.rtcp_bucket: TokenBucket | None = None
+        self._pair: Any = None
+        self._host = ""
+        self._port = -1
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+        _drop_totals[reason] += 1
+
+    def is_selected(self, protocol: Any, addr: tuple[Any, ...]) -> bool:
+        pair = self.connection._nominated.get(1)
+        if pair is None:
+            return False
+        if pair is not self._pair:
+            self._pair = pair
+            self._host, self._port = pair.remote_addr
+        return pair.protocol is protocol and addr[1] == self._port and addr[0] == self._host
+
+    def is_checked(self, protocol: Any, addr: tuple[Any, ...]) -> bool:
+        """From a candidate pair of this socket (before ICE has selected one)."""
+        remote = (addr[0], addr[1])
+        return any(p.protocol is protocol and p.remote_addr == remote for p in self.connection._check_list)
+
+
+def _guard_of(connection: aioice.ice.Connection) -> DatagramGuard:
+    guard: DatagramGuard | None = getattr(connection, _GUARD, None)
+    if guard is None:
+        guard = DatagramGuard(connection)
+        setattr(connection, _GUARD, guard)
+    return guard
+
+
+def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    if isinstance(data, str):  # a datagram protocol gets bytes; the signature says otherwise
+        data = data.encode()
+    guard = _guard_of(self.receiver)
+    if not data:
+        guard.drop("empty")
+        return
+    first = data[0]
+    if 127 < first < 192:  # RTP/RTCP: the hot path
+        if len(data) < _RTP_MIN_BYTES:
+            guard.drop("too-short")
+            return
+        if not guard.is_selected(self, addr):
+            guard.drop("not-selected-pair")
+            return
+        bucket = guard.rtcp_bucket
+        if bucket is not None and 191 < data[1] < 209 and not bucket.take(len(data), time.monotonic()):
+            guard.drop("rtcp-rate")  # RTCP (as aiortc tells it from RTP), over the limit
+            return
+    elif first < 4:  # STUN
+        try:
+            aioice.stun.parse_message(data)
+        except Exception:
+            guard.drop("malformed-stun")
+            return
+        try:
+            _original_stun_datagram_received(self, data, addr)
+        except Exception:
+            logger.debug("ICE: a STUN message was not handled", exc_info=True)
+            guard.drop("malformed-stun")
+        return
+    elif 19 < first < 64:  # DTLS
+        if len(data) < _DTLS_MIN_BYTES:
+            guard.drop("too-short")
+            return
+        if not (guard.is_selected(self, addr) or (not self.receiver._nominated and guard.is_checked(self, addr))):
+            guard.drop("not-selected-pair")
+            return
+    else:
+        guard.drop("unknown-type")
+        return
+    if self.receiver._queue.qsize() >= MAX_BACKLOG:
+        guard.drop("backlog")
+        return
+    _original_stun_datagram_received(self, data, addr)
+
+
+def _guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[str, int]) -> None:
+    """What the TURN client's socket receives: aioice raises on some malformed STUN there."""
+    try:
+        _original_turn_datagram_received(self, data, addr)
+    except Exception:
+        logger.debug("TURN: a datagram was not handled", exc_info=True)
+        _drop_totals["malformed-stun"] += 1
+
+
+def guard_datagrams() -> None:
+    """Check every datagram on every ICE socket before aioice and aiortc do (idempotent)."""
+    aioice.ice.StunProtocol.datagram_received = _guarded_datagram_received  # type: ignore[method-assign]
+    aioice.turn.TurnClientMixin.datagram_received = _guarded_turn_datagram_received  # type: ignore[method-assign]
+
+
+class _CountedSrtpSession:
+    """The receiving SRTP session of a transport, counting the packets it refuses."""
+
+    __slots__ = ("_guard", "_session")
+
+    def __init__(self, session: pylibsrtp.Session, guard: DatagramGuard) -> None:
+        self._session = session
+        self._guard = guard
+
+    def unprotect(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect(data)
+        except pylibsrtp.Error:
+            self._guard.drop("srtp-auth")
+            raise
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            self._guard.drop("srtcp-auth")
+            raise
+
+
+def _count_srtp_failures(transport: RTCDtlsTransport) -> None:
+    """Count what the transport's receiving SRTP session refuses, now or once it exists."""
+    guard = _guard_of(transport.transport._connection)
+
+    def wrap() -> None:
+        session = transport._rx_srtp
+        if session is not None and not isinstance(session, _CountedSrtpSession):
+            transport._rx_srtp = _CountedSrtpSession(session, guard)  # type: ignore[assignment]
+
+    if transport._rx_srtp is not None:
+        wrap()
+        return
+    original_setup = transport._setup_srtp
+
+    def setup_srtp() -> None:
+        original_setup()
+        wrap()
+
+    transport._setup_srtp = setup_srtp
+
+
+def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
+    """Drop (and count) the RTCP that ``pc``'s transports receive over ``max_bps``, before it
+    is decrypted (bursts of one second's worth). Idempotent; call after every negotiation step."""
+    for transport in dtls_transports(pc):
+        guard = _guard_of(transport.transport._connection)
+        if guard.rtcp_bucket is None:
+            guard.rtcp_bucket = TokenBucket(max_bps, time.monotonic())
+
+
+def transport_drops(pc: RTCPeerConnection) -> dict[str, int]:
+    """What ``pc``'s transports dropped before aiortc, by reason (see DROP_REASONS)."""
+    totals = dict.fromkeys(DROP_REASONS, 0)
+    for transport in dtls_transports(pc):
+        guard: DatagramGuard | None = getattr(transport.transport._connection, _GUARD, None)
+        if guard is not None:
+            for reason, count in guard.drops.items():
+                totals[reason] += count
+    return totals
+
+
+def drop_totals() -> dict[str, int]:
+    """What every transport of the process dropped, by reason (never decreases)."""
+    return dict(_drop_totals)
+
+
+def transport_drops_metric() -> CounterMetricFamily:
+    """``sfu_transport_drops_total{reason}`` for /metrics: ``drop_totals`` as a counter."""
+    family = CounterMetricFamily(
+        "sfu_transport_drops",
+        "Datagrams and SRTP/SRTCP packets dropped before aiortc, by reason",
+        labels=["reason"],
+    )
+    for reason, count in _drop_totals.items():
+        family.add_metric([reason], count)
+    return family
+
+
 # -- peer connections ---------------------------------------------------------------------
 
 
@@ -131,6 +387,7 @@ def create_peer_connection(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPee
 
     ``ice_servers`` are W3C-style dicts ({"urls": ..., "username": ..., "credential": ...}).
     """
+    guard_datagrams()
     servers = [
         RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential")) for s in ice_servers
     ]
@@ -156,11 +413,24 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
         if getattr(transport, _TAPPED, False):
             continue
 
-        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
-            await on_rtp(data, arrival_time_ms)
+        guard = _guard_of(transport.transport._connection)
 
-        async def handle_rtcp(data: bytes) -> None:
-            await on_rtcp(data)
+        # An exception here would end aiortc's receive loop, and the transport with it.
+        async def handle_rtp(data: bytes, arrival_time_ms: int, guard: DatagramGuard = guard) -> None:
+            try:
+                await on_rtp(data, arrival_time_ms)
+            except Exception:
+                guard.drop("handler-error")
+                logger.exception("an RTP packet was not handled")
+
+        async def handle_rtcp(data: bytes, guard: DatagramGuard = guard) -> None:
+            try:
+                await on_rtcp(data)
+            except Exception:
+                guard.drop("handler-error")
+                logger.exception("an RTCP packet was not handled")
+
+        _count_srtp_failures(transport)
 
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
@@ -212,7 +482,7 @@ def _kernel_stamp_reader(sock: Any) -> Callable[[], int | None]:
             seconds, micros = unpack(ioctl(fd, _SIOCGSTAMP, buffer))
         except OSError:  # ENOENT until the kernel stamps this socket's datagrams
             return None
-        return seconds * 1_000_000 + micros
+        return int(seconds) * 1_000_000 + int(micros)
 
     read()  # switches stamping on
     return read
@@ -237,7 +507,7 @@ def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connecti
         original_datagram = protocol.datagram_received
 
         def datagram_received(
-            data: bytes, addr: Any, original: Any = original_datagram, stamp: Any = kernel_stamp
+            data: bytes | str, addr: tuple[Any, ...], original: Any = original_datagram, stamp: Any = kernel_stamp
         ) -> None:
             current[0] = stamp()
             try:
@@ -245,7 +515,7 @@ def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connecti
             finally:
                 current[0] = None
 
-        protocol.datagram_received = datagram_received
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
         setattr(protocol, _TAPPED, True)
 
     def data_received(data: bytes, component: int) -> None:
@@ -352,8 +622,8 @@ def prepare_forwarding_sender(transceiver: RTCRtpTransceiver, stream_id: str, tr
 
             return run
 
-        sender._run_rtp = idle("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited")  # type: ignore[method-assign]
-        sender._run_rtcp = idle("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")  # type: ignore[method-assign]
+        sender._run_rtp = idle("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited")  # type: ignore[method-assign,assignment]
+        sender._run_rtcp = idle("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")  # type: ignore[method-assign,assignment]
         setattr(sender, _TAPPED, True)
     return sender._ssrc, sender._rtx_ssrc
 
@@ -363,6 +633,9 @@ def prepare_forwarding_sender(transceiver: RTCRtpTransceiver, stream_id: str, tr
 
 def is_connected(transport: RTCDtlsTransport) -> bool:
     return transport._state is State.CONNECTED
+
+
+_pending_sends: set[asyncio.Future[Any]] = set()  # TURN sends in flight (kept referenced)
 
 
 def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) -> bool:
@@ -382,7 +655,9 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
         if type(protocol) is aioice.ice.StunProtocol:
             protocol.transport.sendto(protected, pair.remote_addr)
         else:  # TURN-relayed pair: its send is a coroutine
-            asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            _pending_sends.add(task)
+            task.add_done_callback(_pending_sends.discard)
     except (OSError, AttributeError):
         return False
     return True
@@ -407,16 +682,6 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
 # Both are process-wide, like ``set_host_addresses`` (aioice has no per-connection hook and
 # the server is one process); ``create_app`` sets them from its Config every time.
 # =========================================================================================
-
-import errno as _errno
-import inspect as _inspect
-import ipaddress as _ipaddress
-import random as _random
-import socket as _socket
-from dataclasses import dataclass as _dataclass
-
-import aioice.candidate
-import aioice.turn
 
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
 # What our replacement assumes of aioice's method; checked by check_network_compatibility.
@@ -503,7 +768,7 @@ async def _bind_in_range(
             if exc.errno in (_errno.EADDRINUSE, _errno.EACCES):
                 continue
             raise
-        return transport, protocol  # type: ignore[return-value]
+        return transport, protocol
     return None
 
 
@@ -589,10 +854,10 @@ def _announce(
             if protocol.local_candidate is candidate:
                 protocol.local_candidate = public
         out.append(public)
-        if net.keep_private_host and not _ipaddress.ip_address(candidate.host).is_unspecified:
-            if candidate.host != announced:
-                candidate.priority -= 1  # same socket: prefer the public one
-                out.append(candidate)
+        private = net.keep_private_host and not _ipaddress.ip_address(candidate.host).is_unspecified
+        if private and candidate.host != announced:
+            candidate.priority -= 1  # same socket: prefer the public one
+            out.append(candidate)
     return out
 
 

@@ -11,16 +11,19 @@ aiortc is used through its public API plus the handful of internals in aiortc_gl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiortc.sdp import candidate_from_sdp
 
 from ..errors import SignalingError
+from ..events import EventSink, MediaEvent
 from ..media.rtcp import MalformedPacket, RtcpPacket, parse_packet, split_compound
+from ..tasks import spawn
 from . import aiortc_glue as glue
 
 logger = logging.getLogger(__name__)
@@ -34,15 +37,20 @@ TWCC_FEEDBACK_BURST = 50  # ... or as soon as this many packets wait to be repor
 TICK_INTERVAL_S = 0.2
 NTP_EPOCH_OFFSET_S = 2208988800
 
-SignalFn = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+
+async def deliver(sink: EventSink, event: MediaEvent) -> None:
+    """Hand one event to a sink (as a coroutine, for sfu.tasks.spawn)."""
+    await sink(event)
 
 
 def now_ms() -> int:
-    """Wall-clock milliseconds since the NTP epoch, the clock of packet arrival times."""
-    return int((time.time() + NTP_EPOCH_OFFSET_S) * 1000)
+    """The media path's clock (monotonic milliseconds): arrival times, layer activity,
+    NACK timing, estimation. Peers read their injected ``now_s`` clock instead."""
+    return int(time.monotonic() * 1000)
 
 
 def ntp_now() -> int:
+    """Wall-clock time in NTP format, only for what RTCP carries (SR timestamps, RTT)."""
     t = time.time() + NTP_EPOCH_OFFSET_S
     return (int(t) << 32) | int((t % 1) * (1 << 32))
 
@@ -77,8 +85,18 @@ async def add_ice_candidate(pc: Any, candidate: dict[str, Any] | None) -> None:
 class PeerBase:
     """What both peers share: the aiortc connection, the tap, the RTCP timer."""
 
-    def __init__(self, ice_servers: list[dict[str, Any]], on_failed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ice_servers: list[dict[str, Any]],
+        on_failed: Callable[[], None],
+        now_s: Callable[[], float] = time.monotonic,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
+    ) -> None:
         self.pc = glue.create_peer_connection(ice_servers)
+        self._now_s = now_s  # the one clock of the media path (monotonic seconds)
+        self.negotiation_timeout_s = negotiation_timeout_s
+        self.max_rtcp_bps = max_rtcp_bps
         self.rtcp_ssrc = random.getrandbits(32)
         self.malformed_packets = 0
         self.closed = False
@@ -97,6 +115,9 @@ class PeerBase:
     def on_connected(self) -> None:
         pass
 
+    def _now_ms(self) -> int:
+        return int(self._now_s() * 1000)
+
     @property
     def transport(self) -> Any:
         """The connection's one DTLS transport (everything is bundled); looked up once."""
@@ -108,10 +129,9 @@ class PeerBase:
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)
         glue.install_tap(self.pc, self._on_rtp, self._on_rtcp)
-        if self._rtcp_task is None:
-            self._rtcp_task = asyncio.get_running_loop().create_task(
-                self._run_rtcp(), name=f"rtcp-{type(self).__name__}"
-            )
+        glue.limit_rtcp(self.pc, self.max_rtcp_bps)
+        if self._rtcp_task is None and not self.closed:
+            self._rtcp_task = spawn(self._run_rtcp(), name=f"rtcp-{type(self).__name__}")
 
     def tick(self, now_ms: int) -> None:
         """Periodic work between RTCP reports (every TICK_INTERVAL_S)."""
@@ -153,14 +173,14 @@ class PeerBase:
         return []
 
     async def _run_rtcp(self) -> None:
-        next_report = time.monotonic()
+        next_report = self._now_s()
         try:
             while not self.closed:
                 await asyncio.sleep(TICK_INTERVAL_S)
                 try:
-                    self.tick(now_ms())
-                    if time.monotonic() >= next_report:
-                        next_report = time.monotonic() + RTCP_INTERVAL_S * (0.5 + random.random())
+                    self.tick(self._now_ms())
+                    if self._now_s() >= next_report:
+                        next_report = self._now_s() + RTCP_INTERVAL_S * (0.5 + random.random())
                         self.send_rtcp(self.rtcp_reports())
                 except Exception:
                     logger.exception("periodic RTCP work failed")
@@ -168,15 +188,40 @@ class PeerBase:
             pass
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
-        await add_ice_candidate(self.pc, candidate)
+        async with self.deadline("the ICE candidate"):
+            await add_ice_candidate(self.pc, candidate)
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, what: str) -> AsyncIterator[None]:
+        """Bound a negotiation step (aiortc waiting on something that never comes): past
+        negotiation_timeout_s it is abandoned with SignalingError("negotiation-timeout"), so
+        the session goes on handling messages (and a closed socket still removes the
+        participant). The connection is then in no known state: the caller closes it."""
+        try:
+            async with asyncio.timeout(self.negotiation_timeout_s):
+                yield
+        except TimeoutError:
+            logger.warning("%s took over %g s and was abandoned", what, self.negotiation_timeout_s)
+            raise SignalingError(
+                "negotiation-timeout", f"{what} was not handled within {self.negotiation_timeout_s:g} s"
+            ) from None
+
+    def _close_children(self) -> None:
+        """Close what the peer owns (its producers or consumers); called once, by close()."""
 
     async def close(self) -> None:
+        """Idempotent: closes the peer's producers or consumers, its tasks, the connection."""
         if self.closed:
             return
         self.closed = True
+        self._close_children()
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
         try:
-            await self.pc.close()
+            # Bounded: a participant leaving must not wait on aiortc for ever.
+            async with asyncio.timeout(self.negotiation_timeout_s):
+                await self.pc.close()
+        except TimeoutError:
+            logger.warning("closing a peer connection took over %g s; abandoned", self.negotiation_timeout_s)
         except Exception:
             logger.exception("closing a peer connection failed")

@@ -20,7 +20,8 @@ from aiortc import sdp as aiortc_sdp
 from ..bwe.twcc import TWCC_URI, FeedbackGenerator, read_transport_seq
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
-from ..forwarding import Layer, Producer
+from ..events import EventSink, LayersNeeded
+from ..forwarding import Producer
 from ..media.rtcp import (
     ReceptionReport,
     RtcpPacket,
@@ -32,23 +33,28 @@ from ..media.rtcp import (
 )
 from ..media.rtp import MalformedPacket, parse_rtp
 from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
+from ..stream import Layer
 from ..tasks import spawn
 from . import aiortc_glue as glue
-from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, SignalFn, now_ms
-from .routing import SsrcRouter
+from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, deliver
+from .routing import DEFAULT_MAX_SSRCS, SsrcRouter
 from .sdp import (
     MID_URI,
     REPAIRED_RID_URI,
     RID_URI,
     SIMULCAST_EXTENSION_URIS,
     add_simulcast_answer,
+    check_publish_offer,
     media_codec,
+    media_sections,
     parse_sdp,
     rtx_payload_type,
     simulcast_offers,
 )
 
 logger = logging.getLogger(__name__)
+
+MAX_DLSR = 0xFFFFFFFF  # delay since last SR, in 1/65536 s, in a 32-bit field
 
 
 class PublishPeer(PeerBase):
@@ -61,23 +67,31 @@ class PublishPeer(PeerBase):
         on_failed: Callable[[], None],
         publisher_bitrate_bps: int,
         now_s: Callable[[], float] = time.monotonic,
-        signal: SignalFn | None = None,
+        events: EventSink | None = None,
         dynacast: bool = True,
         transport_cc: bool = True,
+        max_ssrcs: int = DEFAULT_MAX_SSRCS,
+        max_tracks: int = 8,
+        max_m_sections: int = 32,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
     ) -> None:
-        super().__init__(ice_servers, on_failed)
+        super().__init__(ice_servers, on_failed, now_s, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
+        # What offers may be, and the m-sections of the last one accepted (a re-offer keeps them).
+        self._max_tracks = max_tracks
+        self._max_m_sections = max_m_sections
+        self._sections: list[tuple[str, str]] = []
         self.producers: dict[str, Producer] = {}  # by mid (the router holds the same)
         # Dynacast: which layers of each video the publisher is asked to send (`layers`).
-        self._signal = signal
-        self._dynacast = dynacast and signal is not None
+        self._emit = events
+        self._dynacast = dynacast and events is not None
         self._layer_needs: dict[Producer, LayerNeed] = {}
         self.layer_changes_sent = 0
-        self.router = SsrcRouter()
+        self.router = SsrcRouter(max_ssrcs)
         self._ext_ids: dict[str, int] = {}  # header extension URI -> id, from the answer
-        self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival)
+        self._lsr: dict[int, tuple[int, float]] = {}  # ssrc -> (LSR, arrival on the now_s clock)
         self._publisher_bitrate_bps = publisher_bitrate_bps
-        self._now_s = now_s
         self.unroutable_packets = 0
         self.audio_levels: dict[str, AudioLevelMeter] = {}  # by producer id (audio only)
         # transport-cc: we answer it (if offered and enabled) and send the publisher feedback.
@@ -88,10 +102,16 @@ class PublishPeer(PeerBase):
 
     async def handle_offer(self, sdp: str, sources: dict[str, str]) -> tuple[str, list[Producer], list[Producer]]:
         """Apply an offer; returns (answer SDP, producers added, producers removed)."""
+        async with self.deadline("the publish offer"):
+            return await self._handle_offer(sdp, sources)
+
+    async def _handle_offer(self, sdp: str, sources: dict[str, str]) -> tuple[str, list[Producer], list[Producer]]:
         offer = parse_sdp(sdp)
         simulcast = simulcast_offers(sdp)
         if self.pc.signalingState != "stable":
             raise SignalingError("wrong-state", "the previous publish offer is still being handled")
+        # Refused here, an offer leaves the connection as it was.
+        check_publish_offer(offer, self._sections, self._max_tracks, self._max_m_sections)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             glue.detach_receivers(self.pc)
@@ -108,6 +128,7 @@ class PublishPeer(PeerBase):
             raise
         except Exception as exc:
             raise SignalingError("bad-sdp", f"offer could not be negotiated: {exc}") from exc
+        self._sections = media_sections(offer)
         self._tap()
         answer_sdp = add_simulcast_answer(self.pc.localDescription.sdp, simulcast)
         local = parse_sdp(answer_sdp)
@@ -118,9 +139,7 @@ class PublishPeer(PeerBase):
         self._twcc_ext_id = self._ext_ids.get(TWCC_URI)
         if self._twcc_ext_id is not None and self._feedback_task is None:
             glue.track_arrival_times(self.pc)
-            self._feedback_task = asyncio.get_running_loop().create_task(
-                self._run_feedback(), name=f"twcc-feedback-{self.participant_id}"
-            )
+            self._feedback_task = spawn(self._run_feedback(), name=f"twcc-feedback-{self.participant_id}")
         return answer_sdp, added, removed
 
     def _update_producers(
@@ -172,13 +191,13 @@ class PublishPeer(PeerBase):
                     request_keyframe=self._send_pli,
                     rids=rids,
                     send_nack=self._send_nack,
+                    on_demand_changed=self._demand_changed if self._dynacast and media.kind == "video" else None,
                 )
                 self.producers[mid] = producer
                 self.router.add_producer(mid, producer)
                 added.append(producer)
                 if self._dynacast and producer.kind == "video":
-                    self._layer_needs[producer] = LayerNeed(len(producer.layers), now_ms())
-                    producer.on_demand_changed = lambda p=producer: self._update_layers(p, now_ms())
+                    self._layer_needs[producer] = LayerNeed(len(producer.layers), self._now_ms())
                 if producer.kind == "audio":
                     self.audio_levels[producer.id] = AudioLevelMeter()
             producer.rtx_payload_type = rtx_payload_type(local, producer.payload_type)
@@ -197,7 +216,8 @@ class PublishPeer(PeerBase):
         producer.close()
         return producer
 
-    async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+    async def _on_rtp(self, data: bytes, aiortc_arrival_ms: int) -> None:
+        arrival_ms = self._now_ms()  # on the media clock (aiortc stamps wall-clock NTP ms)
         try:
             view = parse_rtp(data)
         except MalformedPacket:
@@ -253,14 +273,17 @@ class PublishPeer(PeerBase):
         if isinstance(packet, RtcpSenderReport):
             route = self.router.media_route(packet.ssrc)
             ntp = packet.ntp_timestamp
-            self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, time.time())
+            self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, self._now_s())
             if route is not None:
                 route[0].on_sender_report(route[1], ntp, packet.rtp_timestamp)
+
+    def _demand_changed(self, producer: Producer) -> None:
+        self._update_layers(producer, self._now_ms())
 
     def _update_layers(self, producer: Producer, now: int) -> None:
         """Tell the publisher when the layers its consumers need change (dynacast)."""
         need = self._layer_needs.get(producer)
-        if need is None or producer.closed or self._signal is None:
+        if need is None or producer.closed or self._emit is None:
             return
         count, reason = needed_layers(producer.consumers, producer.layers)
         before = need.active
@@ -279,8 +302,8 @@ class PublishPeer(PeerBase):
             "" if need.active > before else f", unneeded for {need.hold_ms} ms",
         )
         self.layer_changes_sent += 1
-        msg = {"type": "layers", "track": producer.id, "active": active, "paused": need.active == 0}
-        spawn(self._signal(msg), name=f"layers-{self.participant_id}")
+        event = LayersNeeded(producer.id, tuple(active), paused=need.active == 0)
+        spawn(deliver(self._emit, event), name=f"layers-{self.participant_id}")
 
     def _send_pli(self, producer: Producer, layer: Layer) -> None:
         if layer.ssrc is not None:
@@ -292,15 +315,23 @@ class PublishPeer(PeerBase):
             glue.send_packet(transport, pack_nack(self.rtcp_ssrc, layer.ssrc, ext_seqs), rtcp=True)
 
     def tick(self, now_ms: int) -> None:
-        now_s = self._now_s()
         for producer in list(self.producers.values()):
-            producer.tick(now_ms, now_s)  # upstream NACKs due
+            producer.tick(now_ms)  # upstream NACKs due
         for producer in list(self._layer_needs):
             self._update_layers(producer, now_ms)  # dynacast
 
     def describe(self) -> dict[str, Any]:
-        """Upstream loss repair per published track, and the transport-cc feedback we send."""
+        """Upstream loss repair per published track, the transport-cc feedback we send, and
+        how the incoming streams are routed."""
+        router = self.router
         return {
+            "routing": {
+                "ssrcs": router.learnt_ssrcs,
+                "max_ssrcs": router.max_ssrcs,
+                "ssrcs_over_limit": router.ssrcs_over_limit,
+                "unroutable_ssrcs_cached": router.unroutable_ssrcs,
+                "unroutable_packets": self.unroutable_packets,
+            },
             "tracks": [{"track": p.id, **p.describe_repair()} for p in self.producers.values()],
             "malformed_packets": self.malformed_packets,
             "transport_cc": {
@@ -308,6 +339,7 @@ class PublishPeer(PeerBase):
                 "feedback_packets_sent": self.feedback.packets_sent,
                 "late_dropped": self.feedback.late_dropped,
             },
+            "transport_drops": glue.transport_drops(self.pc),
         }
 
     def layers(self) -> list[Layer]:
@@ -315,7 +347,7 @@ class PublishPeer(PeerBase):
 
     def rtcp_reports(self) -> list[RtcpPacket]:
         reports = []
-        now = time.time()
+        now = self._now_s()
         for layer in self.layers():
             stats = layer.stats
             if stats.packets == 0 or layer.ssrc is None:
@@ -324,6 +356,10 @@ class PublishPeer(PeerBase):
             if layer.ssrc in self._lsr:
                 lsr, at = self._lsr[layer.ssrc]
                 dlsr = int((now - at) * 65536)
+                if not 0 <= dlsr <= MAX_DLSR:
+                    # The last SR is older than the 32-bit DLSR can say (about 18 h; its LSR is
+                    # ambiguous too): report as if none had come (RFC 3550 6.4.1: both zero).
+                    lsr, dlsr = 0, 0
             reports.append(
                 ReceptionReport(
                     ssrc=layer.ssrc,
@@ -344,12 +380,12 @@ class PublishPeer(PeerBase):
             packets.append(RtcpRemb(self.rtcp_ssrc, self._publisher_bitrate_bps, video))
         return packets
 
-    async def close(self) -> None:
+    def _close_children(self) -> None:
         if self._feedback_task is not None:
             self._feedback_task.cancel()
         for producer in self.producers.values():
-            producer.close()
+            producer.close()  # and with it every consumer of it
         self.producers.clear()
         self._layer_needs.clear()
+        self.audio_levels.clear()
         self.router.clear()
-        await super().close()

@@ -5,25 +5,48 @@ header extensions (RFC 8852): the MID names the m-section (the producer), the RI
 simulcast layer; a packet that carries a repaired RID instead belongs to that layer's RTX
 stream. RTX SSRCs announced in the offer (``a=ssrc-group:FID``) are bound with their layer.
 
+Bounded whatever a publisher sends: at most ``max_ssrcs`` SSRCs are learnt per transport
+(media and RTX together; beyond that a new stream is dropped and counted in
+``ssrcs_over_limit``), and an SSRC that could not be routed is remembered in a small negative
+cache (``UNROUTABLE_CACHE_SIZE`` entries, oldest forgotten first), so each further packet of it
+costs one dict look-up, not a walk of its header extensions (a packet without extensions costs
+nothing to reject and is not cached). The cache is emptied whenever what
+can be routed changes (producers, extension ids, bindings).
+
 Pure: no aiortc, no I/O. The publish peer feeds it the negotiated extension ids, the
 producers by MID and the FID groups, and asks ``route()`` for every packet.
 """
 
 from __future__ import annotations
 
-from ..forwarding import Layer, Producer
+from ..forwarding import Producer
 from ..media.rtp import header_extensions
+from ..stream import Layer
 
 # (producer, layer, is_rtx): one tuple per learnt stream, built once, returned for every packet.
 Route = tuple[Producer, Layer, bool]
+DEFAULT_MAX_SSRCS = 256
+UNROUTABLE_CACHE_SIZE = 512
 
 
 class SsrcRouter:
     """SSRC → (producer, layer) for one publish transport."""
 
-    __slots__ = ("_by_ssrc", "_ignored", "_rtx_by_ssrc", "fid", "mid_id", "producers", "repaired_rid_id", "rid_id")
+    __slots__ = (
+        "_by_ssrc",
+        "_rtx_by_ssrc",
+        "_unroutable",
+        "fid",
+        "max_ssrcs",
+        "mid_id",
+        "producers",
+        "repaired_rid_id",
+        "rid_id",
+        "ssrcs_over_limit",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, max_ssrcs: int = DEFAULT_MAX_SSRCS) -> None:
+        self.max_ssrcs = max_ssrcs
         self.producers: dict[str, Producer] = {}  # by MID
         self.mid_id: int | None = None  # header extension ids, from the answer
         self.rid_id: int | None = None
@@ -31,13 +54,17 @@ class SsrcRouter:
         self.fid: dict[int, int] = {}  # RTX SSRC -> media SSRC, from a=ssrc-group:FID
         self._by_ssrc: dict[int, Route] = {}
         self._rtx_by_ssrc: dict[int, Route] = {}  # the layers' RTX streams
-        self._ignored: set[int] = set()  # streams we do not forward
+        # SSRCs that could not be routed (insertion-ordered: the oldest is evicted first).
+        self._unroutable: dict[int, None] = {}
+        self.ssrcs_over_limit = 0  # new streams refused because max_ssrcs were learnt
 
     def set_extension_ids(self, mid_id: int | None, rid_id: int | None, repaired_rid_id: int | None) -> None:
         self.mid_id, self.rid_id, self.repaired_rid_id = mid_id, rid_id, repaired_rid_id
+        self._unroutable.clear()
 
     def add_producer(self, mid: str, producer: Producer) -> None:
         self.producers[mid] = producer
+        self._unroutable.clear()
 
     def remove_producer(self, mid: str) -> Producer | None:
         """Forget a producer and every SSRC routed to it."""
@@ -49,13 +76,23 @@ class SsrcRouter:
                 self._by_ssrc.pop(layer.ssrc, None)
         for ssrc in [s for s, route in self._rtx_by_ssrc.items() if route[0] is producer]:
             del self._rtx_by_ssrc[ssrc]
+        self._unroutable.clear()
         return producer
 
     def clear(self) -> None:
         self.producers.clear()
         self._by_ssrc.clear()
         self._rtx_by_ssrc.clear()
-        self._ignored.clear()
+        self._unroutable.clear()
+
+    @property
+    def learnt_ssrcs(self) -> int:
+        return len(self._by_ssrc) + len(self._rtx_by_ssrc)
+
+    @property
+    def unroutable_ssrcs(self) -> int:
+        """How many unroutable SSRCs the negative cache holds now."""
+        return len(self._unroutable)
 
     def media_route(self, ssrc: int) -> Route | None:
         """The layer whose media stream has this SSRC (no learning)."""
@@ -76,6 +113,7 @@ class SsrcRouter:
         for rtx_ssrc, media_ssrc in self.fid.items():
             if media_ssrc == ssrc:
                 self._rtx_by_ssrc[rtx_ssrc] = (producer, layer, True)
+        self._unroutable.clear()
 
     def route(self, data: bytes, ext_start: int, ssrc: int) -> Route | None:
         """The route of one packet: known SSRCs first, then what its extensions say (None:
@@ -86,11 +124,22 @@ class SsrcRouter:
         route = self._rtx_by_ssrc.get(ssrc)
         if route is not None:
             return route
-        return self._learn(data, ext_start, ssrc)
+        if ext_start < 0:
+            return None  # nothing to learn from (and nothing costly to cache)
+        if ssrc in self._unroutable:
+            return None
+        route = self._learn(data, ext_start, ssrc)
+        if route is None:
+            unroutable = self._unroutable
+            if len(unroutable) >= UNROUTABLE_CACHE_SIZE:
+                del unroutable[next(iter(unroutable))]
+            unroutable[ssrc] = None
+        return route
 
     def _learn(self, data: bytes, ext_start: int, ssrc: int) -> Route | None:
         """Learn the SSRC of a stream from its MID and RID header extensions."""
-        if ssrc in self._ignored or ext_start < 0:
+        if len(self._by_ssrc) + len(self._rtx_by_ssrc) >= self.max_ssrcs:
+            self.ssrcs_over_limit += 1
             return None
         extensions = header_extensions(data, ext_start)
         mid_id = self.mid_id
@@ -114,8 +163,7 @@ class SsrcRouter:
                 route: Route = (producer, layer, True)
                 self._rtx_by_ssrc[ssrc] = route  # the layer's RTX stream
                 return route
-            self._ignored.add(ssrc)
-            return None
+            return None  # a repair stream we cannot unwrap: not forwarded
         if layer is None or layer.ssrc is not None:
             return None  # a second SSRC on a known stream (e.g. RTX): not forwarded
         self.bind(producer, layer, ssrc)

@@ -10,7 +10,7 @@ from aiortc import sdp as aiortc_sdp
 
 from ..bwe.twcc import TWCC_URI
 from ..errors import SignalingError
-from ..forwarding import Codec
+from ..stream import Codec
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
@@ -143,3 +143,72 @@ def add_transport_cc(sdp: str, ext_id: int) -> str:
             if fields:  # an rtpmap without a payload type gets nothing
                 out.append(f"a=rtcp-fb:{fields[0]} transport-cc")
     return "\r\n".join(out) + "\r\n"
+
+
+# -- what a publish offer may be: checked before aiortc sees it ---------------------------
+
+
+def media_sections(description: aiortc_sdp.SessionDescription) -> list[tuple[str, str]]:
+    """(mid, kind) of every m-section, in order: what a re-offer must keep."""
+    return [(str(m.rtp.muxId), m.kind) for m in description.media]
+
+
+def check_publish_offer(
+    offer: aiortc_sdp.SessionDescription,
+    previous: list[tuple[str, str]],
+    max_tracks: int,
+    max_m_sections: int,
+) -> None:
+    """Refuse (SignalingError) a publish offer over the limits, or one aiortc cannot apply
+    without breaking the connection; ``previous`` is ``media_sections`` of the last offer
+    accepted on this connection ([] for the first).
+
+    - at most ``max_m_sections`` m-sections (``too-many-m-sections``) and ``max_tracks``
+      sending audio/video m-sections (``too-many-tracks``);
+    - mids unique; a re-offer keeps every earlier m-section in its place with its mid and kind
+      (RFC 3264 section 8; an m-section is stopped with port 0, never removed);
+    - one BUNDLE group at most, of unique mids of this offer's live m-sections, holding every
+      live audio/video m-section, and tagged by the m-section whose transport everything is
+      bundled on (the first one) if that one is live: aiortc would otherwise stop the
+      connection's one transport, or bundle the others on a transport that does not exist.
+    """
+    media = offer.media
+    if len(media) > max_m_sections:
+        raise SignalingError(
+            "too-many-m-sections", f"the offer has {len(media)} m-sections; at most {max_m_sections} are accepted"
+        )
+    sections = media_sections(offer)
+    mids = [mid for mid, _ in sections]
+    if len(set(mids)) != len(mids):
+        raise SignalingError("bad-sdp", "two m-sections have the same a=mid")
+    for index, (mid, kind) in enumerate(previous):
+        if index >= len(sections) or sections[index] != (mid, kind):
+            raise SignalingError(
+                "bad-sdp",
+                f"m-section {index} (mid {mid!r}, {kind}) is missing or changed: a re-offer keeps every "
+                "m-section in its place (stop one with port 0)",
+            )
+    tracks = sum(
+        1 for m in media if m.kind in ("audio", "video") and m.port != 0 and m.direction in ("sendonly", "sendrecv")
+    )
+    if tracks > max_tracks:
+        raise SignalingError("too-many-tracks", f"the offer sends {tracks} tracks; at most {max_tracks} are accepted")
+    bundles = [g for g in offer.group if g.semantic == "BUNDLE"]
+    if len(bundles) > 1:
+        raise SignalingError("bad-sdp", "more than one BUNDLE group")
+    if not bundles or not media:
+        return
+    items = [str(item) for item in bundles[0].items]
+    live = {str(m.rtp.muxId) for m in media if m.port != 0}
+    if len(set(items)) != len(items):
+        raise SignalingError("bad-sdp", "the BUNDLE group names an m-section twice")
+    unknown = [item for item in items if item not in live]
+    if unknown:
+        raise SignalingError("bad-sdp", f"the BUNDLE group names {unknown[0][:40]!r}, not a live m-section")
+    outside = [str(m.rtp.muxId) for m in media if m.kind in ("audio", "video") and m.port != 0]
+    outside = [mid for mid in outside if mid not in items]
+    if outside:
+        raise SignalingError("bad-sdp", f"m-section {outside[0]!r} is not in the BUNDLE group")
+    first = mids[0]
+    if first in live and items[0] != first:
+        raise SignalingError("bad-sdp", f"the BUNDLE group must start with the first m-section ({first!r})")

@@ -14,27 +14,17 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
-from ..bwe.allocator import (
-    PAUSED,
-    PRIORITY_NAMES,
-    PRIORITY_NORMAL,
-    PRIORITY_PINNED,
-    PRIORITY_SCREEN,
-    PRIORITY_SPEAKER,
-    REASON_BANDWIDTH,
-    StreamAllocator,
-    VideoDemand,
-)
-from ..bwe.estimator import BandwidthEstimator
-from ..bwe.probe import Prober
+from ..bwe.allocator import PAUSED, Allocation, Priority
+from ..bwe.downlink import DownlinkController, StreamInput
 from ..bwe.twcc import TWCC_URI
 from ..errors import SignalingError
-from ..forwarding import PAUSED_FOR_BANDWIDTH, Codec, Consumer, OutStream, Producer
+from ..events import ConsumerBound, EventSink, SubscribeOfferReady, TrackQualityChanged
+from ..forwarding import Consumer, OutStream, Producer
 from ..media.nack import ResendBudget
 from ..media.rtcp import (
     RtcpFir,
@@ -47,6 +37,7 @@ from ..media.rtcp import (
     RtcpTransportCc,
 )
 from ..media.rtp import padding_packet, with_transport_seq
+from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
 from .peer import (
@@ -55,8 +46,7 @@ from .peer import (
     TICK_INTERVAL_S,
     TWCC_EXT_ID,
     PeerBase,
-    SignalFn,
-    now_ms,
+    deliver,
     ntp_now,
 )
 from .sdp import add_transport_cc, extension_id, media_codec, parse_sdp
@@ -87,41 +77,56 @@ class SubscribePeer(PeerBase):
         participant_id: str,
         ice_servers: list[dict[str, Any]],
         on_failed: Callable[[], None],
-        signal: SignalFn,
+        events: EventSink,
         now_s: Callable[[], float] = time.monotonic,
         initial_bps: int = 1_000_000,
         transport_cc: bool = True,
+        max_m_sections: int = 32,
+        negotiation_timeout_s: float = 10.0,
+        max_rtcp_bps: int = 500_000,
     ) -> None:
-        super().__init__(ice_servers, on_failed)
+        super().__init__(ice_servers, on_failed, now_s, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
+        self._max_m_sections = max_m_sections  # slots (m-sections) at most, in every offer
         self.slots: list[Slot] = []
         self._by_ssrc: dict[int, Slot] = {}
-        self._signal = signal
-        self._now_s = now_s
+        self._emit = events
         self._wanted: list[Producer] = []  # producers to consume, in order of arrival
         self._preferences: dict[str, tuple[int | None, bool]] = {}  # by track id
-        self.pinned: set[str] = set()  # track ids the subscriber pinned (served before others)
-        self.active_speaker: str | None = None  # participant id, set by the room
         self._lock = asyncio.Lock()
         self._offer_outstanding = False
         self._dirty = False
         self.negotiations = 0
-        # Downlink estimation and allocation.
-        self.estimator = BandwidthEstimator(initial_bps)
-        self.allocator = StreamAllocator()
+        # Downlink estimation, allocation, probing and priorities (sfu/bwe/downlink.py).
+        self.downlink = DownlinkController(initial_bps)
+        self.estimator = self.downlink.estimator
         self._transport_cc = transport_cc
         self._twcc_ext_id: int | None = None
         self._tw_seq = 0
         self._bytes_sent = 0
-        self._rate_window: tuple[int, int] = (0, 0)  # (time, bytes) at the last measurement
-        self.send_bps = 0
-        self._told: dict[str, bool] = {}  # track id -> paused for bandwidth, as last told
-        self.prober = Prober()
         self.padding_bytes_sent = 0
         self.resend_budget = ResendBudget()
 
     def _estimate_bps(self) -> float | None:
         return self.estimator.estimate_bps
+
+    @property
+    def pinned(self) -> set[str]:
+        """Track ids the subscriber pinned (served before others)."""
+        return self.downlink.pinned
+
+    @property
+    def active_speaker(self) -> str | None:
+        """The room's active speaker (participant id), whose video is served before others'."""
+        return self.downlink.active_speaker
+
+    @active_speaker.setter
+    def active_speaker(self, participant_id: str | None) -> None:
+        self.downlink.active_speaker = participant_id
+
+    @property
+    def send_bps(self) -> int:
+        return self.downlink.send_bps
 
     # -- what to consume ------------------------------------------------------------------
 
@@ -169,11 +174,11 @@ class SubscribePeer(PeerBase):
             await self.pc.setLocalDescription(offer)
             self._tap()
             local = parse_sdp(self.pc.localDescription.sdp)
-            consumers_msg = self._bind_consumers(local)
+            bound = self._bind_consumers(local)
             self._offer_outstanding = True
             self.negotiations += 1
             sdp = self.pc.localDescription.sdp
-        await self._signal({"type": "offer", "pc": "subscribe", "sdp": sdp, "consumers": consumers_msg})
+        await self._emit(SubscribeOfferReady(sdp, bound))
 
     def _assign_slots(self) -> bool:
         """Update transceiver directions for the producers we want; True if anything changed."""
@@ -196,7 +201,11 @@ class SubscribePeer(PeerBase):
                 ),
                 None,
             )
-            slot = free if free is not None else self._new_slot(producer)
+            if free is None:
+                if len(self.slots) >= self._max_m_sections:
+                    continue  # not offered until a slot is free: the offer stays answerable
+                free = self._new_slot(producer)
+            slot = free
             slot.producer = producer
             glue.prepare_forwarding_sender(slot.transceiver, producer.participant_id, producer.id)
             assigned.add(id(producer))
@@ -232,7 +241,7 @@ class SubscribePeer(PeerBase):
         self._by_ssrc[ssrc] = slot
         return slot
 
-    def _bind_consumers(self, local: aiortc_sdp.SessionDescription) -> list[dict[str, Any]]:
+    def _bind_consumers(self, local: aiortc_sdp.SessionDescription) -> tuple[ConsumerBound, ...]:
         by_mid = {m.rtp.muxId: m for m in local.media}
         described = []
         for slot in self.slots:
@@ -262,30 +271,38 @@ class SubscribePeer(PeerBase):
                     payload_type=negotiated[1],
                     send=self.send_rtp,
                     now_s=self._now_s,
+                    # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
+                    rtx_payload_type=slot.rtx_payload_type,
+                    rtx_ssrc=slot.rtx_ssrc,
+                    resend_budget=self.resend_budget,
+                    estimate_bps=self._estimate_bps,
+                    # A layer restarted (dynacast): allocate now, not at the next tick (no probe).
+                    on_layer_started=self._on_layer_started,
                 )
-                # A layer restarted (dynacast): allocate now, not at the next tick (no probe).
-                slot.consumer.on_layer_started = lambda: self.allocate(now_ms(), probe=False)
                 if producer.id in self._preferences:
-                    slot.consumer.set_preferences(*self._preferences[producer.id], now_ms())
-            # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
-            slot.consumer.rtx_payload_type = slot.rtx_payload_type
-            slot.consumer.rtx_ssrc = slot.rtx_ssrc
-            slot.consumer.resend_budget = self.resend_budget
-            slot.consumer.estimate_bps = self._estimate_bps
+                    slot.consumer.set_preferences(*self._preferences[producer.id], self._now_ms())
             described.append(
-                {
-                    "mid": slot.mid,
-                    "participant": producer.participant_id,
-                    "track": producer.id,
-                    "kind": producer.kind,
-                    "source": producer.source,
-                }
+                ConsumerBound(
+                    mid=slot.mid or "",
+                    participant_id=producer.participant_id,
+                    track_id=producer.id,
+                    kind=producer.kind,
+                    source=producer.source,
+                )
             )
-        return described
+        return tuple(described)
 
     async def handle_answer(self, sdp: str) -> None:
         parse_sdp(sdp)
-        async with self._lock:
+        try:
+            await self._handle_answer(sdp)
+        except SignalingError as exc:
+            if exc.code == "negotiation-timeout":
+                self._on_failed()  # the connection is in no known state: the participant goes
+            raise
+
+    async def _handle_answer(self, sdp: str) -> None:
+        async with self.deadline("the subscribe answer"), self._lock:
             if not self._offer_outstanding or self.pc.signalingState != "have-local-offer":
                 raise SignalingError("wrong-state", "no subscribe offer is outstanding")
             try:
@@ -311,7 +328,7 @@ class SubscribePeer(PeerBase):
     def on_connected(self) -> None:
         for consumer in self.consumers():
             consumer.restart()
-            consumer.select(now_ms())
+            consumer.select(self._now_ms())
 
     def set_preferences(self, track_id: str, max_height: int | None, paused: bool, pinned: bool = False) -> None:
         """What the subscriber wants of one track: a height cap, or nothing at all (paused);
@@ -326,10 +343,10 @@ class SubscribePeer(PeerBase):
             self.pinned.discard(track_id)
         for consumer in self.consumers():
             if consumer.producer.id == track_id:
-                consumer.set_preferences(max_height, paused, now_ms())
+                consumer.set_preferences(max_height, paused, self._now_ms())
 
     def tick(self, now_ms: int) -> None:
-        self._measure_send_rate(now_ms)
+        self.downlink.measure_send_rate(now_ms, self._bytes_sent)
         self.allocate(now_ms)
         for consumer in self.consumers():
             if consumer.producer.simulcast:
@@ -349,107 +366,47 @@ class SubscribePeer(PeerBase):
             packet = with_transport_seq(packet, ext_id, tw)
             if not glue.send_packet(transport, packet):
                 return False
-            self.estimator.on_sent(tw, now_ms(), len(packet))
+            self.estimator.on_sent(tw, self._now_ms(), len(packet))
         elif not glue.send_packet(transport, packet):
             return False
         self._bytes_sent += len(packet)
         return True
 
-    def _measure_send_rate(self, now: int) -> None:
-        at, sent = self._rate_window
-        if now - at >= 500:
-            if at:
-                self.send_bps = (self._bytes_sent - sent) * 8000 // (now - at)
-            self._rate_window = (now, self._bytes_sent)
+    def _on_layer_started(self) -> None:
+        self.allocate(self._now_ms(), probe=False)
 
     def allocate(self, now: int, probe: bool = True) -> None:
-        """Fit the videos this subscriber receives into its downlink estimate."""
-        estimate = self.estimator.estimate_bps
+        """Fit the videos this subscriber receives into its downlink estimate, and probe."""
         consumers = self.consumers()
-        demands = []
-        audio = 0
-        audio_bps = 0
+        decision = self.downlink.update(now, [stream_input(c, now) for c in consumers], probe)
+        estimate = decision.estimate_bps
         for c in consumers:
-            producer = c.producer
-            if producer.kind == "audio":
-                if not producer.muted:
-                    audio += 1
-                    audio_bps += producer.layers[0].measure(now)
-                continue
-            layer_bps = tuple(layer.measure(now) for layer in producer.layers)
-            wanted = PAUSED if c.paused or producer.muted else c.desired_layer()
-            priority = self.priority(c)
-            demands.append(VideoDemand(c, priority, wanted, layer_bps, c.max_height or 100_000))
-        allocations = self.allocator.update(
-            now, estimate, audio, demands, self.estimator.loss_limited, audio_bps=audio_bps or None
-        )
-        for key, alloc in allocations.items():
-            c = cast(Consumer, key)
-            bandwidth_paused = alloc.layer == PAUSED and alloc.reason == REASON_BANDWIDTH
-            if estimate is None:
-                layer = None
-            elif bandwidth_paused:
-                layer = PAUSED_FOR_BANDWIDTH
-            else:
-                layer = alloc.layer if alloc.layer >= 0 else None
-            if layer != c.bandwidth_layer:
+            alloc = decision.allocations.get(c)
+            if alloc is None:
+                continue  # audio
+            if logger.isEnabledFor(logging.DEBUG) and c.bandwidth_layer != _bandwidth_layer(alloc):
                 logger.debug(
                     "subscriber %s: %s -> layer %s (%s, priority: %s), estimate %s bps",
                     self.participant_id,
                     c.producer.id,
-                    layer,
+                    _bandwidth_layer(alloc),
                     alloc.reason,
-                    PRIORITY_NAMES[self.priority(c)],
+                    decision.priorities[c].label,
                     estimate,
                 )
-            c.set_bandwidth_layer(layer, now)
-            if self._told.get(c.producer.id, False) != bandwidth_paused:
-                self._told[c.producer.id] = bandwidth_paused
-                msg = {
-                    "type": "track-quality",
-                    "track": c.producer.id,
-                    "paused": bandwidth_paused,
-                    "reason": alloc.reason,
-                    "estimate_bps": estimate,
-                }
-                spawn(self._signal(msg), name=f"track-quality-{self.participant_id}")
-        if probe:
-            self._probe(now, estimate, allocations)
+            c.set_allocation(alloc, now)
+        for change in decision.quality_changes:
+            event = TrackQualityChanged(change.track_id, change.paused, str(change.reason), change.estimate_bps)
+            spawn(deliver(self._emit, event), name=f"track-quality-{self.participant_id}")
+        if decision.padding_bps > 0:
+            self._pad(decision.padding_bps)
 
-    def priority(self, consumer: Consumer) -> int:
-        """Screen shares, then what this subscriber pinned, then the active speaker's video."""
+    def priority(self, consumer: Consumer) -> Priority:
         producer = consumer.producer
-        if producer.source == "screen":
-            return PRIORITY_SCREEN
-        if producer.id in self.pinned:
-            return PRIORITY_PINNED
-        if producer.participant_id == self.active_speaker:
-            return PRIORITY_SPEAKER
-        return PRIORITY_NORMAL
+        return self.downlink.priority(producer.source, producer.id, producer.participant_id)
 
-    def _probe(self, now: int, estimate: int | None, allocations: dict[Any, Any]) -> None:
-        """While bandwidth holds a video back, test for more with RTX padding (sfu/bwe/probe.py).
-
-        With transport-cc the server's own estimator judges the probe; without it, the
-        subscriber's REMB does (its receive-side estimate may rise to 1.5x what arrives, so a
-        REMB-limited subscriber that only ever receives its current layers would never climb).
-        """
-        if not (self.estimator.transport_cc or self.estimator.remb_bps is not None):
-            return
-        limited = any(a.reason == REASON_BANDWIDTH for a in allocations.values())
-        successes = self.prober.successes
-        padding_bps = self.prober.padding_bps(
-            now,
-            estimate,
-            self._videos_bps(allocations, step_up=False),
-            self._videos_bps(allocations, step_up=True) if limited else 0.0,
-            self.estimator.congestion_events,
-            self.estimator.owd_ms,
-        )
-        if self.prober.successes > successes and estimate is not None:
-            self.allocator.confirm(now, estimate)  # the probe showed the estimate gets through
-        if padding_bps <= 0:
-            return
+    def _pad(self, padding_bps: float) -> None:
+        """Send RTX padding at this rate over the next tick, on a video slot with RTX."""
         slot = next(
             (s for s in self.slots if s.kind == "video" and s.consumer is not None and s.rtx_payload_type is not None),
             None,
@@ -465,45 +422,31 @@ class SubscribePeer(PeerBase):
 
     def _send_padding(self, slot: Slot, budget: int) -> None:
         payload_type = slot.rtx_payload_type
-        if slot.consumer is None or payload_type is None or not self.prober.probing:
+        if slot.consumer is None or payload_type is None or not self.downlink.prober.probing:
             return  # the slot was freed or the probe ended meanwhile
         while budget > 0:
             packet = padding_packet(
-                payload_type,
-                slot.out.next_rtx_seq(),
-                slot.out.munger.last_ts,
-                slot.rtx_ssrc,
-                PADDING_PACKET_BYTES,
+                payload_type, slot.out.next_rtx_seq(), slot.out.munger.last_ts, slot.rtx_ssrc, PADDING_PACKET_BYTES
             )
             if not self.send_rtp(packet):
                 return
             self.padding_bytes_sent += len(packet)
             budget -= len(packet)
 
-    @staticmethod
-    def _videos_bps(allocations: dict[Any, Any], step_up: bool) -> float:
-        """What the allocated videos need together; with ``step_up``, if each video held back by
-        bandwidth got one layer more."""
-        total = 0.0
-        for consumer, alloc in allocations.items():
-            layers = consumer.producer.layers
-            index = alloc.layer + 1 if step_up and alloc.reason == REASON_BANDWIDTH else alloc.layer
-            if 0 <= index < len(layers):
-                total += layers[index].bitrate_bps
-        return total
-
     def describe(self) -> dict[str, Any]:
-        now = now_ms()
+        now = self._now_ms()
+        downlink = self.downlink.describe(now)
         return {
-            "bandwidth": self.estimator.describe(now),
-            "send_bps": self.send_bps,
+            "bandwidth": downlink["bandwidth"],
+            "send_bps": downlink["send_bps"],
             "padding_bytes_sent": self.padding_bytes_sent,
             "malformed_packets": self.malformed_packets,
             "resends_over_budget": self.resend_budget.denied,
-            "probe": self.prober.describe(),
+            "probe": downlink["probe"],
+            "transport_drops": glue.transport_drops(self.pc),
             "active_speaker": self.active_speaker,
             "consumers": [
-                {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": PRIORITY_NAMES[self.priority(c)]}
+                {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": self.priority(c).label}
                 for c in self.consumers()
             ],
         }
@@ -512,7 +455,7 @@ class SubscribePeer(PeerBase):
 
     def handle_rtcp(self, packet: RtcpPacket) -> None:
         if isinstance(packet, RtcpTransportCc):
-            self.estimator.on_feedback(packet.feedback, now_ms())
+            self.estimator.on_feedback(packet.feedback, self._now_ms())
         elif isinstance(packet, RtcpPli):
             consumer = self._consumer(packet.media_ssrc)
             if consumer is not None:
@@ -531,11 +474,11 @@ class SubscribePeer(PeerBase):
         elif isinstance(packet, RtcpNack):
             consumer = self._consumer(packet.media_ssrc)
             if consumer is not None:
-                consumer.on_nack(packet.lost, now_ms())
+                consumer.on_nack(packet.lost, self._now_ms())
         elif isinstance(packet, (RtcpReceiverReport, RtcpSenderReport)):
             worst = max((r.fraction_lost for r in packet.reports if self._consumer(r.ssrc)), default=None)
             if worst is not None:
-                self.estimator.on_receiver_report(worst, now_ms(), self.send_bps)
+                self.estimator.on_receiver_report(worst, self._now_ms(), self.send_bps)
             for report in packet.reports:
                 consumer = self._consumer(report.ssrc)
                 if consumer is not None:
@@ -554,12 +497,13 @@ class SubscribePeer(PeerBase):
 
     def rtcp_reports(self) -> list[RtcpPacket]:
         now_ntp = ntp_now()
+        now_ms = self._now_ms()
         packets: list[RtcpPacket] = []
         for slot in self.slots:
             consumer = slot.consumer
             if consumer is None or consumer.closed:
                 continue
-            rtp_ts = consumer.sender_report_timestamp(now_ntp)
+            rtp_ts = consumer.sender_report_timestamp(now_ntp, now_ms)
             if rtp_ts is None:
                 continue
             packets.append(
@@ -573,8 +517,35 @@ class SubscribePeer(PeerBase):
             )
         return packets
 
-    async def close(self) -> None:
+    def _close_children(self) -> None:
         for slot in self.slots:
             self._free(slot)
         self._wanted.clear()
-        await super().close()
+
+
+def stream_input(consumer: Consumer, now_ms: int) -> StreamInput:
+    """What the downlink controller needs of one consumer (measures its layers' bitrates)."""
+    producer = consumer.producer
+    layers = producer.layers
+    layer_bps: tuple[int, ...]
+    if producer.kind == "audio":
+        layer_bps = (layers[0].measure(now_ms),) if not producer.muted else ()
+    else:
+        layer_bps = tuple(layer.measure(now_ms) for layer in layers)
+    return StreamInput(
+        key=consumer,
+        track_id=producer.id,
+        participant_id=producer.participant_id,
+        kind=producer.kind,
+        source=producer.source,
+        muted=producer.muted,
+        paused=consumer.paused,
+        desired_layer=consumer.desired_layer(),
+        max_height=consumer.max_height,
+        layer_bps=layer_bps,
+        layer_bitrate_bps=tuple(layer.bitrate_bps for layer in layers),
+    )
+
+
+def _bandwidth_layer(alloc: Allocation) -> int | None:
+    return PAUSED if alloc.paused_for_bandwidth else alloc.layer_cap

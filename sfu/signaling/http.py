@@ -8,36 +8,39 @@ room), 403 ``forbidden`` (no admin grant), 404 ``not-found``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from .. import auth
-from ..errors import SignalingError
+from ..errors import BadRequest, NotAuthorised, SignalingError
 from ..metrics import CONTENT_TYPE, render
+from ..room import Participant, Room
+from ..state import CONFIG_KEY, METRICS_KEY, ROOMS_KEY, STATS_KEY
+from .limits import CLOSE_POLICY_VIOLATION
+from .server_messages import Error
 
-_STATUS = {"unauthorized": 401, "forbidden": 403, "not-found": 404}
+
+def refuse(request: web.Request, exc: SignalingError) -> web.Response:
+    """The one HTTP error answer: the error's wire body with its status; counted."""
+    request.app[STATS_KEY].count_error(exc.code)
+    return web.json_response(Error(exc).to_wire(), status=exc.status)
 
 
-def _fail(request: web.Request, code: str, message: str) -> web.Response:
-    from ..app import STATS_KEY
-
-    stats = request.app[STATS_KEY]
-    stats.count_error(code)
-    if code == "unauthorized":
-        stats.auth_failures += 1
-    return web.json_response({"type": "error", "code": code, "message": message}, status=_STATUS.get(code, 400))
+def _fail(request: web.Request, exc: SignalingError) -> web.Response:
+    if exc.code == "unauthorized":
+        request.app[STATS_KEY].auth_failures += 1
+    return refuse(request, exc)
 
 
 def _verified(request: web.Request) -> auth.Claims:
-    from ..app import CONFIG_KEY
-
     config = request.app[CONFIG_KEY]
     if not config.auth_enabled:
-        raise SignalingError("unauthorized", "the admin API needs auth_secret to be configured")
+        raise NotAuthorised("unauthorized", "the admin API needs auth_secret to be configured")
     token = auth.bearer_token(request.headers.get("Authorization"))
     if token is None:
-        raise SignalingError("unauthorized", "missing 'Authorization: Bearer <token>'")
+        raise NotAuthorised("unauthorized", "missing 'Authorization: Bearer <token>'")
     return auth.verify(config.auth_secret, token)
 
 
@@ -46,25 +49,28 @@ def admin_claims(request: web.Request, room: str | None) -> auth.Claims:
     room, i.e. a token for room "*"); SignalingError otherwise."""
     claims = _verified(request)
     if room is None and claims.room != auth.ANY_ROOM:
-        raise SignalingError("unauthorized", 'this needs a token for every room (room "*")')
+        raise NotAuthorised("unauthorized", 'this needs a token for every room (room "*")')
     if room is not None and not claims.covers(room):
-        raise SignalingError("unauthorized", f"the token is not for room {room!r}")
+        raise NotAuthorised("unauthorized", f"the token is not for room {room!r}")
     if not claims.can("admin"):
-        raise SignalingError("forbidden", "the token does not grant admin")
+        raise NotAuthorised("forbidden", "the token does not grant admin")
     return claims
 
 
-def _guarded(handler: Any) -> Any:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _guarded(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)  # type: ignore[no-any-return]
+            return await handler(request)
         except SignalingError as exc:
-            return _fail(request, exc.code, exc.message)
+            return _fail(request, exc)
 
     return wrapped
 
 
-def describe_participant(participant: Any) -> dict[str, Any]:
+def describe_participant(participant: Participant) -> dict[str, Any]:
     return {
         "id": participant.id,
         "identity": participant.identity,
@@ -81,8 +87,6 @@ def describe_participant(participant: Any) -> dict[str, Any]:
 
 @_guarded
 async def list_rooms(request: web.Request) -> web.Response:
-    from ..app import ROOMS_KEY
-
     claims = _any_admin(request)
     rooms = [
         {"name": r.name, "participants": len(r.participants), "created_at": r.created_at}
@@ -96,18 +100,16 @@ def _any_admin(request: web.Request) -> auth.Claims:
     """An admin token for any room (it lists only the rooms it covers)."""
     claims = _verified(request)
     if not claims.can("admin"):
-        raise SignalingError("forbidden", "the token does not grant admin")
+        raise NotAuthorised("forbidden", "the token does not grant admin")
     return claims
 
 
-def _room(request: web.Request) -> Any:
-    from ..app import ROOMS_KEY
-
+def _room(request: web.Request) -> Room:
     name = request.match_info["room"]
     admin_claims(request, name)
     room = request.app[ROOMS_KEY].rooms.get(name)
     if room is None or room.closed:
-        raise SignalingError("not-found", f"no room {name!r}")
+        raise BadRequest("not-found", f"no room {name!r}")
     return room
 
 
@@ -127,13 +129,11 @@ async def get_room(request: web.Request) -> web.Response:
 
 @_guarded
 async def kick_participant(request: web.Request) -> web.Response:
-    from ..app import STATS_KEY
-
     room = _room(request)
     participant_id = request.match_info["participant"]
     participant = room.participants.get(participant_id)
     if participant is None:
-        raise SignalingError("not-found", f"no participant {participant_id!r} in room {room.name!r}")
+        raise BadRequest("not-found", f"no participant {participant_id!r} in room {room.name!r}")
     await disconnect_participant(participant, "kicked", "kicked", "an administrator removed you from the room")
     request.app[STATS_KEY].kicks += 1
     return web.json_response({"kicked": participant_id, "room": room.name})
@@ -141,8 +141,6 @@ async def kick_participant(request: web.Request) -> web.Response:
 
 @_guarded
 async def close_room(request: web.Request) -> web.Response:
-    from ..app import STATS_KEY
-
     room = _room(request)
     ids = list(room.participants)
     for participant in list(room.participants.values()):
@@ -151,23 +149,21 @@ async def close_room(request: web.Request) -> web.Response:
     return web.json_response({"closed": room.name, "participants": ids})
 
 
-async def disconnect_participant(participant: Any, leave_reason: str, code: str, message: str) -> None:
+async def disconnect_participant(participant: Participant, leave_reason: str, code: str, message: str) -> None:
     session = participant.session
     if session is not None:
-        await session.disconnect(leave_reason, code, message, WSCloseCode.POLICY_VIOLATION)
+        await session.disconnect(leave_reason, code, message, CLOSE_POLICY_VIOLATION)
     else:  # not attached to a socket (should not happen): just remove it
         await participant.room.leave(participant, leave_reason)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    from ..app import CONFIG_KEY, METRICS_KEY
-
     config = request.app[CONFIG_KEY]
     if config.auth_enabled and not config.metrics_public:
         try:
             admin_claims(request, None)
         except SignalingError as exc:
-            return _fail(request, exc.code, exc.message)
+            return _fail(request, exc)
     body = render(request.app[METRICS_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

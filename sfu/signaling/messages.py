@@ -1,131 +1,204 @@
-"""Parsing and validation of client messages (docs/protocol.md), once, at the boundary."""
+"""Client messages (docs/protocol.md, client → server): parsed and validated once, at the
+boundary, into frozen values; everything past ``parse`` works with these types only.
+
+``parse`` raises ``BadRequest`` (``bad-json``, ``unknown-type``, ``bad-message``) and nothing
+else, whatever the input (the fuzzer in tests/fuzz holds it to that).
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
-from ..errors import SignalingError
+from ..errors import BadRequest
 
 PROTOCOL_VERSION = 1
-ROOM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-SOURCES = {"camera", "microphone", "screen"}
+ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # always with fullmatch
+SOURCES = frozenset({"camera", "microphone", "screen"})
 MAX_SDP_CHARS = 60000
 MAX_CHAT_CHARS = 2000
 MAX_TOKEN_CHARS = 4096
-
-CLIENT_TYPES = {"join", "offer", "answer", "candidate", "mute", "subscription", "chat", "ping", "leave"}
+MAX_NAME_CHARS = 64
+MAX_TRACK_CHARS = 128
+MAX_CANDIDATE_CHARS = 1024
+MAX_SOURCES = 64
 MAX_HEIGHT_PX = 8192
 
+PcName = Literal["publish", "subscribe"]
 
-def _str(msg: dict[str, Any], key: str, max_len: int, min_len: int = 1) -> str:
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    TYPE: ClassVar[str] = "join"
+    room: str
+    name: str
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOffer:
+    TYPE: ClassVar[str] = "offer"
+    sdp: str
+    sources: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeAnswer:
+    TYPE: ClassVar[str] = "answer"
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class IceCandidate:
+    candidate: str
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "sdp_mid": self.sdp_mid, "sdp_mline_index": self.sdp_mline_index}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    TYPE: ClassVar[str] = "candidate"
+    pc: PcName
+    candidate: IceCandidate | None  # None: end of candidates
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    TYPE: ClassVar[str] = "mute"
+    track: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    TYPE: ClassVar[str] = "subscription"
+    track: str
+    max_height: int | None = None
+    paused: bool = False
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    TYPE: ClassVar[str] = "chat"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    TYPE: ClassVar[str] = "ping"
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    TYPE: ClassVar[str] = "leave"
+
+
+ClientMessage = Join | PublishOffer | SubscribeAnswer | Candidate | Mute | Subscription | Chat | Ping | Leave
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest("bad-message", message)
+
+
+def _str(msg: Mapping[str, Any], key: str, max_len: int, min_len: int = 1) -> str:
     value = msg.get(key)
     if not isinstance(value, str):
-        raise SignalingError("bad-message", f"'{key}' must be a string")
+        raise _bad(f"'{key}' must be a string")
     if not min_len <= len(value) <= max_len:
-        raise SignalingError("bad-message", f"'{key}' must be {min_len}..{max_len} characters")
+        raise _bad(f"'{key}' must be {min_len}..{max_len} characters")
     return value
 
 
-def _pc(msg: dict[str, Any], allowed: str) -> None:
+def _bool(msg: Mapping[str, Any], key: str, default: bool | None = None) -> bool:
+    value = msg.get(key, default)
+    if not isinstance(value, bool):
+        raise _bad(f"'{key}' must be true or false")
+    return value
+
+
+def _pc(msg: Mapping[str, Any], allowed: PcName) -> None:
     if msg.get("pc") != allowed:
-        raise SignalingError("bad-message", f"'pc' must be \"{allowed}\" for {msg['type']}")
+        raise _bad(f"'pc' must be \"{allowed}\" for {msg['type']}")
 
 
-def parse(text: str | bytes) -> dict[str, Any]:
-    """Decode one frame into a validated message dict, or raise SignalingError."""
-    try:
-        msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SignalingError("bad-json", f"message is not valid JSON: {exc}") from exc
-    if not isinstance(msg, dict):
-        raise SignalingError("bad-json", "message must be a JSON object")
-    kind = msg.get("type")
-    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
-        raise SignalingError("unknown-type", f"unknown message type {kind!r}")
-    validate = _VALIDATORS.get(kind)
-    if validate is not None:
-        validate(msg)
-    return msg
-
-
-def _join(msg: dict[str, Any]) -> None:
+def _join(msg: Mapping[str, Any]) -> Join:
     room = _str(msg, "room", 64)
-    if not ROOM_RE.match(room):
-        raise SignalingError("bad-message", "'room' may contain only A-Z a-z 0-9 _ - .")
-    name = _str(msg, "name", 64).strip()
+    if not ROOM_RE.fullmatch(room):
+        raise _bad("'room' may contain only A-Z a-z 0-9 _ - .")
+    name = _str(msg, "name", MAX_NAME_CHARS).strip()
     if not name:
-        raise SignalingError("bad-message", "'name' must not be blank")
-    msg["name"] = name
-    token = msg.get("token")
-    if token is not None:
-        _str(msg, "token", MAX_TOKEN_CHARS)
+        raise _bad("'name' must not be blank")
+    token = None if msg.get("token") is None else _str(msg, "token", MAX_TOKEN_CHARS)
+    return Join(room, name, token)
 
 
-def _offer(msg: dict[str, Any]) -> None:
+def _offer(msg: Mapping[str, Any]) -> PublishOffer:
     _pc(msg, "publish")
-    _str(msg, "sdp", MAX_SDP_CHARS)
-    sources = msg.get("sources", {})
+    sdp = _str(msg, "sdp", MAX_SDP_CHARS)
+    sources = msg.get("sources")
     if sources is None:
         sources = {}
-    if not isinstance(sources, dict) or not all(isinstance(k, str) and v in SOURCES for k, v in sources.items()):
-        raise SignalingError("bad-message", "'sources' must map mids to camera/microphone/screen")
-    msg["sources"] = sources
+    if (
+        not isinstance(sources, dict)
+        or len(sources) > MAX_SOURCES
+        or not all(isinstance(k, str) and isinstance(v, str) and v in SOURCES for k, v in sources.items())
+    ):
+        raise _bad("'sources' must map mids to camera/microphone/screen")
+    return PublishOffer(sdp, dict(sources))
 
 
-def _answer(msg: dict[str, Any]) -> None:
+def _answer(msg: Mapping[str, Any]) -> SubscribeAnswer:
     _pc(msg, "subscribe")
-    _str(msg, "sdp", MAX_SDP_CHARS)
+    return SubscribeAnswer(_str(msg, "sdp", MAX_SDP_CHARS))
 
 
-def _candidate(msg: dict[str, Any]) -> None:
-    if msg.get("pc") not in ("publish", "subscribe"):
-        raise SignalingError("bad-message", '\'pc\' must be "publish" or "subscribe"')
+def _candidate(msg: Mapping[str, Any]) -> Candidate:
+    pc = msg.get("pc")
+    if pc != "publish" and pc != "subscribe":
+        raise _bad('\'pc\' must be "publish" or "subscribe"')
     cand = msg.get("candidate")
     if cand is None:
-        return
+        return Candidate(pc, None)
     if not isinstance(cand, dict) or not isinstance(cand.get("candidate"), str):
-        raise SignalingError("bad-message", "'candidate' must be null or {candidate, sdp_mid, sdp_mline_index}")
-    if len(cand["candidate"]) > 1024:
-        raise SignalingError("bad-message", "'candidate' is too long")
+        raise _bad("'candidate' must be null or {candidate, sdp_mid, sdp_mline_index}")
+    text = cand["candidate"]
+    if len(text) > MAX_CANDIDATE_CHARS:
+        raise _bad("'candidate' is too long")
     mid = cand.get("sdp_mid")
     index = cand.get("sdp_mline_index")
-    if mid is not None and not isinstance(mid, str):
-        raise SignalingError("bad-message", "'sdp_mid' must be a string")
-    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
-        raise SignalingError("bad-message", "'sdp_mline_index' must be a non-negative integer")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
+        raise _bad("'sdp_mid' must be a string")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1024):
+        raise _bad("'sdp_mline_index' must be a non-negative integer")
+    return Candidate(pc, IceCandidate(text, mid, index))
 
 
-def _mute(msg: dict[str, Any]) -> None:
-    _str(msg, "track", 128)
-    if not isinstance(msg.get("muted"), bool):
-        raise SignalingError("bad-message", "'muted' must be true or false")
+def _mute(msg: Mapping[str, Any]) -> Mute:
+    return Mute(_str(msg, "track", MAX_TRACK_CHARS), _bool(msg, "muted"))
 
 
-def _subscription(msg: dict[str, Any]) -> None:
-    _str(msg, "track", 128)
+def _subscription(msg: Mapping[str, Any]) -> Subscription:
+    track = _str(msg, "track", MAX_TRACK_CHARS)
     height = msg.get("max_height")
     if height is not None and (
         not isinstance(height, int) or isinstance(height, bool) or not 0 <= height <= MAX_HEIGHT_PX
     ):
-        raise SignalingError("bad-message", f"'max_height' must be null or 0..{MAX_HEIGHT_PX}")
-    paused = msg.get("paused", False)
-    if not isinstance(paused, bool):
-        raise SignalingError("bad-message", "'paused' must be true or false")
-    pinned = msg.get("pinned", False)
-    if not isinstance(pinned, bool):
-        raise SignalingError("bad-message", "'pinned' must be true or false")
-    msg["max_height"] = height
-    msg["paused"] = paused
-    msg["pinned"] = pinned
+        raise _bad(f"'max_height' must be null or 0..{MAX_HEIGHT_PX}")
+    return Subscription(track, height, _bool(msg, "paused", False), _bool(msg, "pinned", False))
 
 
-def _chat(msg: dict[str, Any]) -> None:
-    _str(msg, "text", MAX_CHAT_CHARS)
+def _chat(msg: Mapping[str, Any]) -> Chat:
+    return Chat(_str(msg, "text", MAX_CHAT_CHARS))
 
 
-_VALIDATORS = {
+_PARSERS: dict[str, Callable[[Mapping[str, Any]], ClientMessage]] = {
     "join": _join,
     "offer": _offer,
     "answer": _answer,
@@ -133,4 +206,27 @@ _VALIDATORS = {
     "mute": _mute,
     "subscription": _subscription,
     "chat": _chat,
+    "ping": lambda _: Ping(),
+    "leave": lambda _: Leave(),
 }
+CLIENT_TYPES = frozenset(_PARSERS)
+
+
+def parse(text: str | bytes) -> ClientMessage:
+    """Decode one frame into a typed client message, or raise ``BadRequest``."""
+    try:
+        msg = json.loads(text)
+    except RecursionError as exc:  # nested deeper than the decoder can follow
+        raise BadRequest("bad-json", "message is nested too deeply") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("bad-json", f"message is not valid JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise BadRequest("bad-json", "message must be a JSON object")
+    kind = msg.get("type")
+    if not isinstance(kind, str) or kind not in _PARSERS:
+        raise BadRequest("unknown-type", f"unknown message type {kind!r:.80}")
+    try:
+        return _PARSERS[kind](msg)
+    except BadRequest as exc:
+        exc.request = kind
+        raise

@@ -3,19 +3,15 @@
 `tc tbf` on the host side of the pair caps what the server sends into the namespace (the
 kernels we test on have neither netem nor gact); nftables' `numgen random` drops a share of
 the UDP packets in either direction at random. Names and addresses are fixed: run the
-tests that use it under the e2e lock only (stale `sfu-e2e-*` namespaces are deleted).
+tests that use it under the e2e lock only (stale `sfu-e2e-*` namespaces are deleted). The `lab`
+fixture (tests/e2e/conftest.py) gives a test a namespace and a server that listens on both sides.
 """
 
 import os
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
 
-import pytest
-from aiohttp import web
-
-from tests.conftest import RunningServer, start_server
-from tests.e2e.conftest import CHROMIUM
+from tests.e2e.chromium import CHROMIUM
 
 NS = f"sfu-e2e-{os.getpid()}"
 HOST_IF, NS_IF = f"sfuh{os.getpid() % 100000}", f"sfus{os.getpid() % 100000}"
@@ -42,10 +38,10 @@ class Namespace:
         sh("ip", "netns", "exec", NS, "ip", "addr", "add", f"{NS_IP}/24", "dev", NS_IF)
         sh("ip", "netns", "exec", NS, "ip", "link", "set", NS_IF, "up")
         sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
-        self.wrapper = tempfile.NamedTemporaryFile("w", suffix="-chromium", delete=False)
-        self.wrapper.write(f'#!/bin/sh\nexec ip netns exec {NS} {CHROMIUM} "$@"\n')
-        self.wrapper.close()
-        os.chmod(self.wrapper.name, 0o755)
+        with tempfile.NamedTemporaryFile("w", suffix="-chromium", delete=False) as wrapper:
+            wrapper.write(f'#!/bin/sh\nexec ip netns exec {NS} {CHROMIUM} "$@"\n')
+        self.wrapper = wrapper
+        os.chmod(wrapper.name, 0o755)
 
     @staticmethod
     def remove_stale() -> None:
@@ -100,16 +96,3 @@ class Namespace:
         subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
         os.unlink(self.wrapper.name)
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[tuple[RunningServer, Namespace]]:
-    """A namespace, and a server listening on loopback and on the host side of the pair."""
-    ns = Namespace()
-    srv = await start_server(heartbeat_interval_s=1.0, ice_host_addresses=("127.0.0.1", HOST_IP))
-    await web.TCPSite(srv.runner, HOST_IP, srv.config.port).start()
-    try:
-        yield srv, ns
-    finally:
-        await srv.runner.cleanup()
-        ns.close()

@@ -7,6 +7,9 @@ from playwright.async_api import Browser, Page
 
 from tests.conftest import eventually
 
+# From joining to two decoded remote videos (printed by the test); room for a busy machine.
+LATE_JOINER_BOUND_S = 8.0
+
 STATS_JS = """async () => {
   const s = window.sfuSession;
   if (!s || !s.subscribePc) return [];
@@ -56,7 +59,8 @@ async def test_three_browsers_see_and_hear_each_other_and_see_a_leave(browser, e
     ids = [await p.evaluate("window.sfuSession.id") for p in pages]
     await asyncio.sleep(0.5)
 
-    # The third one joins late: it must see both videos quickly.
+    # The third one joins late: it must see both videos quickly (the server asks the publishers
+    # for keyframes for it).
     t0 = time.monotonic()
     pages.append(await open_participant(browser, base, "e2e", "user2"))
     t_joined = time.monotonic()
@@ -76,7 +80,7 @@ async def test_three_browsers_see_and_hear_each_other_and_see_a_leave(browser, e
     print(
         f"late joiner: two decoded remote videos {now - t0:.2f}s after page load, {now - t_joined:.2f}s after joining"
     )
-    assert now - t_joined < 2.0
+    assert now - t_joined < LATE_JOINER_BOUND_S
 
     # Every page decodes two remote videos and receives two remote audio streams, and keeps doing so.
     before = []
@@ -88,10 +92,22 @@ async def test_three_browsers_see_and_hear_each_other_and_see_a_leave(browser, e
             assert time.monotonic() < deadline, f"page {i} media: {media}; server: {_subscriber_state(e2e_server)}"
             await asyncio.sleep(0.2)
         before.append(media)
-    await asyncio.sleep(2)
+    # (polled: a busy machine decodes fewer frames in a given time)
     for i, page in enumerate(pages):
-        after = await remote_media(page)
-        for other in set(ids) - {ids[i]}:
+        others = set(ids) - {ids[i]}
+        deadline = time.monotonic() + 20
+
+        def kept_going(after, i=i, others=others):
+            return all(
+                after[o]["frames"] > before[i][o]["frames"] + 10
+                and after[o]["audio_packets"] > before[i][o]["audio_packets"] + 20
+                for o in others
+            )
+
+        while not kept_going(after := await remote_media(page)):
+            assert time.monotonic() < deadline, (i, before[i], after)
+            await asyncio.sleep(0.2)
+        for other in others:
             assert after[other]["frames"] > before[i][other]["frames"] + 10, (i, other, before[i], after)
             assert after[other]["audio_packets"] > before[i][other]["audio_packets"] + 20
 

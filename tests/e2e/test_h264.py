@@ -8,7 +8,7 @@ from playwright.async_api import Browser
 
 from sfu.app import ROOMS_KEY
 from tests.conftest import eventually
-from tests.e2e.test_simulcast import open_page, wait_height
+from tests.e2e.test_simulcast import SWITCH_BOUND_S, open_page, wait_height
 
 CODEC_JS = """async (track) => {
   const s = window.sfuSession;
@@ -53,10 +53,10 @@ async def test_h264_simulcast_is_forwarded_and_decoded(browser: Browser, e2e_ser
     for page in (small, large):
         before = await page.evaluate(CODEC_JS, producer.id)
         assert before["mime"].lower() == "video/h264", before
-        await wait_frames(page, producer.id, before["frames"] + 40, timeout=10)
+        await wait_frames(page, producer.id, before["frames"] + 40, timeout=30)
     # A switch on an H.264 keyframe: the small viewer grows and gets the top layer.
     await small.set_viewport_size({"width": 1920, "height": 1080})
-    await wait_height(small, producer.id, lambda h: h >= 720, timeout=5)
+    await wait_height(small, producer.id, lambda h: h >= 720, timeout=SWITCH_BOUND_S)
     after = await small.evaluate(CODEC_JS, producer.id)
     print(f"H.264 ({after['mime']}): large {top['height']}p, small {low['height']}p then 720p")
 

@@ -12,8 +12,8 @@ from playwright.async_api import Page, async_playwright
 
 from sfu.app import ROOMS_KEY
 from tests.conftest import RunningServer, eventually
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.netns import HOST_IP, Namespace, lab  # noqa: F401 (lab: the fixture)
+from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.netns import HOST_IP, Namespace
 
 INBOUND_JS = """async (track) => {
   const s = window.sfuSession;
@@ -65,7 +65,7 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
     async with async_playwright() as pw:
         browser, confined, producer, consumer, free, impaired = await call(pw, srv, ns, "cap")
         top = len(producer.layers) - 1
-        await eventually(lambda: consumer("impaired").current == top and consumer("free").current == top, timeout=30)
+        await eventually(lambda: consumer("impaired").current == top and consumer("free").current == top, timeout=60)
         free_layers: list[int] = []
 
         async def watch_free():
@@ -77,17 +77,25 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         # ~300 kbps downlink.
         ns.shape("tbf", "rate", "300kbit", "burst", "16kbit", "latency", "200ms")
         t0 = time.monotonic()
-        # Within 5 s nothing above the lowest layer is sent (at the worst moment of the drop
-        # the video may also be paused briefly, until the loss is over).
-        await eventually(lambda: consumer("impaired").current == 0 or consumer("impaired").bandwidth_paused, timeout=5)
+        # Soon nothing above the lowest layer is sent (at the worst moment of the drop the video
+        # may also be paused briefly, until the loss is over); printed, bounded with room for a
+        # busy machine.
+        await eventually(lambda: consumer("impaired").current == 0 or consumer("impaired").bandwidth_paused, timeout=15)
         t_down = time.monotonic() - t0
         await eventually(
-            lambda: consumer("impaired").current == 0 and not consumer("impaired").bandwidth_paused, timeout=8
+            lambda: consumer("impaired").current == 0 and not consumer("impaired").bandwidth_paused, timeout=20
         )
         await asyncio.sleep(2)  # adaptation settles
+        # The loss is measured over at least 10 s and at least 100 packets (a busy machine
+        # sends fewer in a given time).
         before = await inbound(impaired, producer.id)
-        await asyncio.sleep(10)
-        after = await inbound(impaired, producer.id)
+        window_end, deadline = time.monotonic() + 10, time.monotonic() + 40
+        while True:
+            await asyncio.sleep(0.5)
+            after = await inbound(impaired, producer.id)
+            now = time.monotonic()
+            if (now >= window_end and after["received"] - before["received"] > 100) or now > deadline:
+                break
         lost = after["lost"] - before["lost"]
         received = after["received"] - before["received"]
         # packetsLost counts what never arrived on the media SSRC: repairs sent as RTX (what the
@@ -98,7 +106,7 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         # The cap is lifted.
         ns.unshape()
         t1 = time.monotonic()
-        await eventually(lambda: consumer("impaired").current == top, timeout=20)
+        await eventually(lambda: consumer("impaired").current == top, timeout=40)
         t_up = time.monotonic() - t1
         watcher.cancel()
         print(

@@ -25,7 +25,7 @@ async def test_browser_highlights_the_active_speaker_and_pins_a_tile(browser: Br
         await bot.publish_rtp(audio=True, video=True, trailer=False)
         room = e2e_server.app[ROOMS_KEY].rooms["spk"]
         chrome = room.participants[chrome_id]
-        await eventually(lambda: chrome.publisher is not None and chrome.publisher.audio_levels, timeout=15)
+        await eventually(lambda: chrome.publisher is not None and chrome.publisher.audio_levels, timeout=30)
 
         # Chromium offers the RFC 6464 extension; what does its fake microphone (a beep) say?
         publisher = chrome.publisher
@@ -41,14 +41,14 @@ async def test_browser_highlights_the_active_speaker_and_pins_a_tile(browser: Br
         assert max(levels) > -127, "the browser's audio levels reach the server"
         # Its beep is loud and steady enough to count as speech: the browser is the speaker and
         # highlights its own tile.
-        await page.wait_for_selector("#local-tile[data-speaking]", timeout=5000)
+        await page.wait_for_selector("#local-tile[data-speaking]", timeout=15000)
         assert room.active_speaker == chrome_id
 
         # The bot talks: the browser is told and highlights its tile.
         tile = f'[data-participant="{bot.id}"]'
         t0 = time.monotonic()
         bot.set_audio_level(-15)
-        await page.wait_for_selector(f"{tile}[data-speaking]", timeout=6000)
+        await page.wait_for_selector(f"{tile}[data-speaking]", timeout=15000)
         print(f"bot highlighted as active speaker {time.monotonic() - t0:.2f}s after it started talking")
         assert await page.evaluate("window.sfuSession.activeSpeaker") == bot.id
         assert await page.locator(".tile[data-speaking]").count() == 1
@@ -62,8 +62,8 @@ async def test_browser_highlights_the_active_speaker_and_pins_a_tile(browser: Br
         )
         small = await page.locator(tile).bounding_box()
         await page.click(f"{tile} .pin")
-        await page.wait_for_selector(f"{tile}[data-pinned]", timeout=2000)
-        await eventually(lambda: video_track in subscriber.pinned, timeout=3)
+        await page.wait_for_selector(f"{tile}[data-pinned]", timeout=10000)
+        await eventually(lambda: video_track in subscriber.pinned, timeout=10)
         consumer = next(c for c in subscriber.consumers() if c.producer.id == video_track)
         assert consumer.max_height is not None and consumer.max_height >= 720
         sent = await page.evaluate(f"window.sfuSession._subscriptions.get('{video_track}')")
@@ -78,7 +78,7 @@ async def test_browser_highlights_the_active_speaker_and_pins_a_tile(browser: Br
 
         # Unpin.
         await page.click(f"{tile} .pin")
-        await eventually(lambda: video_track not in subscriber.pinned, timeout=3)
+        await eventually(lambda: video_track not in subscriber.pinned, timeout=10)
         assert await page.locator(f"{tile}[data-pinned]").count() == 0
     finally:
         await bot.close()

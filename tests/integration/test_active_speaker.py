@@ -34,14 +34,14 @@ async def test_the_loud_participant_is_announced_and_the_announcement_follows_wh
         t0 = time.monotonic()
         a.set_audio_level(-20)
         for p in (a, b, c):
-            await p.wait_for(lambda m: m.get("type") == "active-speaker" and m["participant"] == a.id, 5)
+            await p.wait_for(lambda m: m.get("type") == "active-speaker" and m["participant"] == a.id, 10)
         first_s = time.monotonic() - t0
 
         t1 = time.monotonic()
         a.set_audio_level(-127)
         b.set_audio_level(-25)
         for p in (a, b, c):
-            await p.wait_for(lambda m: m.get("type") == "active-speaker" and m["participant"] == b.id, 6)
+            await p.wait_for(lambda m: m.get("type") == "active-speaker" and m["participant"] == b.id, 10)
         switch_s = time.monotonic() - t1
         print(f"first speaker after {first_s:.2f}s, switch after {switch_s:.2f}s")
         assert speaker_messages(c) == [a.id, b.id], "one message per change, no flapping"
@@ -60,13 +60,13 @@ async def test_the_loud_participant_is_announced_and_the_announcement_follows_wh
         await b.send({"type": "mute", "track": b.publisher_track_ids()[0], "muted": True})
         await a.send({"type": "mute", "track": a.publisher_track_ids()[0], "muted": True})
         a.set_audio_level(-10)
-        await eventually(lambda: room.speakers.describe().get(b.id, 1) == 0, 5)
+        await eventually(lambda: room.speakers.describe().get(b.id, 1) == 0, 10)
         assert room.active_speaker == b.id and speaker_messages(c) == [a.id, b.id]
 
         # A newcomer learns who speaks right after joining.
         d = Participant(srv.ws_url, "talk", "d", token=tok("d"))
         await d.join()
-        assert (await d.wait_type("active-speaker", 5))["participant"] == b.id
+        assert (await d.wait_type("active-speaker", 10))["participant"] == b.id
         await d.close()
     finally:
         for p in (a, b, c):
@@ -89,13 +89,13 @@ async def test_a_pinned_track_is_marked_and_served_first(server):
 
         assert priority() == "normal"
         await sub.send({"type": "subscription", "track": video, "max_height": 720, "paused": False, "pinned": True})
-        await eventually(lambda: priority() == "pinned", 5)
+        await eventually(lambda: priority() == "pinned", 10)
         await sub.send({"type": "subscription", "track": video, "max_height": 720, "pinned": "yes"})
         error = await sub.wait_for(lambda m: m.get("type") == "error", 5)
         assert error["code"] == "bad-message" and "pinned" in error["message"]
         assert priority() == "pinned", "a bad message changes nothing"
         await sub.send({"type": "subscription", "track": video, "max_height": 720})
-        await eventually(lambda: priority() == "normal", 5)
+        await eventually(lambda: priority() == "normal", 10)
     finally:
         await pub.close()
         await sub.close()
@@ -115,49 +115,55 @@ async def test_under_a_tight_downlink_the_speaker_and_then_the_pinned_video_keep
         videos = {c.producer.participant_id: c for c in subscriber.consumers() if c.producer.kind == "video"}
         c1, c2 = videos[p1.id], videos[p2.id]
         await eventually(lambda: all(c.producer.layers[2].bitrate_bps > 0 for c in (c1, c2)), 15)
-        top = max(c.producer.layers[2].bitrate_bps for c in (c1, c2))
-        low = max(c.producer.layers[0].bitrate_bps for c in (c1, c2))
-        audio = sum(c.producer.layers[0].bitrate_bps for c in subscriber.consumers() if c.producer.kind == "audio")
-        # Enough for audio, one top layer and one lowest layer even with the allocator's 15 %
-        # headroom for stepping up, not enough for two top layers.
-        enough, too_little = (top + low + audio) / 0.85, 2 * top + audio
-        budget = int((enough + too_little) / 2)
-        print(f"layer bitrates: top {top}, lowest {low}, audio {audio}; REMB {budget}")
-        assert enough < too_little
+        budgets: list[tuple[int, int, int, int]] = []
+
+        def budget_now() -> int:
+            """A REMB that fits audio, one top layer and one lowest layer even with the
+            allocator's 15 % headroom for stepping up, but not two top layers: from the layer
+            bitrates the server measures now (they move with the load on the machine, so a
+            budget computed once, early, may no longer separate the two cases later)."""
+            top = max(c.producer.layers[2].bitrate_bps for c in (c1, c2))
+            low = max(c.producer.layers[0].bitrate_bps for c in (c1, c2))
+            audio = sum(c.producer.layers[0].bitrate_bps for c in subscriber.consumers() if c.producer.kind == "audio")
+            enough, too_little = (top + low + audio) / 0.85, 2 * top + audio
+            assert enough < too_little, (top, low, audio)
+            budget = int((enough + too_little) / 2)
+            budgets.append((top, low, audio, budget))
+            return budget
 
         async def remb_until(predicate, timeout):
             loop_end = time.monotonic() + timeout
             while not predicate():
-                assert time.monotonic() < loop_end, [c.describe() for c in (c1, c2)]
-                sub.send_remb(budget)
+                assert time.monotonic() < loop_end, ([c.describe() for c in (c1, c2)], budgets[-3:])
+                sub.send_remb(budget_now())
                 await asyncio.sleep(0.2)
 
         # p1 talks: its video is the one raised. Then p2 takes over, and so does its video.
         p1.set_audio_level(-15)
-        await remb_until(lambda: subscriber.active_speaker == p1.id, 6)
+        await remb_until(lambda: subscriber.active_speaker == p1.id, 10)
         await remb_until(
-            lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10
+            lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 20
         )
         p1.set_audio_level(-127)
         p2.set_audio_level(-15)
-        await remb_until(lambda: subscriber.active_speaker == p2.id, 6)
+        await remb_until(lambda: subscriber.active_speaker == p2.id, 10)
         await remb_until(
-            lambda: c2.bandwidth_layer == 2 and c1.bandwidth_layer is not None and c1.bandwidth_layer < 2, 10
+            lambda: c2.bandwidth_layer == 2 and c1.bandwidth_layer is not None and c1.bandwidth_layer < 2, 20
         )
         assert (
             next(c for c in subscriber.describe()["consumers"] if c["track"] == c2.producer.id)["priority"]
             == "active-speaker"
         )
-        await remb_until(lambda: c2.current == 2, 5)
+        await remb_until(lambda: c2.current == 2, 10)
 
         # The subscriber pins p1: now p1's video gets the top layer, the speaker's steps down.
         t0 = time.monotonic()
         await sub.send({"type": "subscription", "track": c1.producer.id, "max_height": 720, "pinned": True})
         await remb_until(
-            lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 10
+            lambda: c1.bandwidth_layer == 2 and c2.bandwidth_layer is not None and c2.bandwidth_layer < 2, 20
         )
         print(f"pinned video on the top layer {time.monotonic() - t0:.2f}s after the pin")
-        await remb_until(lambda: c1.current == 2 and c2.current < 2, 5)
+        await remb_until(lambda: c1.current == 2 and c2.current < 2, 10)
         assert (
             next(c for c in subscriber.describe()["consumers"] if c["track"] == c1.producer.id)["priority"] == "pinned"
         )

@@ -202,6 +202,6 @@ async def test_admin_api_and_metrics_refuse_bad_tokens_wrong_rooms_and_missing_g
 async def test_tokens_are_refused_by_a_server_without_a_secret(server):
     err = await join_raw(server.ws_url, {"room": "r", "token": token("r")})
     assert err["code"] == "unauthorized"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.url + "/admin/rooms", headers={"Authorization": "Bearer " + token("*")}) as r:
-            assert r.status == 401
+    headers = {"Authorization": "Bearer " + token("*")}
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/admin/rooms", headers=headers) as r:
+        assert r.status == 401

@@ -1,5 +1,6 @@
 """Dynacast through the real server: the Python simulcast publisher stops the layers nobody needs."""
 
+import asyncio
 import time
 
 import aiohttp
@@ -17,15 +18,28 @@ def layer_packets(producer):
     return [layer.stats.packets for layer in producer.layers]
 
 
-async def growing(producer, seconds=1.0):
-    """Which layers received packets during the next ``seconds``."""
-    import asyncio
-
+async def growing(producer, seconds=1.0, audio=None):
+    """Which layers received packets during the next ``seconds``, or longer if the publisher
+    was held up: the window lasts until ``audio`` (a producer the publisher never stops), or
+    else some video layer, has received at least 30 more packets (at most 15 s)."""
+    loop = asyncio.get_running_loop()
     before, bytes_before = layer_packets(producer), sum(layer.stats.bytes for layer in producer.layers)
-    await asyncio.sleep(seconds)
-    rate = (sum(layer.stats.bytes for layer in producer.layers) - bytes_before) * 8 / seconds / 1000
-    print(f"video from the publisher: {rate:.0f} kbit/s")
-    return [after > b for after, b in zip(layer_packets(producer), before)]
+    clock = audio.layers[0].stats if audio is not None else None
+    clock_before = clock.packets if clock is not None else 0
+    t0 = loop.time()
+    deadline = t0 + 15
+    while True:
+        await asyncio.sleep(0.1)
+        elapsed = loop.time() - t0
+        if clock is not None:
+            moved = clock.packets - clock_before >= 30
+        else:
+            moved = any(after - b >= 30 for after, b in zip(layer_packets(producer), before, strict=True))
+        if (elapsed >= seconds and moved) or loop.time() > deadline:
+            break
+    rate = (sum(layer.stats.bytes for layer in producer.layers) - bytes_before) * 8 / elapsed / 1000
+    print(f"video from the publisher: {rate:.0f} kbit/s over {elapsed:.1f}s")
+    return [after > b for after, b in zip(layer_packets(producer), before, strict=True)]
 
 
 async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_return_when_it_grows(server):
@@ -46,12 +60,12 @@ async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_retur
         t0 = time.monotonic()
         await viewer.send({"type": "subscription", "track": producer.id, "max_height": 100, "paused": False})
         msg = await pub.wait_for(
-            lambda m: m.get("type") == "layers" and m["active"] == ["q"], timeout=HOLD_MS / 1000 + 3
+            lambda m: m.get("type") == "layers" and m["active"] == ["q"], timeout=HOLD_MS / 1000 + 10
         )
         told_s = time.monotonic() - t0
         assert msg == {"type": "layers", "track": producer.id, "active": ["q"], "paused": False}
         assert told_s >= HOLD_MS / 1000 - 0.3, "downgrades wait for the hold time"
-        await eventually(lambda: not producer.layers[2].active(_now_ms()), timeout=2)
+        await eventually(lambda: not producer.layers[2].active(_now_ms()), timeout=10)
         assert await growing(producer) == [True, False, False]
         assert consumer.current == 0 and consumer.bandwidth_layer in (None, 0)
         switches = consumer.layer_switches
@@ -63,17 +77,19 @@ async def test_upper_layers_stop_while_the_only_viewer_caps_its_height_and_retur
         # The viewer grows: the publisher is told at once and the viewer gets the top layer.
         t0 = time.monotonic()
         await viewer.send({"type": "subscription", "track": producer.id, "max_height": None, "paused": False})
-        await pub.wait_for(lambda m: m.get("type") == "layers" and m["active"] == ["q", "h", "f"], timeout=1)
+        await pub.wait_for(
+            lambda m: m.get("type") == "layers" and m["active"] == ["q", "h", "f"], timeout=HOLD_MS / 1000
+        )
         told_s = time.monotonic() - t0
-        await eventually(lambda: producer.layers[2].active(_now_ms()), timeout=2, interval=0.02)
+        await eventually(lambda: producer.layers[2].active(_now_ms()), timeout=10, interval=0.02)
         arrived_s = time.monotonic() - t0
-        await eventually(lambda: consumer.current == 2, timeout=3, interval=0.02)
+        await eventually(lambda: consumer.current == 2, timeout=10, interval=0.02)
         top_s = time.monotonic() - t0
         print(
             f"told the publisher after {told_s * 1000:.0f} ms, top layer arriving after {arrived_s * 1000:.0f} ms, "
             f"forwarded after {top_s * 1000:.0f} ms"
         )
-        assert told_s < 0.5
+        assert told_s < HOLD_MS / 2000, "upgrades do not wait for the hold time"
         assert consumer.layer_switches - switches <= 2, "no fallback churn on the way up"
         assert await growing(producer) == [True, True, True]
         totals = Totals()
@@ -97,10 +113,10 @@ async def test_a_video_nobody_watches_stops_and_restarts_for_a_new_viewer(server
         participant = server.app[ROOMS_KEY].rooms["dyn2"].participants[pub.id]
         producer = next(p for p in participant.producers() if p.kind == "video")
         audio = next(p for p in participant.producers() if p.kind == "audio")
-        msg = await pub.wait_for(lambda m: m.get("type") == "layers", timeout=HOLD_MS / 1000 + 3)
+        msg = await pub.wait_for(lambda m: m.get("type") == "layers", timeout=HOLD_MS / 1000 + 10)
         assert msg == {"type": "layers", "track": producer.id, "active": [], "paused": True}
-        await eventually(lambda: not any(layer.active(_now_ms()) for layer in producer.layers), timeout=2)
-        assert await growing(producer) == [False, False, False]
+        await eventually(lambda: not any(layer.active(_now_ms()) for layer in producer.layers), timeout=10)
+        assert await growing(producer, audio=audio) == [False, False, False]
         audio_before = audio.layers[0].stats.packets
         assert all(not s.active for s in pub.rtp_streams if s.clip.kind == "video")
 
@@ -108,7 +124,7 @@ async def test_a_video_nobody_watches_stops_and_restarts_for_a_new_viewer(server
         t0 = time.monotonic()
         await viewer.join()
         await pub.wait_for(lambda m: m.get("type") == "layers" and not m["paused"], timeout=10)
-        await eventually(lambda: viewer.received_from(pub.id, "video") > 30, timeout=5)
+        await eventually(lambda: viewer.received_from(pub.id, "video") > 30, timeout=15)
         print(f"video back at the new viewer after {time.monotonic() - t0:.2f}s")
         assert audio.layers[0].stats.packets > audio_before, "audio is never stopped"
     finally:
@@ -125,8 +141,6 @@ async def test_dynacast_can_be_switched_off():
         await pub.join()
         await pub.publish_rtp(audio=False, video=True, simulcast=True)
         producer = next(p for p in srv.app[ROOMS_KEY].rooms["off"].participants[pub.id].producers())
-        import asyncio
-
         await asyncio.sleep(HOLD_MS / 1000 + 1)
         assert not any(m.get("type") == "layers" for m in pub.messages)
         assert await growing(producer) == [True, True, True]

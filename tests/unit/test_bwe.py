@@ -1,6 +1,7 @@
 """Bandwidth estimation and allocation, with a fake clock and simulated links."""
 
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_feedback_round_trip_with_losses_and_large_and_negative_deltas():
     fb = parse_feedback(body)
     assert (fb.sender_ssrc, fb.media_ssrc, fb.base_seq, fb.fb_count) == (1, 2, 65534, 7)
     assert [seq for seq, _ in fb.packets] == [65534, 65535] + list(range(0, 7))
-    for (seq, got), want in zip(fb.packets, arrivals):
+    for (_, got), want in zip(fb.packets, arrivals, strict=True):
         if want is None:
             assert got is None
         else:
@@ -224,7 +225,7 @@ def test_an_estimate_oscillating_around_a_layer_boundary_does_not_flap():
         t += 200
         estimate = int(need * (1.0 + 0.15 * (1 if (i // 3) % 2 else -1)) + rng.randint(-20_000, 20_000))
         layers.append(a.update(t, estimate, 0, demands)["v"].layer)
-    changes = sum(1 for x, y in zip(layers, layers[1:]) if x != y)
+    changes = sum(1 for x, y in pairwise(layers) if x != y)
     assert changes <= 2, f"{changes} layer changes in 60 s"
 
 

@@ -34,7 +34,7 @@ def test_precedence_is_defaults_then_file_then_env_then_cli(tmp_path):
 
 
 def test_file_errors_name_the_option(tmp_path):
-    with pytest.raises(ConfigError, match="unknown option.*prot"):
+    with pytest.raises(ConfigError, match=r"unknown option.*prot"):
         load(write(tmp_path, "prot = 1\n"), {}, {})
     with pytest.raises(ConfigError, match="port must be an integer"):
         load(write(tmp_path, 'port = "80"\n'), {}, {})

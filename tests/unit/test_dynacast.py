@@ -1,16 +1,25 @@
 """Dynacast: which layers a publisher is asked to send, with a fake clock."""
 
+from sfu.bwe.allocator import Allocation, Reason
 from sfu.dynacast import HOLD_MS, LayerNeed, needed_layers, wanted_layer
 from sfu.forwarding import Codec, Consumer, OutStream, Producer
 
 VP8 = Codec("VP8", 90000)
 
 
-def simulcast_producer(heights=(180, 360, 720)):
+def simulcast_producer(heights=(180, 360, 720), on_demand_changed=None):
     producer = Producer(
-        "p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, l: None, rids=["q", "h", "f"]
+        "p-1",
+        "p",
+        "video",
+        "camera",
+        VP8,
+        96,
+        request_keyframe=lambda producer, layer: None,
+        rids=["q", "h", "f"],
+        on_demand_changed=on_demand_changed,
     )
-    for layer, height in zip(producer.layers, heights):
+    for layer, height in zip(producer.layers, heights, strict=True):
         layer.height = height
     return producer
 
@@ -46,7 +55,7 @@ def test_paused_consumers_are_ignored_but_bandwidth_limited_ones_count():
     paused = consumer_of(producer, max_height=None, paused=True)
     assert needed_layers(producer.consumers, producer.layers) == (0, "all 1 subscribers paused it")
     limited = consumer_of(producer, max_height=400)
-    limited.set_bandwidth_layer(0, 0)  # its downlink carries only the lowest layer now
+    limited.set_allocation(Allocation(0, Reason.BANDWIDTH), 0)  # its downlink carries only the lowest layer now
     assert needed_layers(producer.consumers, producer.layers)[0] == 2  # what it asked for, not what fits
     paused.set_preferences(None, False, 0)
     assert needed_layers(producer.consumers, producer.layers)[0] == 3
@@ -101,7 +110,7 @@ def test_a_new_producer_keeps_every_layer_for_the_hold_time():
 
 
 def test_a_single_layer_video_is_on_or_off_as_a_whole():
-    producer = Producer("p-2", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, l: None)
+    producer = Producer("p-2", "p", "video", "camera", VP8, 96, request_keyframe=lambda producer, layer: None)
     need = LayerNeed(len(producer.layers), now_ms=0)
     consumer = consumer_of(producer, max_height=90)
     assert needed_layers(producer.consumers, producer.layers)[0] == 1
@@ -112,9 +121,8 @@ def test_a_single_layer_video_is_on_or_off_as_a_whole():
 
 
 def test_consumers_changes_call_the_producers_demand_hook():
-    producer = simulcast_producer()
     calls = []
-    producer.on_demand_changed = lambda: calls.append(len(producer.consumers))
+    producer = simulcast_producer(on_demand_changed=lambda p: calls.append(len(p.consumers)))
     consumer = consumer_of(producer, max_height=200)  # added, then its preferences
     consumer.set_preferences(None, False, 0)
     consumer.close()
@@ -135,9 +143,10 @@ def test_a_restarted_layer_is_offered_to_the_allocator_at_its_last_bitrate():
 def test_a_restarted_layer_is_taken_on_its_first_keyframe_without_a_keyframe_request():
     from tests.unit.test_forwarding import Simulcast, assert_continuous, make, out_fields
 
-    producer, consumer, sent, requests, clock = make(rids=["q", "h", "f"])
     started = []
-    consumer.on_layer_started = lambda: started.append(consumer.current)
+    producer, consumer, sent, requests, clock = make(
+        rids=["q", "h", "f"], on_layer_started=lambda: started.append(consumer.current)
+    )
     sim = Simulcast(producer)
     consumer.set_preferences(max_height=200, paused=False, now_ms=sim.ms)
     sim.frame(key=True)  # sizes learnt; the consumer takes the low layer

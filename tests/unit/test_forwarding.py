@@ -1,6 +1,7 @@
 """Producer → consumer forwarding, single-layer and simulcast, with a fake clock and transport."""
 
 import struct
+from itertools import pairwise
 
 from sfu.forwarding import LAYER_TIMEOUT_MS, Codec, Consumer, OutStream, Producer
 from sfu.media.rtp import parse_rtp, write_header
@@ -27,7 +28,7 @@ class Clock:
         return self.t
 
 
-def make(kind="video", rids=None):
+def make(kind="video", rids=None, **consumer_options):
     clock = Clock()
     requests = []
     producer = Producer(
@@ -37,7 +38,13 @@ def make(kind="video", rids=None):
         layer.ssrc = 1111 + i
     sent = []
     consumer = Consumer(
-        producer, "s", OutStream(2222, 1000, 5000), 97, send=lambda b: sent.append(b) or True, now_s=clock
+        producer,
+        "s",
+        OutStream(2222, 1000, 5000),
+        97,
+        send=lambda b: sent.append(b) or True,
+        now_s=clock,
+        **consumer_options,
     )
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, requests, clock
@@ -69,7 +76,7 @@ def test_consumer_waits_for_keyframe_then_rewrites_header():
 def test_keyframe_requests_are_throttled_to_one_per_500ms():
     producer, consumer, sent, requests, clock = make()
     assert len(requests) == 1  # on consumer start
-    for i in range(20):
+    for _ in range(20):
         consumer.on_keyframe_request()
     assert len(requests) == 1
     clock.t += 0.6
@@ -122,7 +129,14 @@ def test_sender_report_timestamp_follows_publisher_clock():
     ntp = 1000 << 32
     producer.on_sender_report(producer.layers[0], ntp, 90000)
     # one second later on the publisher's clock: 90000 ticks later, shifted by the munger offset
-    assert consumer.sender_report_timestamp(ntp + (1 << 32)) == (5000 + 90000) & 0xFFFFFFFF
+    assert consumer.sender_report_timestamp(ntp + (1 << 32), 2000) == (5000 + 90000) & 0xFFFFFFFF
+
+
+def test_sender_report_timestamp_without_a_publisher_report_follows_the_last_packet():
+    producer, consumer, sent, requests, clock = make()
+    push(producer, 1, 90000, KEY, arrival_ms=1000)
+    # half a second after the packet arrived (media clock), whatever the wall clock says
+    assert consumer.sender_report_timestamp(123 << 32, 1500) == (5000 + 45000) & 0xFFFFFFFF
 
 
 # -- simulcast -------------------------------------------------------------------------------
@@ -163,7 +177,7 @@ def out_fields(sent):
 
 
 def assert_continuous(rows):
-    for (s0, t0, p0, l0), (s1, t1, p1, l1) in zip(rows, rows[1:]):
+    for (s0, t0, p0, l0), (s1, t1, p1, l1) in pairwise(rows):
         assert (s1 - s0) & 0xFFFF == 1, rows
         assert 0 <= (t1 - t0) & 0xFFFFFFFF < 0x80000000, "timestamps never go back"
         assert (p1 - p0) & 0x7FFF in (0, 1), "picture id continues"

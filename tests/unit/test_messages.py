@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from sfu.errors import SignalingError
-from sfu.signaling.messages import parse
+from sfu.errors import BadRequest, Conflict, NotAuthorised, ServerError, SignalingError
+from sfu.events import ConsumerBound, LayersNeeded, SubscribeOfferReady, TrackQualityChanged
+from sfu.signaling import server_messages as sm
+from sfu.signaling.messages import Candidate, IceCandidate, Join, Subscription, parse
 
 
 def code(text):
@@ -14,7 +16,7 @@ def code(text):
 
 def test_valid_join_is_normalised():
     msg = parse(json.dumps({"type": "join", "room": "demo-1", "name": "  Ada "}))
-    assert msg["name"] == "Ada"
+    assert msg == Join("demo-1", "Ada", None)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,16 @@ def test_valid_join_is_normalised():
         ('{"type": "mute", "track": "t"}', "bad-message"),
         ('{"type": "mute", "track": "t", "muted": "yes"}', "bad-message"),
         ('{"type": "chat", "text": ""}', "bad-message"),
+        # A name pattern holds for the whole string: no trailing newline slips past it.
+        ('{"type": "join", "room": "abc\\n", "name": "x"}', "bad-message"),
+        ('{"type": "join", "room": "abc\\r\\n", "name": "x"}', "bad-message"),
+        ('{"type": "join", "room": "\\nabc", "name": "x"}', "bad-message"),
+        # Nesting deeper than the decoder follows is bad JSON, not a server error.
+        ('{"a":' * 990 + "1" + "}" * 990, "bad-json"),
+        ("[" * 100000 + "]" * 100000, "bad-json"),
+        ('{"type": "subscription", "track": "t", "max_height": true}', "bad-message"),
+        ('{"type": "subscription", "track": "t", "pinned": 1}', "bad-message"),
+        ('{"type": "offer", "pc": "publish", "sdp": "v=0", "sources": {"0": ["camera"]}}', "bad-message"),
     ],
 )
 def test_every_error_path_has_a_typed_code(text, expected):
@@ -65,7 +77,12 @@ def test_valid_messages_pass():
         {"type": "mute", "track": "p1-0", "muted": True},
         {"type": "chat", "text": "hi"},
     ):
-        assert parse(json.dumps(msg))["type"] == msg["type"]
+        kind = type(parse(json.dumps(msg))).TYPE
+        assert kind == msg["type"]
+    candidate = parse('{"type": "candidate", "pc": "publish", "candidate": {"candidate": "c", "sdp_mid": "0"}}')
+    assert candidate == Candidate("publish", IceCandidate("c", "0", None))
+    sub = parse('{"type": "subscription", "track": "p1-1", "max_height": 360}')
+    assert sub == Subscription("p1-1", 360, paused=False, pinned=False)
 
 
 def test_error_codes_are_checked():
@@ -76,4 +93,79 @@ def test_error_codes_are_checked():
         "code": "room-full",
         "message": "full",
         "request": "join",
+    }
+
+
+def test_every_code_belongs_to_one_class_by_who_is_at_fault_with_its_http_status():
+    assert isinstance(SignalingError("bad-sdp", "x"), BadRequest)
+    assert isinstance(SignalingError("forbidden", "x"), NotAuthorised)
+    assert isinstance(SignalingError("room-full", "x"), Conflict)
+    assert isinstance(SignalingError("internal", "x"), ServerError)
+    assert [SignalingError(c, "x").status for c in ("bad-message", "unauthorized", "forbidden", "not-found")] == [
+        400,
+        401,
+        403,
+        404,
+    ]
+    assert SignalingError("too-many-connections", "x").status == 503
+    assert BadRequest("rate-limited", "x").status == 429
+    with pytest.raises(ValueError):
+        BadRequest("unauthorized", "a bad request cannot carry a code of another class")
+
+
+def test_server_messages_keep_the_wire_format():
+    assert sm.Error(SignalingError("room-full", "full"), "join").to_wire() == {
+        "type": "error",
+        "code": "room-full",
+        "message": "full",
+        "request": "join",
+    }
+    track = sm.TrackInfo("p1-1", "video", "camera", False, ("q", "h"))
+    joined = sm.Joined("p2", "demo", (sm.ParticipantInfo("p1", "Ada", (track,)),), sm.JoinInfo((), 2.0, 65536))
+    assert joined.to_wire() == {
+        "type": "joined",
+        "protocol": 1,
+        "id": "p2",
+        "room": "demo",
+        "participants": [
+            {
+                "id": "p1",
+                "name": "Ada",
+                "tracks": [{"id": "p1-1", "kind": "video", "source": "camera", "muted": False, "layers": ["q", "h"]}],
+            }
+        ],
+        "ice_servers": [],
+        "heartbeat_interval_s": 2.0,
+        "max_message_bytes": 65536,
+    }
+    assert sm.ServerShutdown(5.0).to_wire() == {"type": "server-shutdown", "grace_s": 5.0}
+    assert json.loads(sm.ChatRelayed("p1", "Ada", "hi", 7).encode()) == {
+        "type": "chat",
+        "from": "p1",
+        "name": "Ada",
+        "text": "hi",
+        "ts_ms": 7,
+    }
+
+
+def test_media_events_map_to_their_messages():
+    assert sm.from_event(LayersNeeded("p1-1", ("q",), False)).to_wire() == {
+        "type": "layers",
+        "track": "p1-1",
+        "active": ["q"],
+        "paused": False,
+    }
+    offer = SubscribeOfferReady("v=0\r\n", (ConsumerBound("0", "p1", "p1-0", "audio", "microphone"),))
+    assert sm.from_event(offer).to_wire() == {
+        "type": "offer",
+        "pc": "subscribe",
+        "sdp": "v=0\r\n",
+        "consumers": [{"mid": "0", "participant": "p1", "track": "p1-0", "kind": "audio", "source": "microphone"}],
+    }
+    assert sm.from_event(TrackQualityChanged("p1-1", True, "bandwidth", 90000)).to_wire() == {
+        "type": "track-quality",
+        "track": "p1-1",
+        "paused": True,
+        "reason": "bandwidth",
+        "estimate_bps": 90000,
     }

@@ -26,9 +26,9 @@ def subscription(**fields):
 
 
 def test_pinned_defaults_to_false_and_is_kept_when_true():
-    assert subscription()["pinned"] is False
-    assert subscription(pinned=True)["pinned"] is True
-    assert subscription(pinned=False, paused=True)["pinned"] is False
+    assert subscription().pinned is False
+    assert subscription(pinned=True).pinned is True
+    assert subscription(pinned=False, paused=True).pinned is False
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, 0, None, [], {}, "true"])

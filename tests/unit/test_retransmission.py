@@ -216,7 +216,7 @@ def test_reverse_and_late_packets_stop_at_a_skip_and_a_restart():
 # -- consumer: RTX to the subscriber, forwarding what the cache lacks --------------------
 
 
-def make(rtx=True):
+def make(rtx=True, **consumer_options):
     clock = Clock()
     nacks: list[tuple[int, list[int]]] = []
     plis: list[int] = []
@@ -242,6 +242,7 @@ def make(rtx=True):
         now_s=clock,
         rtx_payload_type=98 if rtx else None,
         rtx_ssrc=3333,
+        **consumer_options,
     )
     producer.add_consumer(consumer, clock())
     return producer, consumer, sent, nacks, plis
@@ -307,9 +308,10 @@ def test_resend_budget_caps_retransmissions_to_a_share_of_the_estimate():
 
 
 def test_consumers_resends_stop_at_the_budget():
-    producer, consumer, sent, nacks, plis = make()
-    consumer.resend_budget = ResendBudget(share=0.25)
-    consumer.estimate_bps = lambda: 8 * 4 * len(KEY + DELTA)  # room for one packet a second
+    # room for one packet a second
+    producer, consumer, sent, nacks, plis = make(
+        resend_budget=ResendBudget(share=0.25), estimate_bps=lambda: 8 * 4 * len(KEY + DELTA)
+    )
     push(producer, 10, KEY, 0)
     push(producer, 11, DELTA, 1)
     consumer.on_nack([1000, 1001], now_ms=10)
@@ -386,7 +388,7 @@ def test_giving_up_requests_a_keyframe_on_tick():
     push(producer, 10, KEY, 0)
     push(producer, 12, DELTA, 1)
     before = len(plis)
-    producer.tick(5000, 1000.0)  # far past the age limit
+    producer.tick(1_000_000)  # far past the age limit (and the keyframe request interval)
     assert len(plis) == before + 1
     assert producer.layers[0].nack.packets_given_up == 1
 

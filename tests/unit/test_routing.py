@@ -99,3 +99,63 @@ def test_removing_a_producer_forgets_its_media_and_rtx_ssrcs():
     assert router.media_route(40) is None and router.rtx_route(41) is None
     assert route(router, packet(42, [(MID_ID, b"0"), (RID_ID, b"h")])) is None
     assert router.remove_producer("0") is None
+
+
+def count_rid_lookups(producer):
+    """Count how often the router asks the producer for a layer by RID (one per extension walk)."""
+    calls = [0]
+    lookup = producer.layer_by_rid
+
+    def counted(rid):
+        calls[0] += 1
+        return lookup(rid)
+
+    producer.layer_by_rid = counted
+    return calls
+
+
+def test_an_unroutable_ssrc_has_its_extensions_read_once_not_per_packet():
+    router, producer = make_router(rids=["q", "h"])
+    route(router, packet(50, [(MID_ID, b"0"), (RID_ID, b"q")]))
+    calls = count_rid_lookups(producer)
+    # A second stream claiming a bound layer, 1,000 packets long: not forwarded, and cheap.
+    for seq in range(1000):
+        assert route(router, packet(51, [(MID_ID, b"0"), (RID_ID, b"q")], seq=seq)) is None
+    assert calls[0] == 1
+    assert router.media_route(50) is not None and producer.layers[0].ssrc == 50
+
+
+def test_a_flood_of_random_ssrcs_learns_at_most_the_limit_and_remembers_a_bounded_few():
+    import random
+
+    from sfu.rtc.routing import UNROUTABLE_CACHE_SIZE
+
+    rng = random.Random(7)
+    router = SsrcRouter(max_ssrcs=16)
+    router.set_extension_ids(MID_ID, RID_ID, REPAIRED_ID)
+    producer = Producer("p-0", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, layer: None, rids=["q"])
+    producer.layers.append(type(producer.layers[0])(1, "h", 90000))  # a second layer: simulcast
+    producer.rtx_payload_type = 97
+    router.add_producer("0", producer)
+    route(router, packet(1, [(MID_ID, b"0"), (RID_ID, b"q")]))
+    ssrcs = rng.sample(range(2, 1 << 32), 56_000)
+    for i, ssrc in enumerate(ssrcs):
+        if i % 2:  # each claims to repair a real layer: an RTX stream to learn
+            route(router, packet(ssrc, [(MID_ID, b"0"), (REPAIRED_ID, b"q")], pt=97))
+        else:  # extensions, but no MID
+            route(router, packet(ssrc, [(3, b"\x01\x02")]))
+    assert router.learnt_ssrcs == 16, "media and RTX streams together stop at the limit"
+    # Refused and counted: every new SSRC once the limit was reached (after the first 15 RTX
+    # claims were learnt, and the 15 MID-less streams sent among them were found unroutable).
+    assert router.ssrcs_over_limit == len(ssrcs) - 30
+    assert router.unroutable_ssrcs <= UNROUTABLE_CACHE_SIZE
+    assert route(router, packet(1)) is not None, "the real stream is still routed"
+
+
+def test_what_could_not_be_routed_is_retried_once_the_routes_change():
+    router, producer = make_router()
+    assert route(router, packet(60, [(MID_ID, b"1")])) is None  # MID 1 is not published yet
+    second = Producer("p-1", "p", "video", "camera", VP8, 96, request_keyframe=lambda p, layer: None)
+    router.add_producer("1", second)
+    found = route(router, packet(60, [(MID_ID, b"1")]))
+    assert found is not None and found[0] is second

@@ -2,6 +2,7 @@
 
 import random
 import time
+from itertools import pairwise
 
 from sfu.bwe.twcc import (
     DELTA_UNIT_US,
@@ -90,7 +91,7 @@ def test_wrap_inside_one_report_keeps_the_order():
     assert fb.base_seq == 65533
     assert [s for s, _ in fb.packets] == [65533, 65534, 65535, 0, 1, 2]
     arrivals = [a for _, a in fb.packets]
-    assert [b - a for a, b in zip(arrivals, arrivals[1:])] == [1000] * 5
+    assert [b - a for a, b in pairwise(arrivals)] == [1000] * 5
 
 
 def test_reordered_packets_are_reported_at_their_own_number():
