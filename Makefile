@@ -46,3 +46,8 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Long fuzz run: SFU_FUZZ_EXAMPLES inputs per target (the bounded run is part of `make test`).
+.PHONY: fuzz
+fuzz: $(VENV)/.installed-test
+	SFU_FUZZ_EXAMPLES=$${SFU_FUZZ_EXAMPLES:-1000000} $(PY) -m pytest tests/fuzz -q -s --durations=0 $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import fractions
 import json
 import math
@@ -26,10 +27,10 @@ import aiohttp
 import av
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
 
 from .media.keyframe import vp8_keyframe_start
-from .media.rtp import MalformedPacket, parse_rtp
+from .media.rtcp import RtcpFir, RtcpPli, RtcpRemb, parse_compound
+from .media.rtp import MalformedPacket, one_byte_extensions, parse_rtp, write_header_flags
 from .rtc import aiortc_glue as glue
 from .speaker import AUDIO_LEVEL_URI
 
@@ -54,7 +55,7 @@ def _video_clip(width: int, height: int, fps: int, seconds: int, bitrate: int) -
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.time_base = fractions.Fraction(1, fps)
-    codec.framerate = fps
+    codec.framerate = fractions.Fraction(fps)
     codec.bit_rate = bitrate
     codec.gop_size = fps  # a keyframe every second
     codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
@@ -128,7 +129,7 @@ class PreEncodedTrack(MediaStreamTrack):
         self._clock = VIDEO_CLOCK if clip.kind == "video" else AUDIO_CLOCK
         self._step = int(self._clock / clip.fps)
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self._index / self._clip.fps
@@ -161,12 +162,6 @@ def vp8_packetize(frame: bytes, picture_id: int) -> list[bytes]:
     chunks = [frame[i : i + VP8_MAX_PAYLOAD] for i in range(0, len(frame), VP8_MAX_PAYLOAD)] or [b""]
     pid = bytes([0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF])
     return [bytes([0x90 if i == 0 else 0x80, 0x80]) + pid + c for i, c in enumerate(chunks)]
-
-
-def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
-    body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in elements)
-    body += b"\0" * (-len(body) % 4)
-    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
 
 
 @dataclass
@@ -215,8 +210,9 @@ class RtpStream:
         out = []
         for i, payload in enumerate(payloads):
             marker = 1 if i == len(payloads) - 1 else 0
-            b0 = 0x90 if ext else 0x80
-            header = struct.pack("!BBHII", b0, (marker << 7) | self.payload_type, self.seq, ts, self.ssrc)
+            header = write_header_flags(
+                marker, self.payload_type, self.seq, ts, self.ssrc, extension=bool(ext), padding=False
+            )
             self.seq = (self.seq + 1) & 0xFFFF
             out.append(header + ext + payload)
         return out
@@ -377,7 +373,7 @@ class Participant:
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         self._answer = asyncio.get_running_loop().create_future()
         await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
-        error = asyncio.ensure_future(
+        error: asyncio.Future[Any] = asyncio.ensure_future(
             self.wait_for(lambda m: m.get("type") == "error" and m.get("request") == "offer", 30)
         )
         try:
@@ -415,19 +411,20 @@ class Participant:
         for t in transceivers:
             media = next(m for m in description.media if m.rtp.muxId == t.mid)
             codec = next(c for c in media.rtp.codecs if c.name.lower() in ("vp8", "opus"))
+            pt, mid = codec.payloadType, t.mid
+            if pt is None or mid is None:
+                raise RuntimeError("the answer names no payload type or MID for a publish transceiver")
             if t.kind == "audio":
                 level_id = next((e.id for e in media.rtp.headerExtensions if e.uri == AUDIO_LEVEL_URI), None)
-                stream = RtpStream(load_clip("audio"), codec.payloadType, AUDIO_CLOCK, t.mid, None, ssrc=ssrcs["audio"])
+                stream = RtpStream(load_clip("audio"), pt, AUDIO_CLOCK, mid, None, ssrc=ssrcs["audio"])
                 stream.audio_level_ext_id, stream.level = level_id, self._audio_level
                 streams.append(stream)
             elif rids:
                 for rid, width, height, bitrate in SIMULCAST_LAYERS:
                     clip = load_clip("video", width=width, height=height, bitrate=bitrate)
-                    streams.append(RtpStream(clip, codec.payloadType, VIDEO_CLOCK, t.mid, rid))
+                    streams.append(RtpStream(clip, pt, VIDEO_CLOCK, mid, rid))
             else:
-                streams.append(
-                    RtpStream(load_clip("video"), codec.payloadType, VIDEO_CLOCK, t.mid, None, ssrc=ssrcs["video"])
-                )
+                streams.append(RtpStream(load_clip("video"), pt, VIDEO_CLOCK, mid, None, ssrc=ssrcs["video"]))
         self.rtp_streams = streams
         self._rtp_task = asyncio.get_running_loop().create_task(self._send_rtp(pc, streams, trailer))
 
@@ -452,14 +449,19 @@ class Participant:
 
         async def on_rtcp(data: bytes) -> None:  # answer keyframe requests, as an encoder does
             try:
-                packets = RtcpPacket.parse(data)
-            except Exception:
+                packets = parse_compound(data)
+            except MalformedPacket:
                 return
             for p in packets:
-                if isinstance(p, RtcpPsfbPacket) and p.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                    for stream in streams:
-                        if stream.ssrc == p.media_ssrc:
-                            stream.keyframe_wanted = True
+                if isinstance(p, RtcpPli):
+                    wanted = {p.media_ssrc}
+                elif isinstance(p, RtcpFir):
+                    wanted = {ssrc for ssrc, _ in p.entries}
+                else:
+                    continue
+                for stream in streams:
+                    if stream.ssrc in wanted:
+                        stream.keyframe_wanted = True
 
         glue.install_tap(pc, ignore_rtp, on_rtcp)
         start = time.monotonic()
@@ -556,15 +558,11 @@ class Participant:
     def send_remb(self, bitrate_bps: int) -> bool:
         """Tell the server our downlink carries ``bitrate_bps`` (RTCP REMB for every stream we
         receive), as a receiver's bandwidth estimator would."""
-        from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
-
         pc = self.subscribe_pc
         transports = glue.dtls_transports(pc) if pc is not None else []
         if not transports or not self._ssrc_mid:
             return False
-        packet = RtcpPsfbPacket(
-            fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(bitrate_bps, sorted(self._ssrc_mid))
-        )
+        packet = RtcpRemb(sender_ssrc=1, bitrate_bps=bitrate_bps, ssrcs=sorted(self._ssrc_mid))
         return glue.send_packet(transports[0], bytes(packet), rtcp=True)
 
     def received_from(self, participant_id: str, kind: str) -> int:
@@ -578,10 +576,8 @@ class Participant:
             return
         self.closed = True
         if leave and self._ws is not None and not self._ws.closed:
-            try:
+            with contextlib.suppress(ConnectionError):
                 await self.send({"type": "leave"})
-            except ConnectionError:
-                pass
         if self._rtp_task is not None:
             self._rtp_task.cancel()
             await asyncio.gather(self._rtp_task, return_exceptions=True)

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .vp8 import keyframe_size as vp8_keyframe_size
+from .vp8 import parse_descriptor
 
 
 def vp8_keyframe_start(payload: bytes) -> bool:
-    """True when this VP8 RTP payload starts a keyframe (RFC 7741)."""
-    n = len(payload)
-    if n < 1:
-        return False
-    b0 = payload[0]
-    if not b0 & 0x10 or b0 & 0x07:  # S bit (start of partition) and partition index 0
-        return False
-    pos = 1
-    if b0 & 0x80:  # X: extended control bits
-        if n < 2:
-            return False
-        x = payload[1]
-        pos = 2
-        if x & 0x80:  # I: picture id
-            if n <= pos:
-                return False
-            pos += 2 if payload[pos] & 0x80 else 1
-        if x & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if x & 0x30:  # T or K
-            pos += 1
-    if n <= pos:
-        return False
-    return not payload[pos] & 0x01  # P bit of the VP8 payload header: 0 = keyframe
+    """True when this VP8 RTP payload starts a keyframe (RFC 7741): the descriptor (vp8.py's
+    parser) says start of partition 0, and the P bit of the VP8 payload header is 0."""
+    if not payload or not payload[0] & 0x10 or payload[0] & 0x07:
+        return False  # cheap test first: most packets do not start a frame
+    d = parse_descriptor(payload)
+    return d is not None and len(payload) > d.header_size and not payload[d.header_size] & 0x01
 
 
 def _h264_nal_is_key(nal_type: int) -> bool:
@@ -168,7 +153,7 @@ def h264_keyframe_size(payload: bytes) -> tuple[int, int] | None:
     return None
 
 
-def keyframe_detector(codec_name: str):  # type: ignore[no-untyped-def]
+def keyframe_detector(codec_name: str) -> Callable[[bytes], bool] | None:
     """The keyframe test for a codec name ("VP8", "H264"), or None for audio."""
     name = codec_name.upper()
     if name == "VP8":
@@ -178,7 +163,7 @@ def keyframe_detector(codec_name: str):  # type: ignore[no-untyped-def]
     return None
 
 
-def keyframe_size_reader(codec_name: str):  # type: ignore[no-untyped-def]
+def keyframe_size_reader(codec_name: str) -> Callable[[bytes], tuple[int, int] | None] | None:
     """The function that reads (width, height) from a keyframe's first packet, or None."""
     name = codec_name.upper()
     if name == "VP8":

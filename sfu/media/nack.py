@@ -11,12 +11,15 @@ the same way.
 The RTT to the publisher is learned from the repairs themselves: the time from the first NACK
 of a packet to its arrival (Karn's rule: packets NACKed more than once are not sampled).
 
-Pure logic: time is an argument (milliseconds, any clock), nothing is sent from here.
+Pure logic: time is an argument (milliseconds, any clock), nothing is sent from here; the
+NACK packet itself is media.rtcp's (``pack_nack``, also exported here as ``nack_packet``).
 """
 
 from __future__ import annotations
 
-import struct
+from .rtcp import pack_nack as nack_packet
+
+__all__ = ["NackGenerator", "ResendBudget", "nack_packet"]
 
 REORDER_WAIT_MS = 10  # a gap is NACKed once it is this old
 MAX_AGE_MS = 1000  # a missing packet is given up this long after the gap was seen
@@ -162,26 +165,6 @@ class NackGenerator:
             "missing": len(self._missing),
             "rtt_ms": round(self.rtt_ms, 1),
         }
-
-
-def nack_packet(sender_ssrc: int, media_ssrc: int, ext_seqs: list[int]) -> bytes:
-    """An RTCP generic NACK (RFC 4585 6.2.1) for ascending extended sequence numbers.
-
-    (aiortc's RtcpRtpfbPacket cannot pack a list that wraps past 65535.)
-    """
-    fci = bytearray()
-    pid, blp = -1, 0
-    for seq in ext_seqs:
-        if pid >= 0 and 0 < seq - pid <= 16:
-            blp |= 1 << (seq - pid - 1)
-            continue
-        if pid >= 0:
-            fci += struct.pack("!HH", pid & 0xFFFF, blp)
-        pid, blp = seq, 0
-    if pid >= 0:
-        fci += struct.pack("!HH", pid & 0xFFFF, blp)
-    length_words = 2 + len(fci) // 4
-    return struct.pack("!BBHII", 0x81, 205, length_words, sender_ssrc, media_ssrc) + bytes(fci)
 
 
 class ResendBudget:

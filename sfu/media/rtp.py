@@ -1,7 +1,9 @@
-"""Minimal RTP header parsing and writing for the forwarding path.
+"""RTP packets: header parsing for the forwarding path, and every RTP write the server does
+(headers, header extension blocks, the transport-wide sequence number, padding packets).
 
 Only what forwarding needs is decoded; the payload is never touched except by keyframe
-detection. Header extensions are parsed on demand (RFC 8285 one- and two-byte forms).
+detection. Header extensions are parsed on demand (RFC 8285 one- and two-byte forms, one
+walker). ``MalformedPacket`` is the one exception the RTP and RTCP parsers raise.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 RTP_VERSION = 2
 _HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
+_EXT_HDR = struct.Struct("!HH")
+_FIRST_BYTE = (0x80, 0x90, 0xA0, 0xB0)  # version 2, by X + 2 * P
 
 
 class MalformedPacket(ValueError):
@@ -63,11 +67,13 @@ def parse_rtp(data: bytes) -> RtpView:
     return RtpView(b1 & 0x7F, b1 >> 7, seq, ts, ssrc, pos, end, ext_start)
 
 
-def find_extension(data: bytes, ext_start: int, ext_id: int) -> tuple[int, int]:
+def find_extension(data: bytes, ext_start: int, ext_id: int, out: dict[int, bytes] | None = None) -> tuple[int, int]:
     """Where one header extension element's data lies: (offset, length), or (-1, 0) when the
-    packet has no such element or it overruns the extension block (RFC 8285, one- and
-    two-byte forms). Nothing is allocated: the per-packet readers (transport-wide sequence
-    number, audio level) use it on every packet."""
+    packet has no such element (RFC 8285, one- and two-byte forms). Nothing is allocated:
+    the per-packet readers (transport-wide sequence number, audio level) use it on every
+    packet. The one walker of extension blocks: given ``out``, it puts every element in it
+    by id instead (``header_extensions``). An element overrunning the extension block ends
+    the walk (it and what follows are ignored), as does the one-byte form's id 15."""
     if ext_start < 0 or ext_start + 4 > len(data):
         return -1, 0
     profile = (data[ext_start] << 8) | data[ext_start + 1]
@@ -76,14 +82,16 @@ def find_extension(data: bytes, ext_start: int, ext_id: int) -> tuple[int, int]:
     if profile == 0xBEDE:
         while pos < end:
             b = data[pos]
-            if b == 0:
+            if b < 0x10:  # id 0: a padding byte (whatever its length field says, as libwebrtc reads it)
                 pos += 1
                 continue
             element_id, size = b >> 4, (b & 0x0F) + 1
-            if element_id == 15:
-                return -1, 0
-            if element_id == ext_id:
-                return (pos + 1, size) if pos + 1 + size <= end else (-1, 0)
+            if element_id == 15 or pos + 1 + size > end:
+                break
+            if out is not None:
+                out[element_id] = data[pos + 1 : pos + 1 + size]
+            elif element_id == ext_id:
+                return pos + 1, size
             pos += 1 + size
     elif (profile & 0xFFF0) == 0x1000:
         while pos + 1 < end:
@@ -92,49 +100,69 @@ def find_extension(data: bytes, ext_start: int, ext_id: int) -> tuple[int, int]:
                 pos += 1
                 continue
             size = data[pos + 1]
-            if element_id == ext_id:
-                return (pos + 2, size) if pos + 2 + size <= end else (-1, 0)
+            if pos + 2 + size > end:
+                break
+            if out is not None:
+                out[element_id] = data[pos + 2 : pos + 2 + size]
+            elif element_id == ext_id:
+                return pos + 2, size
             pos += 2 + size
     return -1, 0
 
 
 def header_extensions(data: bytes, ext_start: int) -> dict[int, bytes]:
     """All header extension elements of a packet, by id (RFC 8285)."""
-    if ext_start < 0:
-        return {}
-    profile = (data[ext_start] << 8) | data[ext_start + 1]
-    length = 4 * ((data[ext_start + 2] << 8) | data[ext_start + 3])
-    pos = ext_start + 4
-    end = min(pos + length, len(data))
     out: dict[int, bytes] = {}
-    if profile == 0xBEDE:
-        while pos < end:
-            b = data[pos]
-            if b == 0:
-                pos += 1
-                continue
-            ext_id, size = b >> 4, (b & 0x0F) + 1
-            if ext_id == 15:
-                break
-            pos += 1
-            out[ext_id] = data[pos : pos + size]
-            pos += size
-    elif (profile & 0xFFF0) == 0x1000:
-        while pos + 1 < end:
-            ext_id = data[pos]
-            if ext_id == 0:
-                pos += 1
-                continue
-            size = data[pos + 1]
-            pos += 2
-            out[ext_id] = data[pos : pos + size]
-            pos += size
+    find_extension(data, ext_start, -1, out)
     return out
 
 
+def one_byte_extensions(elements: list[tuple[int, bytes]]) -> bytes:
+    """An RFC 8285 one-byte-form extension block (header and padding included) for
+    (id 1..14, 1..16 bytes of data) elements."""
+    body = bytearray()
+    for ext_id, value in elements:
+        if not 1 <= ext_id <= 14 or not 1 <= len(value) <= 16:
+            raise ValueError("a one-byte header extension has an id of 1..14 and 1..16 bytes")
+        body.append((ext_id << 4) | (len(value) - 1))
+        body += value
+    body += bytes(-len(body) % 4)
+    return _EXT_HDR.pack(0xBEDE, len(body) // 4) + bytes(body)
+
+
 def write_header(marker: int, payload_type: int, seq: int, timestamp: int, ssrc: int) -> bytes:
-    """A 12-byte RTP header with no CSRCs and no extensions."""
+    """A 12-byte RTP header with no CSRCs and no extensions (every forwarded packet: fields are
+    taken as given, a 16-bit seq and 32-bit timestamp and SSRC)."""
     return _HDR.pack(0x80, (marker << 7) | payload_type, seq, timestamp, ssrc)
+
+
+def write_header_flags(
+    marker: int, payload_type: int, seq: int, timestamp: int, ssrc: int, extension: bool, padding: bool
+) -> bytes:
+    """``write_header`` with the X and P bits: the caller appends the extension block, and the
+    padding whose last byte is its size."""
+    return _HDR.pack(_FIRST_BYTE[extension + 2 * padding], (marker << 7) | payload_type, seq, timestamp, ssrc)
+
+
+def padding_packet(payload_type: int, seq: int, timestamp: int, ssrc: int, size: int) -> bytes:
+    """An RTP packet of ``size`` bytes (13..267) whose payload is all padding (RFC 3550 5.1),
+    as sent on an RTX stream to probe the bandwidth."""
+    pad = size - 12
+    if not 1 <= pad <= 255:
+        raise ValueError("a padding-only packet is 13 to 267 bytes")
+    header = write_header_flags(0, payload_type, seq, timestamp, ssrc, extension=False, padding=True)
+    return header + bytes(pad - 1) + bytes((pad,))
+
+
+def with_transport_seq(packet: bytes, ext_id: int, transport_seq: int) -> bytes:
+    """A copy of a packet with a plain 12-byte header (no CSRC, no extension) that carries
+    a transport-wide sequence number (one-byte form, ``ext_id`` 1..14) in a new extension."""
+    return (
+        bytes((packet[0] | 0x10,))
+        + packet[1:12]
+        + bytes((0xBE, 0xDE, 0, 1, (ext_id << 4) | 1, (transport_seq >> 8) & 0xFF, transport_seq & 0xFF, 0))
+        + packet[12:]
+    )
 
 
 def rewrite(packet: bytes, seq: int, timestamp: int, ssrc: int) -> bytes:

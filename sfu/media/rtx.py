@@ -7,17 +7,25 @@ original sequence number (OSN, 2 bytes) in front of the original payload.
 
 from __future__ import annotations
 
-import struct
-
-from .rtp import RtpView
-
-_HDR = struct.Struct("!BBHII")
+from .rtp import MalformedPacket, RtpView, write_header_flags
 
 
 def wrap_rtx(packet: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int) -> bytes:
-    """The RTX form of a full RTP packet with a plain 12-byte header (what consumers send)."""
-    b0, b1, seq, ts, _ = _HDR.unpack_from(packet, 0)
-    header = _HDR.pack(b0 & 0xC0, (b1 & 0x80) | rtx_payload_type, rtx_seq & 0xFFFF, ts, rtx_ssrc)
+    """The RTX form of a full RTP packet with a plain 12-byte header (what consumers send):
+    the padding bit is kept (the padding stays at the end), CSRCs and extensions are not
+    expected. MalformedPacket if the packet is shorter than an RTP header."""
+    if len(packet) < 12:
+        raise MalformedPacket("RTP packet shorter than 12 bytes")
+    ts = int.from_bytes(packet[4:8], "big")
+    header = write_header_flags(
+        packet[1] >> 7,
+        rtx_payload_type,
+        rtx_seq & 0xFFFF,
+        ts,
+        rtx_ssrc,
+        extension=False,
+        padding=bool(packet[0] & 0x20),
+    )
     return header + packet[2:4] + packet[12:]
 
 

@@ -104,7 +104,7 @@ class Vp8Munger:
             self._started = True
             self._pending = False
         if self._pid_offset == 0 and self._tl0_offset == 0:
-            self._remember(d.picture_id, d.tl0picidx)
+            self._remember(d.picture_id, d.tl0picidx, mask)
             return payload
         pid = (d.picture_id + self._pid_offset) & mask
         buf = bytearray(payload)
@@ -117,12 +117,13 @@ class Vp8Munger:
         if d.tl0picidx >= 0:
             tl0 = (d.tl0picidx + self._tl0_offset) & 0xFF
             buf[d.tl0picidx_pos] = tl0
-        self._remember(pid, tl0)
+        self._remember(pid, tl0, mask)
         return bytes(buf)
 
-    def _remember(self, pid: int, tl0: int) -> None:
-        # Only move forward (a late packet of an older frame must not pull the state back).
-        if self.last_pid < 0 or ((pid - self.last_pid) & 0x7FFF) < 0x4000:
+    def _remember(self, pid: int, tl0: int, mask: int) -> None:
+        # Only move forward (a late packet of an older frame must not pull the state back),
+        # judged in the picture ID's own width (a 7-bit ID wraps from 127 to 0).
+        if self.last_pid < 0 or ((pid - self.last_pid) & mask) <= mask >> 1:
             self.last_pid = pid
         if tl0 >= 0 and (self.last_tl0 < 0 or ((tl0 - self.last_tl0) & 0xFF) < 0x80):
             self.last_tl0 = tl0

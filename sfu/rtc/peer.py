@@ -18,11 +18,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiortc.rtp import RtcpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from ..errors import SignalingError
 from ..events import EventSink, MediaEvent
+from ..media.rtcp import MalformedPacket, RtcpPacket, parse_packet, split_compound
 from ..tasks import spawn
 from . import aiortc_glue as glue
 
@@ -136,7 +136,7 @@ class PeerBase:
     def tick(self, now_ms: int) -> None:
         """Periodic work between RTCP reports (every TICK_INTERVAL_S)."""
 
-    def send_rtcp(self, packets: list[Any]) -> bool:
+    def send_rtcp(self, packets: list[RtcpPacket]) -> bool:
         transport = self.transport
         if transport is None or not packets:
             return False
@@ -150,18 +150,26 @@ class PeerBase:
         pass
 
     async def _on_rtcp(self, data: bytes) -> None:
+        """Every packet of a compound RTCP packet to ``handle_rtcp``, as a typed value. A
+        malformed packet is dropped and counted (``malformed_packets``); the well-formed
+        packets beside it are still handled, unless the compound's framing itself is broken."""
         try:
-            packets = RtcpPacket.parse(data)
-        except Exception:
+            parts = split_compound(data)
+        except MalformedPacket:
             self.malformed_packets += 1
             return
-        for packet in packets:
+        for packet_type, fmt, body, raw in parts:
+            try:
+                packet = parse_packet(packet_type, fmt, body, raw)
+            except MalformedPacket:
+                self.malformed_packets += 1
+                continue
             self.handle_rtcp(packet)
 
-    def handle_rtcp(self, packet: Any) -> None:
+    def handle_rtcp(self, packet: RtcpPacket) -> None:
         pass
 
-    def rtcp_reports(self) -> list[Any]:
+    def rtcp_reports(self) -> list[RtcpPacket]:
         return []
 
     async def _run_rtcp(self) -> None:

@@ -16,22 +16,21 @@ from typing import Any
 
 from aiortc import RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
-from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_PLI,
-    RtcpPsfbPacket,
-    RtcpReceiverInfo,
-    RtcpRrPacket,
-    RtcpSrPacket,
-    pack_remb_fci,
-)
 
 from ..bwe.twcc import TWCC_URI, FeedbackGenerator, read_transport_seq
 from ..dynacast import LayerNeed, needed_layers
 from ..errors import SignalingError
 from ..events import EventSink, LayersNeeded
 from ..forwarding import Producer
-from ..media.nack import nack_packet
+from ..media.rtcp import (
+    ReceptionReport,
+    RtcpPacket,
+    RtcpPli,
+    RtcpReceiverReport,
+    RtcpRemb,
+    RtcpSenderReport,
+    pack_nack,
+)
 from ..media.rtp import MalformedPacket, parse_rtp
 from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..stream import Layer
@@ -270,13 +269,13 @@ class PublishPeer(PeerBase):
         except asyncio.CancelledError:
             pass
 
-    def handle_rtcp(self, packet: Any) -> None:
-        if isinstance(packet, RtcpSrPacket):
+    def handle_rtcp(self, packet: RtcpPacket) -> None:
+        if isinstance(packet, RtcpSenderReport):
             route = self.router.media_route(packet.ssrc)
-            ntp = packet.sender_info.ntp_timestamp
+            ntp = packet.ntp_timestamp
             self._lsr[packet.ssrc] = ((ntp >> 16) & 0xFFFFFFFF, self._now_s())
             if route is not None:
-                route[0].on_sender_report(route[1], ntp, packet.sender_info.rtp_timestamp)
+                route[0].on_sender_report(route[1], ntp, packet.rtp_timestamp)
 
     def _demand_changed(self, producer: Producer) -> None:
         self._update_layers(producer, self._now_ms())
@@ -308,12 +307,12 @@ class PublishPeer(PeerBase):
 
     def _send_pli(self, producer: Producer, layer: Layer) -> None:
         if layer.ssrc is not None:
-            self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=layer.ssrc)])
+            self.send_rtcp([RtcpPli(self.rtcp_ssrc, layer.ssrc)])
 
     def _send_nack(self, producer: Producer, layer: Layer, ext_seqs: list[int]) -> None:
         transport = self.transport
         if layer.ssrc is not None and transport is not None:
-            glue.send_packet(transport, nack_packet(self.rtcp_ssrc, layer.ssrc, ext_seqs), rtcp=True)
+            glue.send_packet(transport, pack_nack(self.rtcp_ssrc, layer.ssrc, ext_seqs), rtcp=True)
 
     def tick(self, now_ms: int) -> None:
         for producer in list(self.producers.values()):
@@ -334,6 +333,7 @@ class PublishPeer(PeerBase):
                 "unroutable_packets": self.unroutable_packets,
             },
             "tracks": [{"track": p.id, **p.describe_repair()} for p in self.producers.values()],
+            "malformed_packets": self.malformed_packets,
             "transport_cc": {
                 "negotiated": self._twcc_ext_id is not None,
                 "feedback_packets_sent": self.feedback.packets_sent,
@@ -345,7 +345,7 @@ class PublishPeer(PeerBase):
     def layers(self) -> list[Layer]:
         return [layer for p in self.producers.values() for layer in p.layers if layer.ssrc is not None]
 
-    def rtcp_reports(self) -> list[Any]:
+    def rtcp_reports(self) -> list[RtcpPacket]:
         reports = []
         now = self._now_s()
         for layer in self.layers():
@@ -361,7 +361,7 @@ class PublishPeer(PeerBase):
                     # ambiguous too): report as if none had come (RFC 3550 6.4.1: both zero).
                     lsr, dlsr = 0, 0
             reports.append(
-                RtcpReceiverInfo(
+                ReceptionReport(
                     ssrc=layer.ssrc,
                     fraction_lost=stats.fraction_lost(),
                     packets_lost=stats.cumulative_lost,
@@ -371,20 +371,13 @@ class PublishPeer(PeerBase):
                     dlsr=dlsr,
                 )
             )
-        packets: list[Any] = []
+        packets: list[RtcpPacket] = []
         for i in range(0, len(reports), 31):  # at most 31 report blocks per RR
-            packets.append(RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports[i : i + 31]))
+            packets.append(RtcpReceiverReport(ssrc=self.rtcp_ssrc, reports=reports[i : i + 31]))
         video = [layer.ssrc for p in self.producers.values() if p.kind == "video" for layer in p.layers if layer.ssrc]
         if video and self._publisher_bitrate_bps > 0:
             # One REMB for all video streams and all their layers together.
-            packets.append(
-                RtcpPsfbPacket(
-                    fmt=RTCP_PSFB_APP,
-                    ssrc=self.rtcp_ssrc,
-                    media_ssrc=0,
-                    fci=pack_remb_fci(self._publisher_bitrate_bps, video),
-                )
-            )
+            packets.append(RtcpRemb(self.rtcp_ssrc, self._publisher_bitrate_bps, video))
         return packets
 
     def _close_children(self) -> None:

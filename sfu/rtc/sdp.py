@@ -139,8 +139,9 @@ def add_transport_cc(sdp: str, ext_id: int) -> str:
         if in_media and line.startswith("a=mid:"):
             out.append(f"a=extmap:{ext_id} {TWCC_URI}")
         if in_media and line.startswith("a=rtpmap:") and " rtx/" not in line.lower():
-            pt = line[len("a=rtpmap:") :].split()[0]
-            out.append(f"a=rtcp-fb:{pt} transport-cc")
+            fields = line[len("a=rtpmap:") :].split()
+            if fields:  # an rtpmap without a payload type gets nothing
+                out.append(f"a=rtcp-fb:{fields[0]} transport-cc")
     return "\r\n".join(out) + "\r\n"
 
 

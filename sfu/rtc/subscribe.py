@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,26 +18,25 @@ from typing import Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
-from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    RtcpPsfbPacket,
-    RtcpRrPacket,
-    RtcpRtpfbPacket,
-    RtcpSenderInfo,
-    RtcpSrPacket,
-    unpack_remb_fci,
-)
 
 from ..bwe.allocator import PAUSED, Allocation, Priority
 from ..bwe.downlink import DownlinkController, StreamInput
-from ..bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, parse_feedback, split_compound
+from ..bwe.twcc import TWCC_URI
 from ..errors import SignalingError
 from ..events import ConsumerBound, EventSink, SubscribeOfferReady, TrackQualityChanged
 from ..forwarding import Consumer, OutStream, Producer
 from ..media.nack import ResendBudget
+from ..media.rtcp import (
+    RtcpFir,
+    RtcpNack,
+    RtcpPacket,
+    RtcpPli,
+    RtcpReceiverReport,
+    RtcpRemb,
+    RtcpSenderReport,
+    RtcpTransportCc,
+)
+from ..media.rtp import padding_packet, with_transport_seq
 from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
@@ -365,12 +363,7 @@ class SubscribePeer(PeerBase):
         if ext_id is not None:
             tw = self._tw_seq
             self._tw_seq = (tw + 1) & 0xFFFF
-            packet = (
-                bytes((packet[0] | 0x10,))
-                + packet[1:12]
-                + bytes((0xBE, 0xDE, 0, 1, (ext_id << 4) | 1, tw >> 8, tw & 0xFF, 0))
-                + packet[12:]
-            )
+            packet = with_transport_seq(packet, ext_id, tw)
             if not glue.send_packet(transport, packet):
                 return False
             self.estimator.on_sent(tw, self._now_ms(), len(packet))
@@ -378,26 +371,6 @@ class SubscribePeer(PeerBase):
             return False
         self._bytes_sent += len(packet)
         return True
-
-    async def _on_rtcp(self, data: bytes) -> None:
-        try:
-            parts = split_compound(data)
-        except ValueError:
-            self.malformed_packets += 1
-            return
-        rest = []
-        for pt, fmt, body, raw in parts:
-            if pt == RTCP_RTPFB and fmt == TWCC_FMT:
-                try:
-                    feedback = parse_feedback(body)
-                except ValueError:
-                    self.malformed_packets += 1
-                    continue
-                self.estimator.on_feedback(feedback, self._now_ms())
-            else:
-                rest.append(raw)
-        if rest:
-            await super()._on_rtcp(b"".join(rest))
 
     def _on_layer_started(self) -> None:
         self.allocate(self._now_ms(), probe=False)
@@ -448,13 +421,13 @@ class SubscribePeer(PeerBase):
             loop.call_later(i * TICK_INTERVAL_S / PADDING_BURSTS, self._send_padding, slot, burst)
 
     def _send_padding(self, slot: Slot, budget: int) -> None:
-        if slot.consumer is None or not self.downlink.prober.probing:
+        payload_type = slot.rtx_payload_type
+        if slot.consumer is None or payload_type is None or not self.downlink.prober.probing:
             return  # the slot was freed or the probe ended meanwhile
         while budget > 0:
-            header = struct.pack(
-                "!BBHII", 0xA0, slot.rtx_payload_type, slot.out.next_rtx_seq(), slot.out.munger.last_ts, slot.rtx_ssrc
+            packet = padding_packet(
+                payload_type, slot.out.next_rtx_seq(), slot.out.munger.last_ts, slot.rtx_ssrc, PADDING_PACKET_BYTES
             )
-            packet = header + bytes(PADDING_PACKET_BYTES - 1) + bytes((PADDING_PACKET_BYTES,))
             if not self.send_rtp(packet):
                 return
             self.padding_bytes_sent += len(packet)
@@ -467,6 +440,7 @@ class SubscribePeer(PeerBase):
             "bandwidth": downlink["bandwidth"],
             "send_bps": downlink["send_bps"],
             "padding_bytes_sent": self.padding_bytes_sent,
+            "malformed_packets": self.malformed_packets,
             "resends_over_budget": self.resend_budget.denied,
             "probe": downlink["probe"],
             "transport_drops": glue.transport_drops(self.pc),
@@ -479,28 +453,29 @@ class SubscribePeer(PeerBase):
 
     # -- RTCP from the subscriber ---------------------------------------------------------
 
-    def handle_rtcp(self, packet: Any) -> None:
-        if isinstance(packet, RtcpPsfbPacket):
-            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                consumer = self._consumer(packet.media_ssrc)
-                if consumer is not None:
-                    consumer.on_keyframe_request()
-            elif packet.fmt == RTCP_PSFB_APP:
-                try:
-                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                except ValueError:
-                    self.malformed_packets += 1
-                    return
-                self.estimator.on_remb(bitrate)
-                for ssrc in ssrcs:
-                    consumer = self._consumer(ssrc)
-                    if consumer is not None:
-                        consumer.remb_bps = bitrate
-        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+    def handle_rtcp(self, packet: RtcpPacket) -> None:
+        if isinstance(packet, RtcpTransportCc):
+            self.estimator.on_feedback(packet.feedback, self._now_ms())
+        elif isinstance(packet, RtcpPli):
             consumer = self._consumer(packet.media_ssrc)
             if consumer is not None:
-                consumer.on_nack(list(packet.lost), self._now_ms())
-        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                consumer.on_keyframe_request()
+        elif isinstance(packet, RtcpFir):
+            for ssrc, _ in packet.entries:
+                consumer = self._consumer(ssrc)
+                if consumer is not None:
+                    consumer.on_keyframe_request()
+        elif isinstance(packet, RtcpRemb):
+            self.estimator.on_remb(packet.bitrate_bps)
+            for ssrc in packet.ssrcs:
+                consumer = self._consumer(ssrc)
+                if consumer is not None:
+                    consumer.remb_bps = packet.bitrate_bps
+        elif isinstance(packet, RtcpNack):
+            consumer = self._consumer(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_nack(packet.lost, self._now_ms())
+        elif isinstance(packet, (RtcpReceiverReport, RtcpSenderReport)):
             worst = max((r.fraction_lost for r in packet.reports if self._consumer(r.ssrc)), default=None)
             if worst is not None:
                 self.estimator.on_receiver_report(worst, self._now_ms(), self.send_bps)
@@ -520,10 +495,10 @@ class SubscribePeer(PeerBase):
             return None
         return slot.consumer
 
-    def rtcp_reports(self) -> list[Any]:
+    def rtcp_reports(self) -> list[RtcpPacket]:
         now_ntp = ntp_now()
         now_ms = self._now_ms()
-        packets: list[Any] = []
+        packets: list[RtcpPacket] = []
         for slot in self.slots:
             consumer = slot.consumer
             if consumer is None or consumer.closed:
@@ -532,14 +507,12 @@ class SubscribePeer(PeerBase):
             if rtp_ts is None:
                 continue
             packets.append(
-                RtcpSrPacket(
+                RtcpSenderReport(
                     ssrc=slot.out.ssrc,
-                    sender_info=RtcpSenderInfo(
-                        ntp_timestamp=now_ntp,
-                        rtp_timestamp=rtp_ts,
-                        packet_count=slot.out.packets_sent & 0xFFFFFFFF,
-                        octet_count=slot.out.octets_sent & 0xFFFFFFFF,
-                    ),
+                    ntp_timestamp=now_ntp,
+                    rtp_timestamp=rtp_ts,
+                    packet_count=slot.out.packets_sent,
+                    octet_count=slot.out.octets_sent,
                 )
             )
         return packets

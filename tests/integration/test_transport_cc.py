@@ -10,7 +10,8 @@ from aiortc import RTCSessionDescription
 
 from sfu.app import ROOMS_KEY
 from sfu.bwe.twcc import RTCP_RTPFB, TWCC_FMT, TWCC_URI, parse_feedback, split_compound
-from sfu.client import Participant, one_byte_extensions
+from sfu.client import Participant
+from sfu.media.rtp import one_byte_extensions
 from sfu.rtc import aiortc_glue as glue
 from sfu.rtc.sdp import add_transport_cc
 from tests.conftest import eventually, start_server

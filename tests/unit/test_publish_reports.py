@@ -41,7 +41,7 @@ async def test_a_sender_report_older_than_the_dlsr_field_can_say_is_reported_as_
         await peer._on_rtp(rtp, 0)
         ntp = 0x1234_5678_9ABC_DEF0
         sr = RtcpSrPacket(ssrc=layer.ssrc, sender_info=RtcpSenderInfo(ntp, 0, 0, 0))
-        peer.handle_rtcp(sr)
+        await peer._on_rtcp(bytes(sr))
 
         clock[0] += 2.0
         block = report_block(peer, layer.ssrc)
@@ -52,7 +52,7 @@ async def test_a_sender_report_older_than_the_dlsr_field_can_say_is_reported_as_
         block = report_block(peer, layer.ssrc)
         assert (block.lsr, block.dlsr) == (0, 0)
 
-        peer.handle_rtcp(sr)  # a fresh SR counts again
+        await peer._on_rtcp(bytes(sr))  # a fresh SR counts again
         clock[0] += 0.5
         assert report_block(peer, layer.ssrc).dlsr == 65536 // 2
     finally:

@@ -1,10 +1,12 @@
 """Transport-cc feedback to publishers: recorded arrivals -> RTCP packets -> the same arrivals."""
 
 import random
+import time
 from itertools import pairwise
 
 from sfu.bwe.twcc import (
     DELTA_UNIT_US,
+    MAX_GAP,
     MAX_RECEIVED_PER_FEEDBACK,
     FeedbackGenerator,
     encode_chunks,
@@ -149,7 +151,7 @@ def test_many_packets_and_a_long_gap_of_losses_split_into_packets_that_fit():
     gen = FeedbackGenerator(1)
     sent = {}
     t = START_US
-    for seq in list(range(0, 450)) + list(range(20_000, 20_010)):
+    for seq in list(range(0, 450)) + list(range(450 + MAX_GAP - 1, 460 + MAX_GAP - 1)):
         t += 250
         sent[seq] = t
         gen.record(seq & 0xFFFF, t)
@@ -158,9 +160,59 @@ def test_many_packets_and_a_long_gap_of_losses_split_into_packets_that_fit():
     assert len(feedbacks) == 3
     assert all(sum(a is not None for _, a in fb.packets) <= MAX_RECEIVED_PER_FEEDBACK for fb in feedbacks)
     got = reported(feedbacks)
-    assert len(got) == 20_010  # the gap of 19550 lost numbers is reported ...
+    assert len(got) == 460 + MAX_GAP - 1  # the gap of MAX_GAP - 1 lost numbers is reported ...
     assert len(packets[-1]) < 100  # ... in a few run-length chunks
     assert relative({s: a for s, a in got.items() if a is not None}) == relative(sent)
+
+
+def test_a_jump_beyond_the_gap_limit_starts_a_new_window_without_reporting_the_gap():
+    gen = FeedbackGenerator(1)
+    t = START_US
+    seqs = list(range(0, 10)) + list(range(20_000, 20_010))
+    for seq in seqs:
+        t += 250
+        gen.record(seq, t)
+    feedbacks = parse_all(gen.build())
+    got = reported(feedbacks)
+    assert sorted(got) == seqs and all(a is not None for a in got.values())
+    assert [fb.base_seq for fb in feedbacks] == [0, 20_000]
+
+
+def statuses(packets: list[bytes]) -> int:
+    """Packet status count (bytes 14-15) summed over feedback packets."""
+    return sum((packet[14] << 8) | packet[15] for packet in packets)
+
+
+def test_sequence_numbers_that_jump_by_half_the_range_cost_one_status_each():
+    gen = FeedbackGenerator(1)
+    t = START_US
+    seq = 0
+    produced = []
+    cpu = time.process_time()
+    for i in range(1000):
+        seq = (seq + 32767) & 0xFFFF
+        t += 1000
+        gen.record(seq, t)
+        if i % 50 == 49:  # the publish peer builds feedback after a burst of 50
+            produced += gen.build()
+    cpu = time.process_time() - cpu
+    assert statuses(produced) == 1000  # every packet reported once, no skipped number
+    assert len(produced) == 1000
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU for 1000 packets"
+
+
+def test_a_gap_just_under_the_limit_on_every_packet_stays_bounded():
+    gen = FeedbackGenerator(1)
+    t = START_US
+    seq = 0
+    total = 0
+    for i in range(1000):
+        seq = (seq + MAX_GAP) & 0xFFFF
+        t += 1000
+        gen.record(seq, t)
+        if i % 50 == 49:
+            total += statuses(gen.build())
+    assert total <= 1000 * MAX_GAP
 
 
 def test_status_chunks_use_run_length_one_bit_and_two_bit_vectors():
