@@ -81,7 +81,9 @@ async def watched():
         watch.bad.append(f"event loop: {context.get('message')} {context.get('exception')!r}")
 
     loop.set_exception_handler(on_loop_exception)
-    server = await start_server(heartbeat_interval_s=30.0)
+    # Every frame must reach the parser: the rate limit (tests/integration/test_signaling_limits.py)
+    # would drop most of a fuzzer's frames unanswered.
+    server = await start_server(heartbeat_interval_s=30.0, messages_per_s=1e6, message_burst=1_000_000)
     bystanders = await bystander_call(server)
     try:
         yield server, watch, bystanders
