@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from aiortc import RTCPeerConnection
 
 from sfu.app import create_app
 from sfu.client import load_clip
@@ -89,3 +90,18 @@ async def settled(read, quiet_s: float = 0.5, timeout: float = 10.0):
         if now_value != value:
             value, still_since = now_value, loop.time()
     return value
+
+
+async def sendonly_offer(audio: int = 1, video: int = 0, inactive: int = 0) -> str:
+    """A real aiortc publish offer: sendonly audio and video m-sections, then inactive ones."""
+    pc = RTCPeerConnection()
+    for _ in range(audio):
+        pc.addTransceiver("audio", direction="sendonly")
+    for _ in range(video):
+        pc.addTransceiver("video", direction="sendonly")
+    for _ in range(inactive):
+        pc.addTransceiver("audio", direction="inactive")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp

@@ -36,7 +36,7 @@ import pytest
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
 from sfu.rtc import aiortc_glue as glue
-from tests.conftest import eventually, start_server
+from tests.conftest import eventually, sendonly_offer, start_server
 
 SEED = int(os.environ.get("SFU_FUZZ_SEED", "1"))
 LONG = int(os.environ.get("SFU_FUZZ_EXAMPLES", "0"))
@@ -374,22 +374,10 @@ def internal_errors(sessions) -> list[dict]:
 # -- targets ------------------------------------------------------------------------------
 
 
-async def valid_offer_sdp() -> str:
-    from aiortc import RTCPeerConnection
-
-    pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="sendonly")
-    pc.addTransceiver("video", direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 async def test_mutated_signaling_frames_and_sdp_get_typed_answers(watched):
     server, watch, bystanders = watched
     rng = random.Random(SEED)
-    offer_sdp = await valid_offer_sdp()
+    offer_sdp = await sendonly_offer(audio=1, video=1)
     stalls = StallMeter(bystanders)
     publisher = Participant(server.ws_url, "fuzz", "publisher")  # gives raw sessions subscribe offers
     await publisher.join()

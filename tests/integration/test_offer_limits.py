@@ -13,7 +13,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
 from sfu.rtc import aiortc_glue as glue
-from tests.conftest import eventually, start_server
+from tests.conftest import eventually, sendonly_offer, start_server
 
 
 async def publishing(server, room, name, **kw):
@@ -129,20 +129,6 @@ async def test_a_re_offer_without_its_audio_section_is_refused_without_a_traceba
     finally:
         await a.close()
         await b.close()
-
-
-async def sendonly_offer(audio: int, video: int = 0, inactive: int = 0) -> str:
-    pc = RTCPeerConnection()
-    for _ in range(audio):
-        pc.addTransceiver("audio", direction="sendonly")
-    for _ in range(video):
-        pc.addTransceiver("video", direction="sendonly")
-    for _ in range(inactive):
-        pc.addTransceiver("audio", direction="inactive")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 async def test_tracks_per_publisher_and_m_sections_per_offer_are_capped_and_the_room_keeps_working(server):

@@ -5,28 +5,15 @@ import asyncio
 import re
 
 import pytest
-from aiortc import RTCPeerConnection
 
 from sfu.errors import SignalingError
 from sfu.rtc.rate import TokenBucket
 from sfu.rtc.sdp import check_publish_offer, media_sections, parse_sdp
+from tests.conftest import sendonly_offer
 
 
 def offer_sdp(audio: int = 1, video: int = 1, inactive: int = 0) -> str:
-    async def make() -> str:
-        pc = RTCPeerConnection()
-        for _ in range(audio):
-            pc.addTransceiver("audio", direction="sendonly")
-        for _ in range(video):
-            pc.addTransceiver("video", direction="sendonly")
-        for _ in range(inactive):
-            pc.addTransceiver("audio", direction="inactive")
-        await pc.setLocalDescription(await pc.createOffer())
-        sdp = pc.localDescription.sdp
-        await pc.close()
-        return sdp
-
-    return asyncio.run(make())
+    return asyncio.run(sendonly_offer(audio, video, inactive))
 
 
 SDP = offer_sdp()  # mids 0 (audio), 1 (video)
