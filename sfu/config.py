@@ -135,8 +135,9 @@ class Config:
         default=10.0,
         metadata=_doc(
             "longest a publish offer, subscribe answer or ICE candidate may take to be applied; past it "
-            "the step is abandoned (`negotiation-timeout`) and its connection closed: a publish connection "
-            "with its tracks, a subscribe connection with the participant"
+            "the step is abandoned (`negotiation-timeout`). After an offer or an answer the connection is "
+            "closed: a publish connection with its tracks, a subscribe connection with the participant; a "
+            "candidate only gets the error. Also bounds how long closing a peer connection may take"
         ),
     )
     max_rtcp_bps: int = field(

@@ -25,19 +25,20 @@ from typing import Any
 from aiohttp import web
 
 from .errors import SignalingError
+from .forwarding import Consumer, Producer
+from .room import Participant, Room
+from .rtc.publish import PublishPeer
+from .rtc.subscribe import SubscribePeer
 from .signaling.http import _fail, admin_claims
+from .signaling.ws import Session
 
 TRACEMALLOC_ENV = "SFU_TRACEMALLOC"
 
 # Classes whose instances live as long as a participant, a connection or a stream.
+# Our own are named from the classes themselves, so that a class that moves stays counted.
 TRACKED = (
-    "sfu.room.Participant",
-    "sfu.room.Room",
-    "sfu.signaling.ws.Session",
-    "sfu.forwarding.Producer",
-    "sfu.forwarding.Consumer",
-    "sfu.rtc.peer.PublishPeer",
-    "sfu.rtc.peer.SubscribePeer",
+    *(f"{cls.__module__}.{cls.__qualname__}" for cls in (Participant, Room, Session, Producer, Consumer)),
+    *(f"{cls.__module__}.{cls.__qualname__}" for cls in (PublishPeer, SubscribePeer)),
     "aiortc.rtcpeerconnection.RTCPeerConnection",
     "aiortc.rtcdtlstransport.RTCDtlsTransport",
     "aiortc.rtcicetransport.RTCIceTransport",
