@@ -47,7 +47,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Long fuzz run: SFU_FUZZ_EXAMPLES inputs per target (the bounded run is part of `make test`).
+# Long fuzz run (the bounded run is part of `make test`): SFU_FUZZ_EXAMPLES mutants per mutation
+# target, SFU_FUZZ_PROPERTY_EXAMPLES generated inputs per Hypothesis property, and
+# SFU_FUZZ_SERVER_EXAMPLES rounds per running-server target (each crosses a real socket).
 .PHONY: fuzz
 fuzz: $(VENV)/.installed-test
-	SFU_FUZZ_EXAMPLES=$${SFU_FUZZ_EXAMPLES:-1000000} $(PY) -m pytest tests/fuzz -q -s --durations=0 $(PYTEST_ARGS)
+	SFU_FUZZ_EXAMPLES=$${SFU_FUZZ_EXAMPLES:-1000000} \
+	SFU_FUZZ_PROPERTY_EXAMPLES=$${SFU_FUZZ_PROPERTY_EXAMPLES:-10000} \
+	SFU_FUZZ_SERVER_EXAMPLES=$${SFU_FUZZ_SERVER_EXAMPLES:-20000} \
+	$(PY) -m pytest tests/fuzz -q -s --durations=0 $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         function = getattr(item, "obj", None)
         if getattr(function, "is_hypothesis_test", False):
             _COUNTS[item.nodeid] = EXAMPLES
-        elif "mutated" in item.name:
+        elif "mutated" in item.name and not getattr(item.module, "PRINTS_ITS_COUNTS", False):
             _COUNTS[item.nodeid] = getattr(item.module, "MUTATION_COUNT", MUTATIONS)
 
 

@@ -2,8 +2,9 @@
 (packets captured from a real Chromium call, tests/unit/fixtures) and the mutator.
 
 A bounded run is part of the normal test suite (500 generated inputs per property and 5000
-mutants of the captured packets per parser, the same inputs every run). ``SFU_FUZZ_EXAMPLES=1000000`` (``make fuzz``) runs that many inputs per
-target; ``SFU_FUZZ_SEED`` picks another seed for the mutation fuzzers."""
+mutants of the captured packets per parser, the same inputs every run). ``SFU_FUZZ_EXAMPLES=1000000`` (``make fuzz``) runs that many mutants per
+mutation target, ``SFU_FUZZ_PROPERTY_EXAMPLES`` that many generated inputs per Hypothesis
+property; ``SFU_FUZZ_SEED`` picks another seed for the mutation fuzzers."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "unit" / "fixtures"
-LONG = "SFU_FUZZ_EXAMPLES" in os.environ
-EXAMPLES = int(os.environ.get("SFU_FUZZ_EXAMPLES", "500"))  # per Hypothesis target
+LONG = "SFU_FUZZ_EXAMPLES" in os.environ or "SFU_FUZZ_PROPERTY_EXAMPLES" in os.environ
+# per Hypothesis property: generating is slower than mutating, so the long run sets its own count
+EXAMPLES = int(os.environ.get("SFU_FUZZ_PROPERTY_EXAMPLES", "500"))
 MUTATIONS = int(os.environ.get("SFU_FUZZ_EXAMPLES", "5000"))  # per mutation target
 SEED = int(os.environ.get("SFU_FUZZ_SEED", "20261201"))
 

@@ -1,7 +1,7 @@
 """The running server, fuzzed from outside: real WebSockets and a real SRTP session.
 
 Seeded mutation fuzzing, reproducible (``SFU_FUZZ_SEED``, default 1): a bounded run of a few
-thousand inputs per target in the normal suite, a long one with ``SFU_FUZZ_EXAMPLES=<n>``
+thousand inputs per target in the normal suite, a long one with ``SFU_FUZZ_SERVER_EXAMPLES=<n>``
 (inputs per target). Targets:
 
 - signaling frames: valid messages of every type, mutated (values of the wrong type, missing
@@ -39,7 +39,9 @@ from sfu.rtc import aiortc_glue as glue
 from tests.conftest import eventually, sendonly_offer, start_server
 
 SEED = int(os.environ.get("SFU_FUZZ_SEED", "1"))
-LONG = int(os.environ.get("SFU_FUZZ_EXAMPLES", "0"))
+# Every input here crosses a real WebSocket or SRTP session: the long run sets its own count.
+LONG = int(os.environ.get("SFU_FUZZ_SERVER_EXAMPLES", "0"))
+PRINTS_ITS_COUNTS = True  # each target prints what it sent (tests/fuzz/conftest.py)
 
 pytestmark = pytest.mark.timeout(max(300, LONG // 50))
 

@@ -2,8 +2,8 @@
 values, mutated frames and arbitrary text. Whatever comes in, ``parse`` returns a typed client
 message or raises ``BadRequest`` (a typed wire error); nothing else escapes.
 
-Seeded (derandomized) and reproducible. ``SFU_FUZZ_EXAMPLES`` sets the inputs per target
-(default 1000, so a few thousand in all); set it to 1000000 for a long run.
+Seeded (derandomized) and reproducible. ``SFU_FUZZ_PROPERTY_EXAMPLES`` sets the inputs per
+Hypothesis property (default 1000), ``SFU_FUZZ_EXAMPLES`` the mutants of valid frames (5000).
 """
 
 import json
@@ -17,7 +17,7 @@ from sfu.signaling import messages as m
 from sfu.signaling.messages import CLIENT_TYPES, ROOM_RE, parse
 from tests.fuzz.corpus import mutations
 
-EXAMPLES = int(os.environ.get("SFU_FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("SFU_FUZZ_PROPERTY_EXAMPLES", "1000"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,
