@@ -93,6 +93,11 @@ class SfuCollector(Collector):
             "sfu_unroutable_packets", "RTP packets of no known stream dropped", value=totals.unroutable_packets
         )
         yield CounterMetricFamily(
+            "sfu_ssrcs_over_limit",
+            "New incoming streams refused because a connection had learnt max_ssrcs_per_transport SSRCs",
+            value=totals.ssrcs_over_limit,
+        )
+        yield CounterMetricFamily(
             "sfu_dynacast_layer_changes",
             "Changes of the layers publishers are asked to send (dynacast `layers` messages)",
             value=totals.layer_changes,

@@ -54,6 +54,7 @@ class Totals:
     keyframe_requests: int = 0
     malformed_packets: int = 0
     unroutable_packets: int = 0
+    ssrcs_over_limit: int = 0
     layer_changes: int = 0
     twcc_feedback_sent: int = 0
     nacks_received: int = 0
@@ -100,6 +101,7 @@ def participant_totals(participant: CountedParticipant, into: Totals) -> None:
             producer_totals(producer, into)
         into.malformed_packets += participant.publisher.malformed_packets
         into.unroutable_packets += participant.publisher.unroutable_packets
+        into.ssrcs_over_limit += participant.publisher.router.ssrcs_over_limit
         into.layer_changes += participant.publisher.layer_changes_sent
         into.twcc_feedback_sent += participant.publisher.feedback.packets_sent
     if participant.subscriber is not None:
