@@ -126,6 +126,17 @@ def check_compatibility() -> None:
         problems.append("StunProtocol.receiver is missing")
     if "protocol" not in aioice.ice.CandidatePair.__init__.__code__.co_names:
         problems.append("CandidatePair.protocol is missing")
+    for attr in ("_closing", "_query_consent_task"):
+        if attr not in aioice.ice.Connection.__init__.__code__.co_names:
+            problems.append(f"Connection.{attr} is missing")
+    if "_query_consent_task" not in _original_connect.__code__.co_names:
+        problems.append("Connection.connect no longer starts _query_consent_task")
+    # The connect task that _PeerConnection ends quietly once closed.
+    if not hasattr(RTCPeerConnection, "_RTCPeerConnection__connect"):
+        problems.append("RTCPeerConnection.__connect is missing")
+    for method in (RTCPeerConnection.setLocalDescription, RTCPeerConnection.setRemoteDescription):
+        if "_RTCPeerConnection__connect" not in method.__code__.co_names:
+            problems.append(f"RTCPeerConnection.{method.__name__} no longer starts __connect")
     if problems:
         raise GlueError("aiortc internals changed: " + "; ".join(problems))
 
@@ -382,16 +393,64 @@ def transport_drops_metric() -> CounterMetricFamily:
 # -- peer connections ---------------------------------------------------------------------
 
 
+_original_connect = aioice.ice.Connection.connect
+
+
+async def _connect(self: aioice.ice.Connection) -> None:
+    """aioice's ``connect``, failing if the connection was closed while it checked.
+
+    Closed after its check list completed but before ``connect`` resumed, aioice's method
+    would return as if connected and start consent checks on the closed connection: a task
+    that nothing cancels any more and that never ends (the connection has no nominated pair
+    left whose consent could expire), keeping the connection alive for as long as the
+    process runs.
+    """
+    await _original_connect(self)
+    if self._closing:
+        consent, self._query_consent_task = self._query_consent_task, None
+        if consent is not None:
+            consent.cancel()
+        raise ConnectionError("ICE connection closed while connecting")
+
+
+def guard_ice_close() -> None:
+    """Make closing an ICE connection at any moment of connecting end it (idempotent)."""
+    aioice.ice.Connection.connect = _connect  # type: ignore[method-assign]
+
+
+class _PeerConnection(RTCPeerConnection):
+    """An RTCPeerConnection that can be closed at any moment of connecting.
+
+    aiortc connects (ICE, then DTLS, then senders) from a task that setLocalDescription and
+    setRemoteDescription start and nobody awaits. That task checks for a close only before it
+    starts: closed while it waits (on the ICE checks, the DTLS handshake), it goes on to the
+    next bundled m-section and starts the transport the close has just stopped, which raises
+    ``InvalidStateError: RTCIceTransport is closed``, reported by the event loop as "Task
+    exception was never retrieved". Once the connection is closed, what its connect task
+    raises is the close's doing: it ends the task quietly. Anything raised while the
+    connection is open still surfaces as before.
+    """
+
+    async def _RTCPeerConnection__connect(self) -> None:
+        try:
+            await RTCPeerConnection._RTCPeerConnection__connect(self)  # type: ignore[attr-defined]
+        except Exception:
+            if self.signalingState != "closed":
+                raise
+            logger.debug("a peer connection was closed while it connected", exc_info=True)
+
+
 def create_peer_connection(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPeerConnection:
     """An RTCPeerConnection that bundles everything on one transport.
 
     ``ice_servers`` are W3C-style dicts ({"urls": ..., "username": ..., "credential": ...}).
     """
     guard_datagrams()
+    guard_ice_close()
     servers = [
         RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential")) for s in ice_servers
     ]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    return _PeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
