@@ -51,8 +51,11 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
-from prometheus_client.core import CounterMetricFamily
 
+from .demux import DROP_REASONS as DROP_REASONS
+from .demux import DTLS, MAX_BACKLOG, SRTP, STUN, DropCounter, classify, count_drop, is_rtcp, sum_drops
+from .demux import drop_totals as drop_totals
+from .demux import transport_drops_metric as transport_drops_metric
 from .rate import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -168,60 +171,37 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
 # and any exception there ends the transport, and with it the participant. So every datagram
 # on an ICE socket passes ``_guarded_datagram_received`` first (installed on aioice's
 # StunProtocol class by ``create_peer_connection``, so from the first datagram of every
-# socket). It demultiplexes by the first byte as RFC 7983 does:
+# socket). It demultiplexes by the first byte as RFC 7983 does (``demux.classify``):
 #
-#   0-3 STUN: handed to aioice if it parses (aioice would pass STUN that does not parse on
-#       to the DTLS transport);
-#   20-63 DTLS: from the selected pair, or before ICE selected one from a pair being checked;
-#   128-191 SRTP/SRTCP: from the selected pair only;
-#   anything else (ZRTP, TURN channels, the gaps, empty datagrams): dropped.
+#   STUN: handed to aioice if it parses (aioice would pass STUN that does not parse on to
+#       the DTLS transport);
+#   DTLS: from the selected pair, or before ICE selected one from a pair being checked;
+#   SRTP/SRTCP: from the selected pair only;
+#   anything else: dropped.
 #
-# Each drop is counted by reason, per ICE connection (``transport_drops``) and for the
-# process (``drop_totals``, in /metrics); so are SRTP/SRTCP packets that fail
-# authentication or the replay check (aiortc drops those itself, uncounted), and packets on
-# which our own RTP/RTCP handlers raised (logged; the transport stays up).
-
-DROP_REASONS = (
-    "empty",  # a datagram of no bytes
-    "unknown-type",  # a first byte outside STUN, DTLS and RTP/RTCP (RFC 7983)
-    "malformed-stun",  # STUN's first byte but not STUN that aioice can parse
-    "too-short",  # shorter than a DTLS record header or an RTP/RTCP header
-    "not-selected-pair",  # DTLS or SRTP from an address that is not the selected pair
-    "srtp-auth",  # SRTP that failed authentication or the replay check
-    "srtcp-auth",  # SRTCP likewise
-    "handler-error",  # our RTP/RTCP handler raised on a decrypted packet (logged)
-    "rtcp-rate",  # RTCP over the connection's rate limit (``limit_rtcp``)
-    "backlog",  # DTLS/SRTP arriving faster than it is handled: the queue is full
-)
+# Each drop is counted by reason (``demux.DROP_REASONS``), per ICE connection
+# (``transport_drops``) and for the process (``demux.drop_totals``, in /metrics); so are
+# SRTP/SRTCP packets that fail authentication or the replay check (aiortc drops those itself,
+# uncounted), and packets on which our own RTP/RTCP handlers raised (logged; the transport
+# stays up).
 
 _GUARD = "_sfu_guard"
-_DTLS_MIN_BYTES = 13  # a DTLS record header
-_RTP_MIN_BYTES = 12  # an RTP header (SRTCP is longer still: 8 + index + tag)
-# Datagrams waiting for the DTLS transport (aioice's queue has no bound): about 2 s of a
-# 5 Mbit/s publisher. Past it a flood is dropped here rather than held in memory and delaying
-# everything behind it.
-MAX_BACKLOG = 1000
-_drop_totals: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
 _original_stun_datagram_received = aioice.ice.StunProtocol.datagram_received
 _original_turn_datagram_received = aioice.turn.TurnClientMixin.datagram_received
 
 
-class DatagramGuard:
+class DatagramGuard(DropCounter):
     """One ICE connection's drop counters, and its selected pair as last seen."""
 
-    __slots__ = ("_host", "_pair", "_port", "connection", "drops", "rtcp_bucket")
+    __slots__ = ("_host", "_pair", "_port", "connection", "rtcp_bucket")
 
     def __init__(self, connection: aioice.ice.Connection) -> None:
+        super().__init__()
         self.connection = connection
-        self.drops = dict.fromkeys(DROP_REASONS, 0)
         self.rtcp_bucket: TokenBucket | None = None
         self._pair: Any = None
         self._host = ""
         self._port = -1
-
-    def drop(self, reason: str) -> None:
-        self.drops[reason] += 1
-        _drop_totals[reason] += 1
 
     def is_selected(self, protocol: Any, addr: tuple[Any, ...]) -> bool:
         pair = self.connection._nominated.get(1)
@@ -250,22 +230,16 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
     if isinstance(data, str):  # a datagram protocol gets bytes; the signature says otherwise
         data = data.encode()
     guard = _guard_of(self.receiver)
-    if not data:
-        guard.drop("empty")
-        return
-    first = data[0]
-    if 127 < first < 192:  # RTP/RTCP: the hot path
-        if len(data) < _RTP_MIN_BYTES:
-            guard.drop("too-short")
-            return
+    kind = classify(data)  # one of demux's constants, or a drop reason
+    if kind is SRTP:  # the hot path
         if not guard.is_selected(self, addr):
             guard.drop("not-selected-pair")
             return
         bucket = guard.rtcp_bucket
-        if bucket is not None and 191 < data[1] < 209 and not bucket.take(len(data), time.monotonic()):
-            guard.drop("rtcp-rate")  # RTCP (as aiortc tells it from RTP), over the limit
+        if bucket is not None and is_rtcp(data) and not bucket.take(len(data), time.monotonic()):
+            guard.drop("rtcp-rate")  # RTCP over the limit
             return
-    elif first < 4:  # STUN
+    elif kind is STUN:
         try:
             aioice.stun.parse_message(data)
         except Exception:
@@ -277,15 +251,12 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
             logger.debug("ICE: a STUN message was not handled", exc_info=True)
             guard.drop("malformed-stun")
         return
-    elif 19 < first < 64:  # DTLS
-        if len(data) < _DTLS_MIN_BYTES:
-            guard.drop("too-short")
-            return
+    elif kind is DTLS:
         if not (guard.is_selected(self, addr) or (not self.receiver._nominated and guard.is_checked(self, addr))):
             guard.drop("not-selected-pair")
             return
     else:
-        guard.drop("unknown-type")
+        guard.drop(kind)  # the reason
         return
     if self.receiver._queue.qsize() >= MAX_BACKLOG:
         guard.drop("backlog")
@@ -299,7 +270,7 @@ def _guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[st
         _original_turn_datagram_received(self, data, addr)
     except Exception:
         logger.debug("TURN: a datagram was not handled", exc_info=True)
-        _drop_totals["malformed-stun"] += 1
+        count_drop("malformed-stun")
 
 
 def guard_datagrams() -> None:
@@ -363,31 +334,9 @@ def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
 
 
 def transport_drops(pc: RTCPeerConnection) -> dict[str, int]:
-    """What ``pc``'s transports dropped before aiortc, by reason (see DROP_REASONS)."""
-    totals = dict.fromkeys(DROP_REASONS, 0)
-    for transport in dtls_transports(pc):
-        guard: DatagramGuard | None = getattr(transport.transport._connection, _GUARD, None)
-        if guard is not None:
-            for reason, count in guard.drops.items():
-                totals[reason] += count
-    return totals
-
-
-def drop_totals() -> dict[str, int]:
-    """What every transport of the process dropped, by reason (never decreases)."""
-    return dict(_drop_totals)
-
-
-def transport_drops_metric() -> CounterMetricFamily:
-    """``sfu_transport_drops_total{reason}`` for /metrics: ``drop_totals`` as a counter."""
-    family = CounterMetricFamily(
-        "sfu_transport_drops",
-        "Datagrams and SRTP/SRTCP packets dropped before aiortc, by reason",
-        labels=["reason"],
-    )
-    for reason, count in _drop_totals.items():
-        family.add_metric([reason], count)
-    return family
+    """What ``pc``'s transports dropped before aiortc, by reason (see demux.DROP_REASONS)."""
+    guards = (getattr(transport.transport._connection, _GUARD, None) for transport in dtls_transports(pc))
+    return sum_drops(guard for guard in guards if guard is not None)
 
 
 # -- peer connections ---------------------------------------------------------------------
