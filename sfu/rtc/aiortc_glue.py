@@ -25,18 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import errno as _errno
-import fcntl
 import inspect as _inspect
-import ipaddress as _ipaddress
 import logging
 import random as _random
 import socket as _socket
-import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass as _dataclass
 from typing import Any
 
 import aioice.candidate
@@ -56,6 +51,9 @@ from .demux import DROP_REASONS as DROP_REASONS
 from .demux import DTLS, MAX_BACKLOG, SRTP, STUN, DropCounter, classify, count_drop, is_rtcp, sum_drops
 from .demux import drop_totals as drop_totals
 from .demux import transport_drops_metric as transport_drops_metric
+from .ice_addresses import NetworkSettings as NetworkSettings
+from .ice_addresses import announces, is_ipv4, keeps_private, pinned_for, port_order
+from .kernel_stamp import kernel_stamp_reader
 from .rate import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -159,7 +157,7 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
     pinned = list(addresses)
 
     def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in pinned if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+        return pinned_for(pinned, use_ipv4, use_ipv6)
 
     aioice.ice.get_host_addresses = get_host_addresses
 
@@ -469,33 +467,6 @@ def track_arrival_times(pc: RTCPeerConnection) -> None:
         setattr(connection, _TAPPED, True)
 
 
-_SIOCGSTAMP = 0x8906  # Linux: the receive time of the last datagram read from a socket
-_TIMEVAL = struct.Struct("@ll")
-
-
-def _kernel_stamp_reader(sock: Any) -> Callable[[], int | None]:
-    """A function returning the kernel's receive time (µs) of the last datagram, or None."""
-    try:
-        fd = sock.fileno() if sock is not None and sys.platform == "linux" else -1
-    except (AttributeError, OSError):
-        fd = -1
-    if fd < 0:
-        return lambda: None
-    buffer = bytes(_TIMEVAL.size)
-    ioctl = fcntl.ioctl
-    unpack = _TIMEVAL.unpack
-
-    def read() -> int | None:
-        try:
-            seconds, micros = unpack(ioctl(fd, _SIOCGSTAMP, buffer))
-        except OSError:  # ENOENT until the kernel stamps this socket's datagrams
-            return None
-        return int(seconds) * 1_000_000 + int(micros)
-
-    read()  # switches stamping on
-    return read
-
-
 def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connection) -> None:
     stamps: deque[tuple[bytes, int]] = deque()
     clock = time.time_ns
@@ -511,7 +482,7 @@ def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connecti
             sock = socket_transport.get_extra_info("socket")
         except Exception:
             sock = None
-        kernel_stamp = _kernel_stamp_reader(sock)
+        kernel_stamp = kernel_stamp_reader(sock)
         original_datagram = protocol.datagram_received
 
         def datagram_received(
@@ -701,14 +672,6 @@ _original_get_component_candidates = aioice.ice.Connection.get_component_candida
 _GATHER_MARKERS = ("local_addr=(address, 0)", "self._protocols += host_protocols", "server_reflexive_candidate")
 
 
-@_dataclass(frozen=True)
-class NetworkSettings:
-    port_min: int | None = None
-    port_max: int | None = None
-    announced_address: str | None = None
-    keep_private_host: bool = False
-
-
 _network = NetworkSettings()
 
 
@@ -749,10 +712,6 @@ def configure_network(
     """Bind ICE host candidates in [port_min, port_max] and/or advertise ``announced_address``
     for them. All None: aioice's own gathering (sockets opened after a close still closed)."""
     global _network
-    if (port_min is None) != (port_max is None):
-        raise ValueError("port_min and port_max go together")
-    if port_min is not None and port_max is not None and not 0 < port_min <= port_max < 65536:
-        raise ValueError(f"bad port range {port_min}-{port_max}")
     _network = NetworkSettings(port_min, port_max, announced_address, keep_private_host)
     check_network_compatibility()
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
@@ -767,10 +726,7 @@ async def _bind_in_range(
 ) -> tuple[asyncio.DatagramTransport, aioice.ice.StunProtocol] | None:
     """A UDP endpoint on ``address`` at a free port of the range (random start), or None."""
     loop = asyncio.get_running_loop()
-    span = port_max - port_min + 1
-    start = _random.randrange(span)
-    for i in range(span):
-        port = port_min + (start + i) % span
+    for port in port_order(port_min, port_max, _random.randrange(port_max - port_min + 1)):
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
@@ -824,7 +780,7 @@ async def _gather_in_port_range(
     tasks = []
     if connection.stun_server:
         for protocol in host_protocols:
-            if _ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+            if is_ipv4(protocol.local_candidate.host):
                 tasks.append(
                     asyncio.ensure_future(aioice.ice.server_reflexive_candidate(protocol, connection.stun_server))
                 )
@@ -846,10 +802,9 @@ def _announce(
     """Advertise the announced address for every host candidate of its IP family."""
     announced = net.announced_address
     assert announced is not None
-    version = _ipaddress.ip_address(announced).version
     out: list[aioice.candidate.Candidate] = []
     for candidate in candidates:
-        if candidate.type != "host" or _ipaddress.ip_address(candidate.host).version != version:
+        if candidate.type != "host" or not announces(candidate.host, announced):
             out.append(candidate)
             continue
         public = aioice.candidate.Candidate(
@@ -865,8 +820,7 @@ def _announce(
             if protocol.local_candidate is candidate:
                 protocol.local_candidate = public
         out.append(public)
-        private = net.keep_private_host and not _ipaddress.ip_address(candidate.host).is_unspecified
-        if private and candidate.host != announced:
+        if keeps_private(candidate.host, announced, net.keep_private_host):
             candidate.priority -= 1  # same socket: prefer the public one
             out.append(candidate)
     return out
