@@ -19,7 +19,7 @@ async def test_pinned_host_addresses_are_gathered():
         assert hosts == {"127.0.0.1"}
     finally:
         aiortc_glue.set_host_addresses(None)
-    assert aioice.ice.get_host_addresses is aiortc_glue._original_get_host_addresses
+    assert aioice.ice.get_host_addresses is aiortc_glue.ice._original_get_host_addresses
 
 
 async def test_forwarding_sender_never_encodes_and_stops_cleanly():
