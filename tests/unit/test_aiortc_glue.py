@@ -19,7 +19,7 @@ async def test_pinned_host_addresses_are_gathered():
         assert hosts == {"127.0.0.1"}
     finally:
         aiortc_glue.set_host_addresses(None)
-    assert aioice.ice.get_host_addresses is aiortc_glue._original_get_host_addresses
+    assert aioice.ice.get_host_addresses is aiortc_glue.ice._original_get_host_addresses
 
 
 async def test_forwarding_sender_never_encodes_and_stops_cleanly():
@@ -30,47 +30,6 @@ async def test_forwarding_sender_never_encodes_and_stops_cleanly():
     offer = await pc.createOffer()
     assert "a=msid:stream track" in offer.sdp
     await pc.close()
-
-
-def test_kernel_receive_stamp_is_the_arrival_not_the_read():
-    import socket
-    import time
-
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        receiver.bind(("127.0.0.1", 0))
-        stamp = aiortc_glue._kernel_stamp_reader(receiver)
-
-        # The kernel switches receive timestamps on through a deferred static key: datagrams
-        # right after the first request may still go unstamped (then the read time is
-        # reported). The server asks long before media flows; here, warm-up datagrams until
-        # the stamps are on. On loopback a datagram arrives within the sendto() call, so its
-        # stamp lies between the clock read before and after it (1 ms either side for the
-        # stamp's and the clock's resolution), however busy the machine.
-        def send(payload: bytes) -> tuple[int, int]:
-            before_us = time.time_ns() // 1000
-            sender.sendto(payload, receiver.getsockname())
-            return before_us - 1000, time.time_ns() // 1000 + 1000
-
-        for _ in range(100):
-            low_us, high_us = send(b"w")
-            time.sleep(0.05)
-            receiver.recvfrom(16)
-            warm = stamp()
-            if warm is not None and low_us <= warm <= high_us:
-                break
-        low_us, high_us = send(b"x")
-        time.sleep(0.1)  # a busy event loop reads the datagram late
-        receiver.recvfrom(16)
-        read_us = time.time_ns() // 1000
-        arrived_us = stamp()
-        assert arrived_us is not None
-        assert low_us <= arrived_us <= high_us, (low_us, arrived_us, high_us)
-        assert read_us - arrived_us >= 100_000 - 1000, "the stamp is the arrival, not the read"
-    finally:
-        receiver.close()
-        sender.close()
 
 
 async def test_stray_datagrams_are_dropped_and_counted_before_they_reach_the_dtls_queue():

@@ -16,6 +16,9 @@ PURE = [
     "speaker.py",
     "events.py",
     "rtc/routing.py",
+    "rtc/demux.py",
+    "rtc/ice_addresses.py",
+    "rtc/kernel_stamp.py",
 ]
 
 
