@@ -79,7 +79,8 @@ class Config:
     room_capacity: int = field(default=16, metadata=_doc("participants per room"))
     max_message_bytes: int = field(default=65536, metadata=_doc("largest signaling message"))
     heartbeat_interval_s: float = field(
-        default=2.0, metadata=_doc("WebSocket ping interval; a client missing a pong for half of it is removed")
+        default=2.0,
+        metadata=_doc("WebSocket ping interval; a client whose pong has not come by the next ping is removed"),
     )
     publisher_bitrate_bps: int = field(
         default=2_500_000, metadata=_doc("REMB the server sends publishers for their video (0: none)")

@@ -26,7 +26,7 @@ DROP_REASONS = (
     "unknown-type",  # a first byte outside STUN, DTLS and RTP/RTCP (RFC 7983)
     "malformed-stun",  # STUN's first byte but not STUN that aioice can parse
     "too-short",  # shorter than a DTLS record header or an RTP/RTCP header
-    "not-selected-pair",  # DTLS or SRTP from an address that is not the selected pair
+    "unknown-address",  # DTLS or SRTP from an address that is no candidate pair's remote
     "srtp-auth",  # SRTP that failed authentication or the replay check
     "srtcp-auth",  # SRTCP likewise
     "handler-error",  # our RTP/RTCP handler raised on a decrypted packet (logged)

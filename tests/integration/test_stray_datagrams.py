@@ -126,7 +126,7 @@ async def test_stray_datagrams_on_every_ice_port_are_dropped_and_the_call_keeps_
 
         text = await scrape(server)
         assert metric(text, "sfu_transport_drops_total", reason="empty") >= 2 * len(ports)
-        assert metric(text, "sfu_transport_drops_total", reason="not-selected-pair") > 0
+        assert metric(text, "sfu_transport_drops_total", reason="unknown-address") > 0
         assert metric(text, "sfu_transport_drops_total", reason="srtp-auth") >= 2
         assert metric(text, "sfu_transport_drops_total", reason="srtcp-auth") >= 2
         # Per connection too (the admin room view): each of both participants' server-side

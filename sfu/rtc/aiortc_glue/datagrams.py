@@ -9,8 +9,10 @@ socket). It demultiplexes by the first byte as RFC 7983 does (``demux.classify``
 
   STUN: handed to aioice if it parses (aioice would pass STUN that does not parse on to
       the DTLS transport);
-  DTLS: from the selected pair, or before ICE selected one from a pair being checked;
-  SRTP/SRTCP: from the selected pair only;
+  DTLS, SRTP/SRTCP: from the remote address of a candidate pair of this socket (the selected
+      pair first, as a fast path; else any pair of the check list: the peer may send on the
+      pair it chose before our nomination reaches it, and a DTLS handshake dropped there never
+      completes);
   anything else: dropped.
 
 Each drop is counted by reason (``demux.DROP_REASONS``), per ICE connection
@@ -66,7 +68,7 @@ class DatagramGuard(DropCounter):
         return pair.protocol is protocol and addr[1] == self._port and addr[0] == self._host
 
     def is_checked(self, protocol: Any, addr: tuple[Any, ...]) -> bool:
-        """From a candidate pair of this socket (before ICE has selected one)."""
+        """From the remote address of a candidate pair of this socket."""
         remote = (addr[0], addr[1])
         return any(p.protocol is protocol and p.remote_addr == remote for p in self.connection._check_list)
 
@@ -85,8 +87,8 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
     guard = guard_of(self.receiver)
     kind = classify(data)  # one of demux's constants, or a drop reason
     if kind is SRTP:  # the hot path
-        if not guard.is_selected(self, addr):
-            guard.drop("not-selected-pair")
+        if not (guard.is_selected(self, addr) or guard.is_checked(self, addr)):
+            guard.drop("unknown-address")
             return
         bucket = guard.rtcp_bucket
         if bucket is not None and is_rtcp(data) and not bucket.take(len(data), time.monotonic()):
@@ -105,8 +107,8 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
             guard.drop("malformed-stun")
         return
     elif kind is DTLS:
-        if not (guard.is_selected(self, addr) or (not self.receiver._nominated and guard.is_checked(self, addr))):
-            guard.drop("not-selected-pair")
+        if not (guard.is_selected(self, addr) or guard.is_checked(self, addr)):
+            guard.drop("unknown-address")
             return
     else:
         guard.drop(kind)  # the reason
