@@ -66,11 +66,14 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         browser, confined, producer, consumer, free, impaired = await call(pw, srv, ns, "cap")
         top = len(producer.layers) - 1
         await eventually(lambda: consumer("impaired").current == top and consumer("free").current == top, timeout=60)
-        free_layers: list[int] = []
+        # (layer forwarded, the downlink's cap, whether the publisher was sending its top layer)
+        free_samples: list[tuple[int, int | None, bool]] = []
 
         async def watch_free():
             while True:
-                free_layers.append(consumer("free").current)
+                c = consumer("free")
+                top_sent = producer.layers[top].active(int(time.monotonic() * 1000))  # the media clock
+                free_samples.append((c.current, c.bandwidth_layer, top_sent))
                 await asyncio.sleep(0.25)
 
         watcher = asyncio.create_task(watch_free())
@@ -115,6 +118,17 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         )
         assert loss < 0.02
         assert consumer("impaired").retransmitted > 0, "the browser's NACKs were answered from the cache"
-        assert set(free_layers) == {top}, "the unimpaired subscriber stays on the top layer throughout"
+        # The unimpaired subscriber stays on the top layer throughout: its downlink never caps
+        # it, and it gets the top layer whenever the publisher sends it (a busy machine's
+        # Chromium may pause its top encoding for CPU, which is not the other downlink's doing).
+        assert all(cap is None or cap >= top for _, cap, _ in free_samples), free_samples
+        # (once the top layer has been sent for 3 s, time enough for the keyframe a switch back waits for)
+        settled = [
+            layer
+            for i, (layer, _, _) in enumerate(free_samples)
+            if i >= 12 and all(top_sent for *_, top_sent in free_samples[i - 12 : i + 1])
+        ]
+        assert len(settled) > len(free_samples) / 2, free_samples
+        assert set(settled) == {top}, free_samples
         await browser.close()
         await confined.close()

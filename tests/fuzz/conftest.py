@@ -14,6 +14,9 @@ _DURATIONS: dict[str, float] = {}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if LONG and not getattr(item.module, "PRINTS_ITS_COUNTS", False):
+            # A million SDP mutants take minutes: past the suite's 300 s per test.
+            item.add_marker(pytest.mark.timeout(7200))
         function = getattr(item, "obj", None)
         if getattr(function, "is_hypothesis_test", False):
             _COUNTS[item.nodeid] = EXAMPLES
