@@ -11,6 +11,7 @@ import time
 from playwright.async_api import Page, async_playwright
 
 from sfu.app import ROOMS_KEY
+from sfu.rtc.peer import now_ms
 from tests.conftest import RunningServer, eventually
 from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.netns import HOST_IP, Namespace
@@ -72,7 +73,7 @@ async def test_capped_downlink_falls_to_the_lowest_layer_and_climbs_back(lab):
         async def watch_free():
             while True:
                 c = consumer("free")
-                top_sent = producer.layers[top].active(int(time.monotonic() * 1000))  # the media clock
+                top_sent = producer.layers[top].active(now_ms())
                 free_samples.append((c.current, c.bandwidth_layer, top_sent))
                 await asyncio.sleep(0.25)
 
