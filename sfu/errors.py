@@ -97,6 +97,8 @@ class Conflict(SignalingError):
         "too-many-connections": 503,
         "join-timeout": 408,
         "negotiation-timeout": 408,
+        "unavailable": 503,
+        "no-capacity": 503,
     }
 
 
