@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: Debian's Chromium (driven by Playwright with
 # executable_path=/usr/bin/chromium), iproute2, nftables (random packet loss in the e2e tests),
-# and coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
-# system service is not used). Runs as root, or through sudo.
+# coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
+# system service is not used) and redis-server (tests/redis_fixture.py starts its own servers
+# on free loopback ports, persistence off; the package's system service is not used).
+# Runs as root, or through sudo.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -11,6 +13,7 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,0 +1,337 @@
+"""One suite for both coordinators: the in-memory one (a fake clock, several coordinators
+sharing one state) and the Redis one (a real redis-server, one client per simulated node,
+real time with short TTLs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sfu.cluster.coordinator import (
+    Coordinator,
+    CoordinatorUnavailable,
+    NoCapacity,
+    NodeInfo,
+    ParticipantEntry,
+    Placement,
+    RoomEntry,
+    WorkerLoad,
+)
+from sfu.cluster.memory import MemoryCoordinator, MemoryState
+
+pytestmark = pytest.mark.timeout(30)
+
+LONG_TTL_S = 30.0  # a node that stays alive for the whole test
+SHORT_TTL_S = 0.5  # a node's last heartbeat before it dies
+
+
+def worker(node_id: str, index: int = 0, **load) -> WorkerLoad:
+    return WorkerLoad(worker_id=f"{node_id}/{index}", node_id=node_id, url=f"http://{node_id}:{9100 + index}", **load)
+
+
+def node(node_id: str, *workers: WorkerLoad, draining: bool = False) -> NodeInfo:
+    return NodeInfo(node_id=node_id, public_url=f"https://{node_id}.example", draining=draining, workers=workers)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+class Deployment:
+    """The coordinators of one deployment, one per simulated node, over one shared state."""
+
+    kind = ""
+
+    def __init__(self) -> None:
+        self.made: list[Coordinator] = []
+
+    def _new(self) -> Coordinator:
+        raise NotImplementedError
+
+    async def coordinator(self) -> Coordinator:
+        made = self._new()
+        await made.start()
+        self.made.append(made)
+        return made
+
+    async def elapse(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        for made in self.made:
+            await made.close()
+
+
+class MemoryDeployment(Deployment):
+    kind = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.state = MemoryState()
+
+    def _new(self) -> Coordinator:
+        return MemoryCoordinator(self.clock, state=self.state)
+
+    async def elapse(self, seconds: float) -> None:
+        self.clock.now_s += seconds
+
+
+class RedisDeployment(Deployment):
+    kind = "redis"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def _new(self) -> Coordinator:
+        raise NotImplementedError
+
+    async def elapse(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@pytest.fixture(params=["memory"])
+async def coordinator_factory(request) -> AsyncIterator[Deployment]:
+    deployment: Deployment
+    if request.param == "memory":
+        deployment = MemoryDeployment()
+    else:
+        deployment = RedisDeployment(request.getfixturevalue("redis_url"))
+    yield deployment
+    await deployment.close()
+
+
+def rooms_per_worker(nodes: list[NodeInfo]) -> dict[str, int]:
+    return {w.worker_id: w.rooms for n in nodes for w in n.workers}
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+async def test_heartbeat_lists_live_nodes_with_their_load_from_any_coordinator(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    node_a = node(
+        "a",
+        worker("a", 0, tracks=12, rooms=2, participants=5, cpu_percent=37.5, max_tracks=400, max_cpu_percent=85.0),
+        worker("a", 1, tracks=3, rooms=1, participants=2, cpu_percent=4.25),
+    )
+    node_b = node("b", worker("b", 0), draining=True)
+    await a.heartbeat(node_a, LONG_TTL_S)
+    await b.heartbeat(node_b, LONG_TTL_S)
+    assert await a.nodes() == [node_a, node_b]
+    assert await b.nodes() == [node_a, node_b]
+
+
+async def test_a_heartbeat_replaces_the_load_and_drops_workers_no_longer_reported(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0, tracks=5), worker("a", 1, tracks=6)), LONG_TTL_S)
+    again = node("a", worker("a", 1, tracks=1, cpu_percent=12.0))
+    await a.heartbeat(again, LONG_TTL_S)
+    assert await a.nodes() == [again]
+
+
+async def test_a_node_without_heartbeat_for_its_ttl_is_gone(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a")), LONG_TTL_S)
+    await a.heartbeat(node("b", worker("b")), LONG_TTL_S)
+    await a.heartbeat(node("a", worker("a")), SHORT_TTL_S)
+    await coordinator_factory.elapse(SHORT_TTL_S + 0.3)
+    assert [n.node_id for n in await a.nodes()] == ["b"]
+
+
+# -- placement --------------------------------------------------------------------------------
+
+
+async def test_a_new_room_goes_to_the_least_loaded_worker(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0, tracks=10), worker("a", 1, tracks=3)), LONG_TTL_S)
+    await a.heartbeat(node("b", worker("b", 0, tracks=7)), LONG_TTL_S)
+    placed = await a.place_room("r1")
+    assert placed == Placement(room="r1", worker_id="a/1", node_id="a", url="http://a:9101")
+    assert await a.placement("r1") == placed
+
+
+async def test_placement_respects_max_tracks_and_the_cpu_ceiling(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(
+        node(
+            "a",
+            worker("a", 0, tracks=4, max_tracks=4),  # at its track limit
+            worker("a", 1, tracks=1, cpu_percent=90.0, max_cpu_percent=80.0),  # over its CPU ceiling
+            worker("a", 2, tracks=30, cpu_percent=50.0, max_tracks=100, max_cpu_percent=80.0),
+        ),
+        LONG_TTL_S,
+    )
+    assert (await a.place_room("r1")).worker_id == "a/2"
+
+
+async def test_a_draining_node_is_never_chosen(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0), draining=True), LONG_TTL_S)
+    with pytest.raises(NoCapacity):
+        await a.place_room("r1")
+    await a.heartbeat(node("b", worker("b", 0, tracks=50)), LONG_TTL_S)
+    assert (await a.place_room("r1", prefer_node="a")).node_id == "b"
+
+
+async def test_no_capacity_when_no_worker_qualifies(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    with pytest.raises(NoCapacity):
+        await a.place_room("r1")
+    await a.heartbeat(node("a", worker("a", 0, tracks=8, max_tracks=8)), LONG_TTL_S)
+    with pytest.raises(NoCapacity):
+        await a.place_room("r1")
+    assert await a.placement("r1") is None
+    assert await a.rooms() == []
+
+
+async def test_ties_go_to_the_preferred_node_then_to_the_fewest_rooms(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0, tracks=4, rooms=3)), LONG_TTL_S)
+    await a.heartbeat(node("b", worker("b", 0, tracks=4, rooms=2), worker("b", 1, tracks=4, rooms=1)), LONG_TTL_S)
+    assert (await a.place_room("r1", prefer_node="a")).worker_id == "a/0"
+    assert (await a.place_room("r2")).worker_id == "b/1"
+
+
+async def test_a_placed_room_stays_on_its_worker_while_the_worker_lives(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
+    await b.heartbeat(node("b", worker("b", 0, tracks=1)), LONG_TTL_S)
+    first = await b.place_room("r1", prefer_node="b")
+    assert first.worker_id == "a/0"
+    await a.heartbeat(node("a", worker("a", 0, tracks=90)), LONG_TTL_S)
+    assert await b.place_room("r1", prefer_node="b") == first
+    assert await a.place_room("r1") == first
+
+
+async def test_twenty_concurrent_placements_of_one_new_room_from_twenty_nodes_agree(coordinator_factory):
+    nodes = [await coordinator_factory.coordinator() for _ in range(20)]
+    for i, coordinator in enumerate(nodes[:4]):
+        await coordinator.heartbeat(node(f"n{i}", worker(f"n{i}", 0), worker(f"n{i}", 1)), LONG_TTL_S)
+    placements = await asyncio.gather(
+        *(coordinator.place_room("race", prefer_node=f"n{i % 4}") for i, coordinator in enumerate(nodes))
+    )
+    assert len(set(placements)) == 1, Counter(p.worker_id for p in placements)
+    assert [r.room for r in await nodes[7].rooms()] == ["race"]
+    # Counted once against its worker, not twenty times.
+    assert sorted(rooms_per_worker(await nodes[0].nodes()).values()) == [0, 0, 0, 0, 0, 0, 0, 1]
+
+
+async def test_a_burst_of_new_rooms_spreads_over_the_workers_before_any_heartbeat(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0, max_tracks=4), worker("a", 1, max_tracks=4)), LONG_TTL_S)
+    await b.heartbeat(node("b", worker("b", 0, max_tracks=4), worker("b", 1, max_tracks=4)), LONG_TTL_S)
+    rooms = [f"room-{i}" for i in range(10)]
+    results = await asyncio.gather(
+        *((a if i % 2 else b).place_room(room, prefer_node="a" if i % 2 else "b") for i, room in enumerate(rooms)),
+        return_exceptions=True,
+    )
+    placed = [r for r in results if isinstance(r, Placement)]
+    refused = [r for r in results if isinstance(r, NoCapacity)]
+    # A new room counts two tracks against its worker: two rooms fill a worker of max_tracks 4.
+    assert (len(placed), len(refused)) == (8, 2), results
+    assert Counter(p.worker_id for p in placed) == {"a/0": 2, "a/1": 2, "b/0": 2, "b/1": 2}
+    assert rooms_per_worker(await a.nodes()) == {"a/0": 2, "a/1": 2, "b/0": 2, "b/1": 2}
+
+
+async def test_a_stale_node_is_never_chosen_and_its_rooms_are_placed_anew(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
+    await b.heartbeat(node("b", worker("b", 0, tracks=40)), LONG_TTL_S)
+    assert (await b.place_room("r1")).node_id == "a"
+    await a.heartbeat(node("a", worker("a", 0)), SHORT_TTL_S)  # its last heartbeat
+    await coordinator_factory.elapse(SHORT_TTL_S + 0.3)
+    assert await b.placement("r1") is None
+    assert await b.rooms() == []
+    assert (await b.place_room("r1")).worker_id == "b/0"
+    assert (await b.place_room("r2", prefer_node="a")).worker_id == "b/0"
+    # The node comes back: the room stays where it was placed anew.
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
+    assert (await a.place_room("r1", prefer_node="a")).worker_id == "b/0"
+
+
+async def test_release_room_forgets_only_the_placement_it_names(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0), worker("a", 1, tracks=9)), LONG_TTL_S)
+    placed = await a.place_room("r1")
+    assert placed.worker_id == "a/0"
+    await a.release_room("r1", "a/1")
+    assert await a.placement("r1") == placed
+    await a.release_room("r1", "a/0")
+    assert await a.placement("r1") is None
+    assert await a.rooms() == []
+    await a.release_room("r1", "a/0")  # nothing left: no error
+    await a.release_room("never-placed", "a/0")
+
+
+# -- participants and the cluster-wide room list ----------------------------------------------
+
+
+async def test_room_participants_are_listed_cluster_wide_and_expire(coordinator_factory):
+    a, b, admin = [await coordinator_factory.coordinator() for _ in range(3)]
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
+    await b.heartbeat(node("b", worker("b", 0)), LONG_TTL_S)
+    on_a = await a.place_room("r1", prefer_node="a")
+    on_b = await b.place_room("r2", prefer_node="b")
+    assert (on_a.node_id, on_b.node_id) == ("a", "b")
+    alice, bob, carol = ParticipantEntry("p-1", "Alice"), ParticipantEntry("p-2", "Bob"), ParticipantEntry("p-3", "")
+    await a.set_room_participants("r1", on_a, (bob, alice), LONG_TTL_S)
+    await b.set_room_participants("r2", on_b, (carol,), LONG_TTL_S)
+    assert await admin.rooms() == [RoomEntry("r1", on_a, (alice, bob)), RoomEntry("r2", on_b, (carol,))]
+    await a.set_room_participants("r1", on_a, (alice,), LONG_TTL_S)
+    assert (await admin.rooms())[0] == RoomEntry("r1", on_a, (alice,))
+    # No more reports for r2: it expires with its participants.
+    await b.set_room_participants("r2", on_b, (carol,), SHORT_TTL_S)
+    await coordinator_factory.elapse(SHORT_TTL_S + 0.3)
+    assert await admin.rooms() == [RoomEntry("r1", on_a, (alice,))]
+    assert await admin.placement("r2") is None
+
+
+async def test_a_report_writes_back_a_lost_placement_but_never_takes_a_room_from_a_live_worker(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
+    await b.heartbeat(node("b", worker("b", 0, tracks=5)), LONG_TTL_S)
+    on_a = await a.place_room("r1")
+    await a.release_room("r1", "a/0")  # the record is lost (as when the shared state was emptied)
+    alice = ParticipantEntry("p-1", "Alice")
+    await a.set_room_participants("r1", on_a, (alice,), LONG_TTL_S)
+    assert await b.placement("r1") == on_a
+    # b's worker also believes it hosts r1 (a split it lost): its report changes nothing.
+    on_b = Placement("r1", "b/0", "b", "http://b:9100")
+    await b.set_room_participants("r1", on_b, (ParticipantEntry("p-9", "Mallory"),), LONG_TTL_S)
+    assert await b.rooms() == [RoomEntry("r1", on_a, (alice,))]
+
+
+async def test_remove_node_takes_its_workers_and_its_rooms_at_once(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0), worker("a", 1)), LONG_TTL_S)
+    await b.heartbeat(node("b", worker("b", 0, tracks=10)), LONG_TTL_S)
+    r1 = await a.place_room("r1")
+    r2 = await a.place_room("r2")
+    r3 = await b.place_room("r3", prefer_node="b")
+    assert {r1.node_id, r2.node_id, r3.node_id} == {"a"}
+    await b.heartbeat(node("b", worker("b", 0)), LONG_TTL_S)
+    r4 = await b.place_room("r4", prefer_node="b")
+    assert r4.node_id == "b"
+    await a.set_room_participants("r1", r1, (ParticipantEntry("p-1", "Alice"),), LONG_TTL_S)
+    await a.remove_node("a")
+    assert [n.node_id for n in await b.nodes()] == ["b"]
+    assert [r.room for r in await b.rooms()] == ["r4"]
+    assert await b.placement("r1") is None
+    assert (await b.place_room("r1")).node_id == "b"
+
+
+async def test_a_closed_coordinator_refuses_calls(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.close()
+    await a.close()  # idempotent
+    with pytest.raises(CoordinatorUnavailable):
+        await a.nodes()
