@@ -220,9 +220,7 @@ class Config:
             "state in the front process"
         ),
     )
-    node_id: str = field(
-        default="", metadata=_doc("this node's name in the cluster, unique; empty: <hostname>-<port>")
-    )
+    node_id: str = field(default="", metadata=_doc("this node's name in the cluster, unique; empty: <hostname>-<port>"))
     public_url: str = field(
         default="", metadata=_doc("where clients reach this node (http(s)://host:port); empty: from host and port")
     )

@@ -124,8 +124,7 @@ class LoadReport:
             "cpu_percent": self.cpu_percent,
             "draining": self.draining,
             "rooms": [
-                {"room": r.room, "participants": [{"id": i, "name": n} for i, n in r.participants]}
-                for r in self.rooms
+                {"room": r.room, "participants": [{"id": i, "name": n} for i, n in r.participants]} for r in self.rooms
             ],
         }
 

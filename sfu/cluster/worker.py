@@ -20,11 +20,14 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Iterable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
-from ..app import ACCESS_LOGGER, create_app, drain
+from ..app import RedactingAccessLogger, create_app, drain
 from ..errors import NotAuthorised
 from ..signaling.server_messages import Error
 from ..state import ROOMS_KEY
@@ -61,11 +64,30 @@ _SPEC_KEY = web.AppKey("worker_spec", WorkerSpec)
 _CPU_KEY = web.AppKey("worker_cpu", CpuMeter)
 
 
-def internal_only(secret: str) -> Any:
+class WorkerAccessLogger(RedactingAccessLogger):
+    """The access log, with the client's address as the front passed it on, and without the
+    front's own reads of the load (every heartbeat)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.path.startswith("/internal/"):
+            return
+        super().log(request, response, time)
+
+    def _format_line(
+        self, request: BaseRequest, response: StreamResponse, time: float
+    ) -> Iterable[tuple[str | tuple[str, str], str]]:
+        client = request.headers.get(CLIENT_ADDRESS_HEADER)
+        return [
+            (key, client if key == "remote_address" and client else value)
+            for key, value in super()._format_line(request, response, time)
+        ]
+
+
+def internal_only(secret: str) -> Middleware:
     """Middleware: the secret or 403; the client's address from the front's header."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
         given = request.headers.get(SECRET_HEADER, "")
@@ -75,8 +97,7 @@ def internal_only(secret: str) -> Any:
         address = request.headers.get(CLIENT_ADDRESS_HEADER)
         if address:
             request = request.clone(remote=address)
-        response: web.StreamResponse = await handler(request)
-        return response
+        return await handler(request)
 
     return middleware
 
@@ -142,7 +163,7 @@ async def serve_worker(spec: WorkerSpec) -> None:
     config = spec.config
     app = create_worker_app(spec)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=ACCESS_LOGGER, shutdown_timeout=config.shutdown_grace_s + 5
+        app, handle_signals=False, access_log_class=WorkerAccessLogger, shutdown_timeout=config.shutdown_grace_s + 5
     )
     await runner.setup()
     try:
