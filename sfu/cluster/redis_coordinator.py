@@ -25,6 +25,9 @@ key                            type     holds; TTL; written by
                                         worker's node
 ``rooms``                      zset     every room scored by its expiry, for ``rooms()`` and
                                         ``remove_node``; as ``nodes``
+``epoch``                      string   when the state was (re)born; as ``nodes``; heartbeats
+``recovering``                 string   present while new rooms wait for the running ones to
+                                        be reported again; one heartbeat's ``ttl_s``
 =============================  =======  ======================================================
 
 A worker is live while its hash and its node's hash exist. The scripts build key names from
@@ -60,7 +63,7 @@ from sfu.cluster.coordinator import (
     RoomEntry,
     WorkerLoad,
 )
-from sfu.cluster.memory import NEW_ROOM_TRACKS, ROOM_TTL_S
+from sfu.cluster.memory import NEW_ROOM_TRACKS, RECOVERING, ROOM_TTL_S
 
 # ARGV[1] of every script is the key prefix.
 _PRELUDE = r"""
@@ -99,6 +102,19 @@ local node_id, url, draining, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local workers = cjson.decode(ARGV[6])
 local now = now_ms()
 prune(now)
+-- the state lost (Redis restarted empty, or every node silent for a TTL) while this node runs
+-- rooms: new rooms wait one TTL, so that every live node writes its rooms back first
+if redis.call('EXISTS', P .. 'epoch') == 0 then
+  redis.call('SET', P .. 'epoch', now, 'PX', ttl)
+  for _, w in ipairs(workers) do
+    if tonumber(w.rooms) > 0 then
+      redis.call('SET', P .. 'recovering', now + ttl, 'PX', ttl)
+      break
+    end
+  end
+else
+  extend(P .. 'epoch', ttl)
+end
 local nkey = P .. 'node:' .. node_id
 local ids, reported = {}, {}
 for i, w in ipairs(workers) do ids[i] = w.id; reported[w.id] = true end
@@ -177,7 +193,7 @@ return out
 """
 
 # ARGV: prefix, room, preferred node ('' for none), room ttl ms, tracks a new room counts
-# Returns {'placed', placement JSON} or {'none'}.
+# Returns {'placed', placement JSON}, {'recovering'} or {'none'}.
 _PLACE_ROOM = r"""
 local room, prefer, room_ttl, add = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
@@ -194,6 +210,7 @@ if cur and live_worker(cjson.decode(cur).worker) then
   extend(P .. 'rooms', room_ttl)
   return {'placed', cur}
 end
+if redis.call('EXISTS', P .. 'recovering') == 1 then return {'recovering'} end
 -- the least-loaded live worker of a non-draining node under its limits: fewest tracks, then
 -- the preferred node, then the fewest rooms, then the worker id (sfu.cluster.memory.placement_order)
 local best, bkey = nil, nil
@@ -405,6 +422,8 @@ class RedisCoordinator:
 
     async def place_room(self, room: str, *, prefer_node: str | None = None) -> Placement:
         answer = await self._run("place_room", room, prefer_node or "", self._room_ttl_ms, self._new_room_tracks)
+        if answer[0] == "recovering":
+            raise CoordinatorUnavailable(RECOVERING)
         if answer[0] != "placed":
             raise NoCapacity(f"no live worker under its limit for room {room!r}")
         return _placement(room, answer[1])

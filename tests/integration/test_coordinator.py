@@ -200,6 +200,7 @@ async def test_no_capacity_when_no_worker_qualifies(coordinator_factory):
 
 async def test_ties_go_to_the_preferred_node_then_to_the_fewest_rooms(coordinator_factory):
     a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)  # the deployment's first heartbeat
     await a.heartbeat(node("a", worker("a", 0, tracks=4, rooms=3)), LONG_TTL_S)
     await a.heartbeat(node("b", worker("b", 0, tracks=4, rooms=2), worker("b", 1, tracks=4, rooms=1)), LONG_TTL_S)
     assert (await a.place_room("r1", prefer_node="a")).worker_id == "a/0"
@@ -275,6 +276,29 @@ async def test_release_room_forgets_only_the_placement_it_names(coordinator_fact
     assert await a.rooms() == []
     await a.release_room("r1", "a/0")  # nothing left: no error
     await a.release_room("never-placed", "a/0")
+
+
+async def test_when_the_shared_state_was_lost_new_rooms_wait_one_ttl_for_the_running_rooms(coordinator_factory):
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    # A node running a room heartbeats into an empty state (a Redis restarted empty): for that
+    # heartbeat's TTL no new room is placed, so that every live node writes its rooms back first.
+    recovery_s = 4.0  # long enough for the calls below on a busy machine
+    await a.heartbeat(node("a", worker("a", 0, rooms=1, tracks=4)), recovery_s)
+    await b.heartbeat(node("b", worker("b", 0)), LONG_TTL_S)
+    with pytest.raises(CoordinatorUnavailable, match="recovering"):
+        await b.place_room("new", prefer_node="b")
+    running = Placement("r1", "a/0", "a", "http://a:9100")
+    await a.set_room_participants("r1", running, (ParticipantEntry("p-1", "Alice"),), LONG_TTL_S)
+    assert await b.place_room("r1", prefer_node="b") == running  # a running room is found at once
+    await a.heartbeat(node("a", worker("a", 0, rooms=1, tracks=4)), LONG_TTL_S)
+    await coordinator_factory.elapse(recovery_s + 0.3)
+    assert (await b.place_room("new", prefer_node="b")).worker_id == "b/0"
+
+
+async def test_a_first_heartbeat_without_rooms_places_at_once(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
+    assert (await a.place_room("r1")).worker_id == "a/0"
 
 
 # -- participants and the cluster-wide room list ----------------------------------------------
@@ -365,6 +389,7 @@ async def test_every_redis_key_has_a_ttl_and_the_prefix(redis_url):
                 "t1:members:r1",
                 "t1:room:r2",
                 "t1:rooms",
+                "t1:epoch",
             ]
         )
         ttls_ms = {key: client.pttl(key) for key in keys}
@@ -431,12 +456,16 @@ async def test_redis_stopped_every_call_is_unavailable_quickly_and_all_works_aga
         fresh_redis.stop()
         await assert_every_call_unavailable_within(a, placed, bound_s=2.5)
         fresh_redis.start()  # empty: nothing was persisted
-        await until_it_works(lambda: a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S))
+        await until_it_works(lambda: a.heartbeat(node("a", worker("a", 0, rooms=1, tracks=2)), 4.0))
         assert [n.node_id for n in await a.nodes()] == ["a"]
         assert await a.placement("r1") is None
+        with pytest.raises(CoordinatorUnavailable, match="recovering"):
+            await a.place_room("r2")
         # The room's worker reports it: its placement is written again.
         await a.set_room_participants("r1", placed, (ParticipantEntry("p-1", "Alice"),), LONG_TTL_S)
         assert await a.place_room("r1") == placed
+        await a.heartbeat(node("a", worker("a", 0, rooms=1, tracks=2)), LONG_TTL_S)
+        assert (await until_it_works(lambda: a.place_room("r2"))).worker_id == "a/0"
     finally:
         await a.close()
 
