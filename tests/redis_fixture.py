@@ -12,6 +12,7 @@ restart it).
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -98,3 +99,12 @@ class RedisServer:
             sock.sendall(b"FLUSHALL\r\n")
             if not sock.recv(64).startswith(b"+OK"):
                 raise RuntimeError("FLUSHALL was refused")
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections open and answers nothing."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)

@@ -22,8 +22,10 @@ class CoordinatorError(Exception):
 
 
 class CoordinatorUnavailable(CoordinatorError):
-    """The shared state cannot be reached (Redis down or timing out). Rooms already placed keep
-    running; a join that needs a placement is refused with ``unavailable``."""
+    """The shared state cannot be reached (Redis down or timing out), or ``place_room`` was
+    asked for a new room while the state recovers (docs/scaling.md, "Shared state"). Rooms
+    already placed keep running; a join that needs a placement is refused with
+    ``unavailable``."""
 
 
 class NoCapacity(CoordinatorError):

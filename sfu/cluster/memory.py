@@ -35,6 +35,8 @@ ROOM_TTL_S = 30.0
 # figure: one participant publishing audio and video. So a burst of new rooms spreads over the
 # workers (and reaches their max_tracks) before any heartbeat.
 NEW_ROOM_TRACKS = 2
+# Refused placements of new rooms while the shared state is being written again.
+RECOVERING = "recovering: the shared state was lost and the running rooms are being reported again"
 
 
 def placement_order(worker: WorkerLoad, prefer_node: str | None) -> tuple[int, int, int, str]:
@@ -82,6 +84,10 @@ class MemoryState:
     nodes: dict[str, _NodeRecord] = field(default_factory=dict)
     workers: dict[str, _WorkerRecord] = field(default_factory=dict)
     rooms: dict[str, _RoomRecord] = field(default_factory=dict)
+    # The state lives while heartbeats come (until this time); a heartbeat that finds it gone
+    # while its node runs rooms starts a recovery, until recovering_until_s.
+    epoch_expires_s: float = float("-inf")
+    recovering_until_s: float = float("-inf")
 
 
 class MemoryCoordinator:
@@ -139,6 +145,9 @@ class MemoryCoordinator:
         self._prune(now_s)
         state = self.state
         expires_s = now_s + ttl_s
+        if state.epoch_expires_s <= now_s and any(w.rooms > 0 for w in node.workers):
+            state.recovering_until_s = expires_s
+        state.epoch_expires_s = max(state.epoch_expires_s, expires_s)
         previous = state.nodes.get(node.node_id)
         reported = {w.worker_id for w in node.workers}
         if previous is not None:
@@ -185,6 +194,8 @@ class MemoryCoordinator:
         if current is not None and self._live_worker(current.placement.worker_id) is not None:
             current.expires_s = max(current.expires_s, now_s + self._room_ttl_s)
             return current.placement
+        if now_s < state.recovering_until_s:
+            raise CoordinatorUnavailable(RECOVERING)
         candidates = [live for w in state.workers if (live := self._live_worker(w)) is not None]
         chosen = choose_worker(candidates, prefer_node)
         if chosen is None:
