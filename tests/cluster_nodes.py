@@ -167,3 +167,35 @@ async def close_all(clients: list[Participant]) -> None:
 def close_code(client: Participant) -> int | None:
     ws = client._ws
     return ws.close_code if ws is not None else None
+
+
+async def joined(url, room, name, publish=True, cls: type[Participant] = Participant, **kw):
+    p = cls(url, room, name)
+    await p.join()
+    if publish:
+        await p.publish(**kw)
+    return p
+
+
+async def placed(node, room, participants):
+    """The room's entry in the cluster-wide admin listing once it reports ``participants``."""
+    entry = {}
+
+    async def check():
+        entry.update((await node.rooms()).get(room, {}))
+        return entry.get("participants") == participants
+
+    async def wait():
+        while not await check():
+            await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(wait(), 20)
+    return entry
+
+
+async def eventually_async(check, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(0.2)

@@ -49,6 +49,7 @@ from .coordinator import (
 )
 from .internal import LOAD_PATH, SECRET_HEADER, LoadReport, WorkerSpec, worker_config, worker_id
 from .memory import MemoryCoordinator
+from .redis_coordinator import RedisCoordinator
 from .relay import RelayContext, RelayStats, relay_handler
 from .supervisor import WorkerProcess
 
@@ -81,7 +82,7 @@ def free_port(host: str) -> int:
 
 def make_coordinator(config: Config) -> Coordinator:
     if config.redis_url:
-        raise NotImplementedError("TEMP")
+        return RedisCoordinator(config.redis_url)
     return MemoryCoordinator()
 
 
@@ -143,7 +144,15 @@ class Node:
             relays=self.relays,
             is_draining=lambda: self.draining,
             on_unreachable=self._unreachable,
+            local_placement=self.local_placement,
         )
+
+    def local_placement(self, room: str) -> Placement | None:
+        for worker in self.workers:
+            report = self.reports.get(worker.index)
+            if worker.ready and report is not None and any(r.room == room for r in report.rooms):
+                return Placement(room, worker.worker_id, self.node_id, worker.url)
+        return None
 
     # -- life -------------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ class RelayContext:
     is_draining: Callable[[], bool]
     # A placement's worker could not be reached: forget the placement (the front releases it).
     on_unreachable: Callable[[Placement], Awaitable[None]]
+    # The room's worker if it runs on this node (from the workers' last load reports), else None.
+    local_placement: Callable[[str], Placement | None]
 
 
 def _admission(ctx: RelayContext, address: str) -> SignalingError | None:
@@ -174,9 +176,12 @@ async def _connect(
     no-capacity)."""
     headers = {SECRET_HEADER: ctx.secret, CLIENT_ADDRESS_HEADER: request.remote or ""}
     last_error = ""
-    for _ in range(PLACE_ATTEMPTS):
+    # A room that runs on one of this node's workers is joined there without asking the
+    # coordinator: it needs no placement (and so works while Redis is unreachable).
+    local = ctx.local_placement(room)
+    for attempt in range(PLACE_ATTEMPTS):
         try:
-            placement = await _place(ctx, room)
+            placement = local if local is not None and attempt == 0 else await _place(ctx, room)
         except CoordinatorUnavailable as exc:
             ctx.relays.placement_failures["unavailable"] += 1
             raise Conflict("unavailable", "the cluster cannot place the room now; try again in a moment") from exc

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from sfu.client import Participant
-from tests.cluster_nodes import NodeProcess, TimedParticipant, close_all, close_code
+from tests.cluster_nodes import NodeProcess, TimedParticipant, close_all, close_code, eventually_async, joined, placed
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.timeout(150)
@@ -27,30 +27,6 @@ async def node(tmp_path):
         yield node
     finally:
         node.cleanup()
-
-
-async def joined(url, room, name, publish=True, cls=Participant, **kw):
-    p = cls(url, room, name)
-    await p.join()
-    if publish:
-        await p.publish(**kw)
-    return p
-
-
-async def placed(node, room, participants):
-    """The room's entry in the cluster-wide admin listing once it reports ``participants``."""
-    entry = {}
-
-    async def check():
-        entry.update((await node.rooms()).get(room, {}))
-        return entry.get("participants") == participants
-
-    async def wait():
-        while not await check():
-            await asyncio.sleep(0.2)
-
-    await asyncio.wait_for(wait(), 20)
-    return entry
 
 
 async def test_two_clients_get_each_others_media_through_the_front_and_rooms_spread_over_workers(node):
@@ -159,11 +135,3 @@ async def test_sigterm_drains_the_node_tells_clients_and_exits(node):
         assert node.process.returncode == 0
     finally:
         await a.close()
-
-
-async def eventually_async(check, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        await asyncio.sleep(0.2)
