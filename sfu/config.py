@@ -381,6 +381,11 @@ class Config:
             raise ConfigError("max_tracks_per_worker and max_worker_cpu_percent must not be negative")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must start with http:// or https://, got {self.public_url!r}")
+        if self.clustered and _is_wildcard(self.cluster_host):
+            raise ConfigError(
+                f"cluster_host {self.cluster_host} is a wildcard: the workers' URLs need an address the "
+                "front processes reach (127.0.0.1 on one host; this host's cluster address otherwise)"
+            )
         workers = self.worker_count
         if self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
             raise ConfigError(
@@ -410,6 +415,13 @@ def is_loopback(host: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
 
