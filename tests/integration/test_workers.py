@@ -135,3 +135,50 @@ async def test_sigterm_drains_the_node_tells_clients_and_exits(node):
         assert node.process.returncode == 0
     finally:
         await a.close()
+
+
+async def test_operations_metrics_labels_admin_forwarding_and_guarded_internal_endpoints(node):
+    from tests.cluster_nodes import admin_headers
+
+    a = await joined(node.ws_url, "ops", "a", publish=False)
+    b = await joined(node.ws_url, "ops", "b", publish=False)
+    try:
+        entry = await placed(node, "ops", 2)
+        view = await node.node_view()
+        worker = next(w for w in view["workers"] if w["worker"] == entry["worker"])
+        async with aiohttp.ClientSession() as http:
+            # The workers' internal address refuses whoever lacks the deployment's secret.
+            for path in ("/internal/load", "/admin/rooms", "/metrics"):
+                async with http.get(worker["url"] + path, headers=admin_headers()) as r:
+                    assert r.status == 403 and (await r.json())["code"] == "forbidden", path
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(worker["url"] + "/ws")
+            assert refused.value.status == 403
+            async with http.get(worker["url"] + "/healthz") as r:
+                assert r.status == 200
+            # /metrics: every worker's series with node and worker labels, and the node's gauges.
+            async with http.get(node.url + "/metrics") as r:
+                assert r.status == 401, "the front checks the admin token as a single server does"
+            async with http.get(node.url + "/metrics", headers=admin_headers()) as r:
+                text = await r.text()
+            label = f'node="{node.node_id}",worker="{entry["worker"]}"'
+            assert f'sfu_room_participants{{node="{node.node_id}",room="ops",worker="{entry["worker"]}"}} 2.0' in text
+            assert f'sfu_node_workers{{node="{node.node_id}"}} 2.0' in text
+            assert f"sfu_worker_participants{{{label}}} 2.0" in text
+            assert "sfu_worker_cpu_percent{" in text and "sfu_worker_tracks{" in text
+            # The room's details and a kick, through the front, done by the worker hosting it.
+            async with http.get(node.url + "/admin/rooms/ops", headers=admin_headers("ops")) as r:
+                details = await r.json()
+            assert {p["id"] for p in details["participants"]} == {a.id, b.id}
+            async with http.get(node.url + "/admin/rooms/nowhere", headers=admin_headers()) as r:
+                assert r.status == 404 and (await r.json())["code"] == "not-found"
+            async with http.delete(node.url + f"/admin/rooms/ops/participants/{b.id}", headers=admin_headers()) as r:
+                assert r.status == 200 and (await r.json())["kicked"] == b.id
+            error = await b.wait_type("error")
+            assert error["code"] == "kicked"
+            await b.wait_type("socket-closed")
+            assert close_code(b) == 1008, "the worker's close code passes through the relay"
+            left = await a.wait_for(lambda m: m["type"] == "participant-left")
+            assert left["reason"] == "kicked"
+    finally:
+        await close_all([a, b])
