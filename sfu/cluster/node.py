@@ -108,6 +108,7 @@ class Node:
         self.stats = ServerStats()
         self.relays = RelayStats()
         self.reports: dict[int, LoadReport] = {}
+        self._reported_s: dict[int, float] = {}  # when each worker's report was read (loop time)
         self.coordinator_ok = True
         self._pending_release: set[tuple[str, str]] = set()
         self._poke = asyncio.Event()
@@ -238,12 +239,22 @@ class Node:
     async def heartbeat_once(self) -> None:
         reports = await asyncio.gather(*(self._read_load(w) for w in self.workers))
         loads: list[WorkerLoad] = []
+        now_s = asyncio.get_running_loop().time()
         for worker, report in zip(self.workers, reports, strict=True):
-            worker.ready = report is not None
-            if report is None:
-                continue
             previous = self.reports.get(worker.index)
+            if report is None:
+                # A live worker too busy to answer in time keeps its last report for up to a
+                # TTL: dropping it from the registry would let its rooms be placed anew (split).
+                fresh_s = self._reported_s.get(worker.index, float("-inf"))
+                if worker.pid is not None and previous is not None and now_s - fresh_s < self.config.node_ttl_s:
+                    if not previous.draining:
+                        loads.append(self.worker_load(worker, previous))
+                    continue
+                worker.ready = False
+                continue
+            worker.ready = True
             self.reports[worker.index] = report
+            self._reported_s[worker.index] = now_s
             if previous is not None:
                 now = {r.room for r in report.rooms}
                 self._pending_release.update((r.room, worker.worker_id) for r in previous.rooms if r.room not in now)

@@ -182,3 +182,34 @@ async def test_operations_metrics_labels_admin_forwarding_and_guarded_internal_e
             assert left["reason"] == "kicked"
     finally:
         await close_all([a, b])
+
+
+async def test_a_new_room_past_every_workers_limit_gets_no_capacity_and_running_rooms_still_take_joins(tmp_path):
+    node = NodeProcess(workers=2, log_dir=tmp_path, SFU_MAX_TRACKS_PER_WORKER="1")
+    node.start()
+    clients = []
+    try:
+        await node.wait_ready()
+        # One publisher per room: one track in, each worker at its limit of one.
+        for room in ("full0", "full1"):
+            clients.append(await joined(node.ws_url, room, room, video=False))
+            await placed(node, room, 1)
+
+        async def loads_reported():
+            view = await node.node_view()
+            return all(w["load"] and w["load"]["tracks"] >= 1 for w in view["workers"])
+
+        await eventually_async(loads_reported, 20)
+        late = Participant(node.ws_url, "one-too-many", "late")
+        clients.append(late)
+        await late.connect()
+        await late.send({"type": "join", "room": "one-too-many", "name": "late"})
+        error = await late.wait_type("error", timeout=15)
+        assert error["code"] == "no-capacity" and error["request"] == "join"
+        await late.wait_type("socket-closed")
+        assert close_code(late) == 1013
+        # A room that runs is joined where it is, whatever the limits.
+        clients.append(await joined(node.ws_url, "full0", "guest", publish=False))
+    finally:
+        await close_all(clients)
+        node.cleanup()
