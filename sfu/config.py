@@ -387,7 +387,7 @@ class Config:
                 "front processes reach (127.0.0.1 on one host; this host's cluster address otherwise)"
             )
         workers = self.worker_count
-        if self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
+        if workers > 1 and self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
             raise ConfigError(
                 f"ice port range {self.ice_port_min}..{self.ice_port_max} is too small for {workers} workers"
             )
