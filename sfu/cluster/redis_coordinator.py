@@ -63,7 +63,7 @@ from sfu.cluster.coordinator import (
     RoomEntry,
     WorkerLoad,
 )
-from sfu.cluster.memory import NEW_ROOM_TRACKS, RECOVERING, ROOM_TTL_S
+from sfu.cluster.memory import NEW_ROOM_TRACKS, RECOVERING, ROOM_TTL_S, check_load
 
 # ARGV[1] of every script is the key prefix.
 _PRELUDE = r"""
@@ -375,6 +375,7 @@ class RedisCoordinator:
             raise CoordinatorUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def heartbeat(self, node: NodeInfo, ttl_s: float) -> None:
+        check_load(node)
         workers = [
             {
                 "id": w.worker_id,

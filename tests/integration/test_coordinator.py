@@ -358,6 +358,15 @@ async def test_remove_node_takes_its_workers_and_its_rooms_at_once(coordinator_f
     assert (await b.place_room("r1")).node_id == "b"
 
 
+async def test_a_heartbeat_with_a_cpu_figure_that_is_not_a_number_is_refused(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0, tracks=5)), LONG_TTL_S)
+    with pytest.raises(ValueError):
+        await a.heartbeat(node("b", worker("b", 0, cpu_percent=float("nan"))), LONG_TTL_S)
+    assert [n.node_id for n in await a.nodes()] == ["a"]
+    assert (await a.place_room("r1")).worker_id == "a/0"
+
+
 async def test_a_closed_coordinator_refuses_calls(coordinator_factory):
     a = await coordinator_factory.coordinator()
     await a.close()
