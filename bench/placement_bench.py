@@ -1,7 +1,7 @@
 """Placement latency: ``RedisCoordinator.place_room`` against a real redis-server.
 
 A redis-server (Debian's package, persistence off, free loopback port) is started for the run;
-a registry of ``--nodes`` nodes with ``--workers`` workers each is written by heartbeat; then,
+a registry of nodes and workers (``--registries``, 8x4 and 32x16) is written by heartbeat; then,
 for 1 and for 20 concurrent callers (each caller its own ``RedisCoordinator``, so its own
 connection, as each node of a cluster has), ``--calls`` calls of ``place_room`` in total:
 
@@ -14,7 +14,7 @@ callers it includes the wait for the client loop, not only Redis), and Redis's o
 script is read from ``INFO commandstats`` (``evalsha``). The in-memory coordinator is measured
 the same way, for scale. Results: bench/results/placement.json.
 
-Usage: .venv/bin/python bench/placement_bench.py [--calls 4000] [--nodes 8 --workers 4]
+Usage: .venv/bin/python bench/placement_bench.py [--calls 4000] [--registries 8x4,32x16]
 """
 
 from __future__ import annotations
@@ -138,23 +138,27 @@ def commit() -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=4000)
-    parser.add_argument("--nodes", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--registries", default="8x4,32x16", help="registry sizes, NODESxWORKERS each (the script scans the workers)"
+    )
     parser.add_argument("--concurrency", default="1,20")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "placement.json")
     args = parser.parse_args()
-    nodes = registry(args.nodes, args.workers)
+    sizes = [tuple(int(x) for x in size.split("x")) for size in args.registries.split(",")]
     levels = [int(x) for x in args.concurrency.split(",")]
     server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="placement-bench-")))
     server.start()
     admin = redis.Redis.from_url(server.url, decode_responses=True)
     try:
         runs = []
-        for concurrency in levels:
-            runs.append(await scenario("redis", server.url, concurrency, args.calls, nodes, admin))
+        for node_count, worker_count in sizes:
+            nodes = registry(node_count, worker_count)
+            size = {"nodes": node_count, "workers_per_node": worker_count}
+            for concurrency in levels:
+                runs.append(size | await scenario("redis", server.url, concurrency, args.calls, nodes, admin))
+                print(json.dumps(runs[-1]), flush=True)
+            runs.append(size | await scenario("memory", None, 1, args.calls, nodes, None))
             print(json.dumps(runs[-1]), flush=True)
-        runs.append(await scenario("memory", None, 1, args.calls, nodes, None))
-        print(json.dumps(runs[-1]), flush=True)
         version = admin.info("server")["redis_version"]
     finally:
         admin.close()
@@ -169,7 +173,6 @@ async def main() -> None:
             "python": platform.python_version(),
             "redis_server": version,
         },
-        "registry": {"nodes": args.nodes, "workers_per_node": args.workers},
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

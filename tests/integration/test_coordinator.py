@@ -5,6 +5,7 @@ real time with short TTLs)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -176,6 +177,15 @@ async def test_placement_respects_max_tracks_and_the_cpu_ceiling(coordinator_fac
         LONG_TTL_S,
     )
     assert (await a.place_room("r1")).worker_id == "a/2"
+
+
+async def test_a_placement_looks_past_any_number_of_full_workers(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    full = [worker("full", i, tracks=1, max_tracks=1) for i in range(150)]
+    await a.heartbeat(node("full", *full), LONG_TTL_S)
+    await a.heartbeat(node("idle", *(worker("idle", i) for i in range(70)), draining=True), LONG_TTL_S)
+    await a.heartbeat(node("busy", worker("busy", 0, tracks=30, rooms=9)), LONG_TTL_S)
+    assert (await a.place_room("r1", prefer_node="full")).worker_id == "busy/0"
 
 
 async def test_a_draining_node_is_never_chosen(coordinator_factory):
@@ -394,6 +404,7 @@ async def test_every_redis_key_has_a_ttl_and_the_prefix(redis_url):
                 "t1:worker:a/1",
                 "t1:nodes",
                 "t1:workers",
+                "t1:load",
                 "t1:room:r1",
                 "t1:members:r1",
                 "t1:room:r2",
@@ -506,3 +517,47 @@ async def test_a_redis_that_was_never_there_is_unavailable_at_once():
         assert time.monotonic() - started < 2.5
     finally:
         await a.close()
+
+
+async def test_redis_places_every_room_where_the_memory_coordinator_does(redis_url):
+    """The Lua script and choose_worker are one rule: random registries (limits, CPU,
+    draining nodes, ties), random preferred nodes, the same answers in the same order."""
+    rng = random.Random(20261202)
+    for round_ in range(12):
+        on_redis = RedisCoordinator(redis_url, key_prefix=f"same{round_}:")
+        in_memory = MemoryCoordinator(FakeClock())
+        try:
+            nodes = []
+            for n in range(rng.randint(1, 6)):
+                loads = [
+                    worker(
+                        f"n{n}",
+                        i,
+                        tracks=rng.choice([0, 0, 2, 4, 7, 40]),
+                        rooms=rng.randint(0, 3),
+                        cpu_percent=rng.choice([0.0, 12.5, 79.9, 80.0, 95.0]),
+                        max_tracks=rng.choice([0, 8, 40]),
+                        max_cpu_percent=rng.choice([0.0, 80.0]),
+                    )
+                    for i in range(rng.randint(0, 4))
+                ]
+                nodes.append(node(f"n{n}", *loads, draining=rng.random() < 0.2))
+            for coordinator in (on_redis, in_memory):
+                await coordinator.heartbeat(node("first"), LONG_TTL_S)  # the deployment ran before
+                for n in nodes:
+                    await coordinator.heartbeat(n, LONG_TTL_S)
+            for i in range(25):
+                room = f"r{rng.randint(0, 14)}"
+                prefer = rng.choice([None, "ghost", *(n.node_id for n in nodes)])
+                answers = []
+                for coordinator in (on_redis, in_memory):
+                    try:
+                        answers.append(await coordinator.place_room(room, prefer_node=prefer))
+                    except NoCapacity:
+                        answers.append(None)
+                assert answers[0] == answers[1], (round_, i, room, prefer, nodes)
+            assert await on_redis.nodes() == await in_memory.nodes()
+            assert await on_redis.rooms() == await in_memory.rooms()
+        finally:
+            await on_redis.close()
+            await in_memory.close()
