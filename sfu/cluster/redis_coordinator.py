@@ -2,36 +2,12 @@
 
 Every read and write is one Lua script (EVALSHA through ``register_script``), so each method is
 one atomic step on the server, and every time in it is the server's clock (``TIME``), never a
-client's. The keys (``key_prefix`` first, ``sfu:`` by default), each with a TTL so nothing
-outlives its owner:
-
-=============================  =======  ======================================================
-key                            type     holds; TTL; written by
-=============================  =======  ======================================================
-``node:<node_id>``             hash     ``url``, ``draining`` (0/1), ``workers`` (JSON list of
-                                        worker ids); the heartbeat's ``ttl_s``; its node's
-                                        heartbeat
-``worker:<worker_id>``         hash     ``node``, ``url``, ``tracks``, ``rooms``,
-                                        ``participants``, ``cpu``, ``max_tracks``,
-                                        ``max_cpu``; the heartbeat's ``ttl_s``; its node's
-                                        heartbeat (``place_room`` adds each new room to
-                                        ``rooms`` and ``new_room_tracks`` to ``tracks``)
-``nodes``, ``workers``         zset     every id scored by its expiry (server ms), pruned by
-                                        every script; as long as its longest-lived member
-``load``                       zset     worker id → tracks × 10⁶ + rooms (as in its hash), so
-                                        ``place_room`` reads the workers in order of (tracks,
-                                        rooms, id); as ``workers``
-``room:<room>``                string   the placement, JSON ``{worker, node, url}``;
-                                        ``room_ttl_s`` from ``place_room``, then the
-                                        ``ttl_s`` of each ``set_room_participants``
-``members:<room>``             hash     participant id → name; as ``room:<room>``; the room's
-                                        worker's node
-``rooms``                      zset     every room scored by its expiry, for ``rooms()`` and
-                                        ``remove_node``; as ``nodes``
-``epoch``                      string   when the state was (re)born; as ``nodes``; heartbeats
-``recovering``                 string   present while new rooms wait for the running ones to
-                                        be reported again; one heartbeat's ``ttl_s``
-=============================  =======  ======================================================
+client's. Every record has a TTL refreshed by its owner, so nothing outlives it. The keys
+(``key_prefix`` first, ``sfu:`` by default), with their types, TTLs and writers, are listed
+in docs/scaling.md, "The Redis keys" (tests/unit/test_scaling_doc.py keeps that table equal
+to the keys the scripts use): ``node:<id>`` and ``worker:<id>`` hashes, the ``nodes``,
+``workers`` and ``load`` zsets, ``room:<room>`` strings and ``members:<room>`` hashes, the
+``rooms`` zset, and ``epoch`` and ``recovering``.
 
 A worker is live while its hash and its node's hash exist. The scripts build key names from
 the prefix (they do not declare them in KEYS), so this runs on one Redis server (or a
