@@ -12,7 +12,9 @@ connection, as each node of a cluster has), ``--calls`` calls of ``place_room`` 
 Each call's latency is measured around the ``await`` on this process's loop (so with 20
 callers it includes the wait for the client loop, not only Redis), and Redis's own time per
 script is read from ``INFO commandstats`` (``evalsha``). The in-memory coordinator is measured
-the same way, for scale. Results: bench/results/placement.json.
+the same way, for scale. Each scenario runs ``--repeat`` times on a fresh registry; each
+figure reported is the median over the repeats (every repeat is kept in the JSON). Results:
+bench/results/placement.json.
 
 Usage: .venv/bin/python bench/placement_bench.py [--calls 4000] [--registries 8x4,32x16]
 """
@@ -142,6 +144,7 @@ async def main() -> None:
         "--registries", default="8x4,32x16", help="registry sizes, NODESxWORKERS each (the script scans the workers)"
     )
     parser.add_argument("--concurrency", default="1,20")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario; the medians are reported too")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "placement.json")
     args = parser.parse_args()
     sizes = [tuple(int(x) for x in size.split("x")) for size in args.registries.split(",")]
@@ -154,11 +157,18 @@ async def main() -> None:
         for node_count, worker_count in sizes:
             nodes = registry(node_count, worker_count)
             size = {"nodes": node_count, "workers_per_node": worker_count}
-            for concurrency in levels:
-                runs.append(size | await scenario("redis", server.url, concurrency, args.calls, nodes, admin))
-                print(json.dumps(runs[-1]), flush=True)
-            runs.append(size | await scenario("memory", None, 1, args.calls, nodes, None))
-            print(json.dumps(runs[-1]), flush=True)
+            plans = [("redis", server.url, c, admin) for c in levels] + [("memory", None, 1, None)]
+            for kind, url, concurrency, client in plans:
+                repeats = [
+                    await scenario(kind, url, concurrency, args.calls, nodes, client) for _ in range(args.repeat)
+                ]
+                runs.append(size | {"coordinator": kind, "callers": concurrency, "calls": args.calls})
+                for what in ("new", "existing"):
+                    runs[-1][what] = {
+                        stat: round(statistics.median(r[what][stat] for r in repeats), 1) for stat in repeats[0][what]
+                    }
+                runs[-1]["repeats"] = [{k: r[k] for k in ("new", "existing")} for r in repeats]
+                print(json.dumps({k: v for k, v in runs[-1].items() if k != "repeats"}), flush=True)
         version = admin.info("server")["redis_version"]
     finally:
         admin.close()
