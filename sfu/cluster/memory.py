@@ -57,10 +57,10 @@ def placement_order(worker: WorkerLoad, prefer_node: str | None) -> tuple[int, i
 def choose_worker(
     candidates: Iterable[tuple[NodeInfo, WorkerLoad]], prefer_node: str | None = None
 ) -> WorkerLoad | None:
-    """The worker a new room goes to: among workers of non-draining nodes that are under their
-    limit, the least-loaded one (``placement_order``); None when none qualifies. The caller
-    passes live records only."""
-    eligible = [w for node, w in candidates if not node.draining and w.under_limit()]
+    """The worker a new room goes to: among non-draining workers of non-draining nodes that are
+    under their limit, the least-loaded one (``placement_order``); None when none qualifies.
+    The caller passes live records only."""
+    eligible = [w for node, w in candidates if not node.draining and not w.draining and w.under_limit()]
     if not eligible:
         return None
     return min(eligible, key=lambda w: placement_order(w, prefer_node))

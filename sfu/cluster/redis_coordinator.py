@@ -122,7 +122,8 @@ for _, w in ipairs(workers) do
   local wkey = P .. 'worker:' .. w.id
   redis.call('DEL', wkey)
   redis.call('HSET', wkey, 'node', node_id, 'url', w.url, 'tracks', w.tracks, 'rooms', w.rooms,
-    'participants', w.participants, 'cpu', w.cpu, 'max_tracks', w.max_tracks, 'max_cpu', w.max_cpu)
+    'participants', w.participants, 'cpu', w.cpu, 'max_tracks', w.max_tracks, 'max_cpu', w.max_cpu,
+    'draining', w.draining)
   redis.call('PEXPIRE', wkey, ttl)
   redis.call('ZADD', P .. 'workers', now + ttl, w.id)
   redis.call('ZADD', P .. 'load', load_score(w.tracks, w.rooms), w.id)
@@ -167,9 +168,9 @@ for _, node_id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', '(' .. now, '
     local ws = {}
     for _, id in ipairs(cjson.decode(n[3])) do
       local w = redis.call('HMGET', P .. 'worker:' .. id, 'node', 'url', 'tracks', 'rooms', 'participants',
-        'cpu', 'max_tracks', 'max_cpu')
+        'cpu', 'max_tracks', 'max_cpu', 'draining')
       if w[1] then
-        table.insert(ws, {id, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]})
+        table.insert(ws, {id, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9]})
       end
     end
     table.insert(out, {node_id, n[1], n[2], ws})
@@ -205,8 +206,9 @@ if redis.call('EXISTS', P .. 'recovering') == 1 then return {'recovering'} end
 -- draining, dead) and the preferred node's, never the whole registry.
 local node_state = {}
 local function eligible(id)
-  local w = redis.call('HMGET', P .. 'worker:' .. id, 'node', 'url', 'tracks', 'rooms', 'cpu', 'max_tracks', 'max_cpu')
-  if not w[1] then return nil end
+  local w = redis.call('HMGET', P .. 'worker:' .. id, 'node', 'url', 'tracks', 'rooms', 'cpu', 'max_tracks', 'max_cpu',
+    'draining')
+  if not w[1] or w[8] == '1' then return nil end
   local state = node_state[w[1]]
   if state == nil then
     state = redis.call('HGET', P .. 'node:' .. w[1], 'draining') or 'gone'
@@ -397,6 +399,7 @@ class RedisCoordinator:
                 "cpu": repr(float(w.cpu_percent)),
                 "max_tracks": str(w.max_tracks),
                 "max_cpu": repr(float(w.max_cpu_percent)),
+                "draining": "1" if w.draining else "0",
             }
             for w in node.workers
         ]
@@ -426,8 +429,20 @@ class RedisCoordinator:
                     cpu_percent=float(cpu),
                     max_tracks=int(max_tracks),
                     max_cpu_percent=float(max_cpu),
+                    draining=draining_worker == "1",
                 )
-                for worker_id, worker_node, worker_url, tracks, rooms, participants, cpu, max_tracks, max_cpu in workers
+                for (
+                    worker_id,
+                    worker_node,
+                    worker_url,
+                    tracks,
+                    rooms,
+                    participants,
+                    cpu,
+                    max_tracks,
+                    max_cpu,
+                    draining_worker,
+                ) in workers
             )
             listed.append(NodeInfo(node_id=node_id, public_url=url, draining=draining == "1", workers=loads))
         return sorted(listed, key=lambda n: n.node_id)

@@ -129,7 +129,7 @@ async def test_heartbeat_lists_live_nodes_with_their_load_from_any_coordinator(c
         worker("a", 0, tracks=12, rooms=2, participants=5, cpu_percent=37.5, max_tracks=400, max_cpu_percent=85.0),
         worker("a", 1, tracks=3, rooms=1, participants=2, cpu_percent=4.25),
     )
-    node_b = node("b", worker("b", 0), draining=True)
+    node_b = node("b", worker("b", 0), worker("b", 1, rooms=1, draining=True), draining=True)
     await a.heartbeat(node_a, LONG_TTL_S)
     await b.heartbeat(node_b, LONG_TTL_S)
     assert await a.nodes() == [node_a, node_b]
@@ -195,6 +195,21 @@ async def test_a_draining_node_is_never_chosen(coordinator_factory):
         await a.place_room("r1")
     await a.heartbeat(node("b", worker("b", 0, tracks=50)), LONG_TTL_S)
     assert (await a.place_room("r1", prefer_node="a")).node_id == "b"
+
+
+async def test_a_draining_worker_keeps_its_rooms_and_takes_no_new_one(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0), worker("a", 1, tracks=20)), LONG_TTL_S)
+    placed = await a.place_room("r1")
+    assert placed.worker_id == "a/0"
+    await a.heartbeat(
+        node("a", worker("a", 0, tracks=4, rooms=1, draining=True), worker("a", 1, tracks=20)), LONG_TTL_S
+    )
+    assert await a.place_room("r1") == placed
+    assert (await a.place_room("r2")).worker_id == "a/1"
+    await a.heartbeat(node("a", worker("a", 0, draining=True), worker("a", 1, draining=True)), LONG_TTL_S)
+    with pytest.raises(NoCapacity):
+        await a.place_room("r3")
 
 
 async def test_no_capacity_when_no_worker_qualifies(coordinator_factory):
@@ -538,6 +553,7 @@ async def test_redis_places_every_room_where_the_memory_coordinator_does(redis_u
                         cpu_percent=rng.choice([0.0, 12.5, 79.9, 80.0, 95.0]),
                         max_tracks=rng.choice([0, 8, 40]),
                         max_cpu_percent=rng.choice([0.0, 80.0]),
+                        draining=rng.random() < 0.15,
                     )
                     for i in range(rng.randint(0, 4))
                 ]
