@@ -277,12 +277,16 @@ async def test_a_stale_node_is_never_chosen_and_its_rooms_are_placed_anew(coordi
     a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
     await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
     await b.heartbeat(node("b", worker("b", 0, tracks=40)), LONG_TTL_S)
-    assert (await b.place_room("r1")).node_id == "a"
+    on_a = await b.place_room("r1")
+    assert on_a.node_id == "a"
+    await a.set_room_participants("r1", on_a, (ParticipantEntry("p-1", "Alice"),), LONG_TTL_S)
     await a.heartbeat(node("a", worker("a", 0)), SHORT_TTL_S)  # its last heartbeat
     await coordinator_factory.elapse(SHORT_TTL_S + 0.3)
     assert await b.placement("r1") is None
     assert await b.rooms() == []
-    assert (await b.place_room("r1")).worker_id == "b/0"
+    on_b = await b.place_room("r1")
+    assert on_b.worker_id == "b/0"
+    assert await b.rooms() == [RoomEntry("r1", on_b, ())]  # the dead worker's participants are gone
     assert (await b.place_room("r2", prefer_node="a")).worker_id == "b/0"
     # The node comes back: the room stays where it was placed anew.
     await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
