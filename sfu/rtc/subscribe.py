@@ -363,11 +363,16 @@ class SubscribePeer(PeerBase):
         if ext_id is not None:
             tw = self._tw_seq
             self._tw_seq = (tw + 1) & 0xFFFF
-            packet = with_transport_seq(packet, ext_id, tw)
-            if not glue.send_packet(transport, packet):
+            size = glue.send_rtp_with_transport_seq(transport, packet, ext_id, tw)
+            if size is None:  # no compiled path: stamp here
+                packet = with_transport_seq(packet, ext_id, tw)
+                size = len(packet) if glue.send_packet(transport, packet) else -1
+            if size < 0:
                 return False
-            self.estimator.on_sent(tw, self._now_ms(), len(packet))
-        elif not glue.send_packet(transport, packet):
+            self.estimator.on_sent(tw, self._now_ms(), size)
+            self._bytes_sent += size
+            return True
+        if not glue.send_packet(transport, packet):
             return False
         self._bytes_sent += len(packet)
         return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -24,11 +25,12 @@ import aioice.ice
 import pylibsrtp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from .. import fastpath
 from ..demux import sum_drops
 from ..rate import TokenBucket
 from .compat import TAPPED, missing_attributes, missing_names
@@ -113,6 +115,7 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
                 logger.exception("an RTCP packet was not handled")
 
         count_srtp_failures(transport)
+        _prepare_fast_send(transport)
 
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
@@ -227,12 +230,141 @@ def is_connected(transport: RTCDtlsTransport) -> bool:
 
 
 _pending_sends: set[asyncio.Future[Any]] = set()  # TURN sends in flight (kept referenced)
+_FAST = "_sfu_fast_sender"
+
+
+class _FastSender:
+    """A transport's compiled RTP send path: its own libsrtp2 session (same keys as aiortc's)
+    and the selected pair's socket and address, looked up again when the pair changes."""
+
+    __slots__ = ("_addr", "_connection", "_fd", "_pair", "srtp")
+
+    def __init__(self, srtp: Any, connection: aioice.ice.Connection) -> None:
+        self.srtp = srtp
+        self._connection = connection
+        self._pair: Any = None
+        self._fd = -1  # -1: the pair has no socket of its own (TURN-relayed)
+        self._addr = b""
+
+    def send(self, data: bytes, ext_id: int = 0, transport_seq: int = 0) -> int:
+        """Protect and send; the plain length sent, or -1."""
+        pair = self._connection._nominated.get(1)
+        if pair is not self._pair and not self._select(pair):
+            return -1
+        if self._fd >= 0:
+            if ext_id:
+                return int(self.srtp.send(self._fd, data, self._addr, ext_id, transport_seq))
+            return int(self.srtp.send(self._fd, data, self._addr))
+        # TURN-relayed pair: protected here (one SRTP state per transport), sent by aioice.
+        if ext_id:
+            data = _with_transport_seq(data, ext_id, transport_seq)
+        try:
+            protected = self.srtp.protect(data)
+        except ValueError:
+            return -1
+        return len(data) if _send_relayed(self._pair, protected) else -1
+
+    def _select(self, pair: Any) -> bool:
+        self._pair = None
+        if pair is None:
+            return False
+        self._fd = -1
+        if type(pair.protocol) is aioice.ice.StunProtocol:
+            try:
+                sock = pair.protocol.transport.get_extra_info("socket")
+                fd = sock.fileno()
+                host, port = pair.remote_addr[:2]
+                self._addr = fastpath.compiled.sockaddr(host, port)  # type: ignore[union-attr]
+            except (AttributeError, OSError, ValueError):
+                return False
+            self._fd = fd
+        self._pair = pair
+        return True
+
+
+def _with_transport_seq(packet: bytes, ext_id: int, transport_seq: int) -> bytes:
+    # The compiled path's insertion for a TURN pair (sfu.media.rtp.with_transport_seq is the
+    # reference; tests/unit/test_fastpath.py compares them).
+    return (
+        bytes((packet[0] | 0x10,))
+        + packet[1:12]
+        + bytes((0xBE, 0xDE, 0, 1, (ext_id << 4) | 1, (transport_seq >> 8) & 0xFF, transport_seq & 0xFF, 0))
+        + packet[12:]
+    )
+
+
+def _outbound_key(transport: RTCDtlsTransport) -> tuple[int, bytes] | None:
+    """(libsrtp profile, master key + salt) of the transport's outgoing SRTP, as aiortc's
+    ``_setup_srtp`` derives them (None if no profile was negotiated)."""
+    ssl = transport._ssl
+    if ssl is None:
+        return None
+    selected = ssl.get_selected_srtp_profile()
+    for profile in transport._srtp_profiles:
+        if profile.openssl_profile == selected:
+            break
+    else:
+        return None
+    view = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+    key = profile.get_key_and_salt(view, 1 if transport._role == "server" else 0)
+    return int(profile.libsrtp_profile), bytes(key)
+
+
+def _attach_fast_sender(transport: RTCDtlsTransport) -> None:
+    """Give the transport a compiled send path once aiortc has set up SRTP; keep the pure
+    path if the compiled session does not protect a probe exactly as aiortc's does."""
+    compiled = fastpath.compiled
+    if compiled is None or transport._tx_srtp is None or getattr(transport, _FAST, None) is not None:
+        return
+    try:
+        found = _outbound_key(transport)
+        if found is None:
+            return
+        srtp = compiled.OutboundSrtp(*found)
+        # A probe on an SSRC no stream uses: both sessions must give the same bytes.
+        probe = bytes((0x80, 0x7F, 0, 1, 0, 0, 0, 1)) + os.urandom(4) + b"fastpath-probe"
+        if srtp.protect(probe) != transport._tx_srtp.protect(probe):
+            logger.warning("compiled SRTP differs from aiortc's on this transport: pure-Python send path")
+            return
+    except Exception:
+        logger.warning("compiled send path unavailable on this transport", exc_info=True)
+        return
+    setattr(transport, _FAST, _FastSender(srtp, transport.transport._connection))
+
+
+def _prepare_fast_send(transport: RTCDtlsTransport) -> None:
+    if fastpath.compiled is None:
+        return
+    if transport._tx_srtp is not None:
+        _attach_fast_sender(transport)
+        return
+    original_setup = transport._setup_srtp
+
+    def setup_srtp() -> None:
+        original_setup()
+        _attach_fast_sender(transport)
+
+    transport._setup_srtp = setup_srtp
+
+
+def _send_relayed(pair: Any, protected: bytes) -> bool:
+    try:
+        task = asyncio.ensure_future(pair.protocol.send_data(protected, pair.remote_addr))
+    except (OSError, AttributeError):
+        return False
+    _pending_sends.add(task)
+    task.add_done_callback(_pending_sends.discard)
+    return True
 
 
 def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) -> bool:
     """Protect and send one RTP (or RTCP) packet now; False if it could not be sent."""
     if transport._state is not State.CONNECTED:
         return False
+    if not rtcp:
+        fast: _FastSender | None = getattr(transport, _FAST, None)
+        if fast is not None:
+            return fast.send(data) >= 0
     try:
         srtp = transport._tx_srtp
         protected = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
@@ -245,13 +377,30 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
     try:
         if type(protocol) is aioice.ice.StunProtocol:
             protocol.transport.sendto(protected, pair.remote_addr)
-        else:  # TURN-relayed pair: its send is a coroutine
-            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
-            _pending_sends.add(task)
-            task.add_done_callback(_pending_sends.discard)
+            return True
     except (OSError, AttributeError):
         return False
-    return True
+    return _send_relayed(pair, protected)  # TURN-relayed pair: its send is a coroutine
+
+
+def send_rtp_with_transport_seq(
+    transport: RTCDtlsTransport, packet: bytes, ext_id: int, transport_seq: int
+) -> int | None:
+    """Send an RTP packet (plain 12-byte header) with a transport-wide sequence number
+    inserted on the way, through the compiled path: the length of the stamped packet sent,
+    or -1 if it could not be sent; None when this transport has no compiled path (then the
+    caller stamps the packet itself and uses ``send_packet``)."""
+    fast: _FastSender | None = getattr(transport, _FAST, None)
+    if fast is None:
+        return None
+    if transport._state is not State.CONNECTED:
+        return -1
+    return fast.send(packet, ext_id, transport_seq)
+
+
+def uses_compiled_path(transport: RTCDtlsTransport) -> bool:
+    """Whether RTP on this transport goes through the compiled send path."""
+    return getattr(transport, _FAST, None) is not None
 
 
 def problems() -> list[str]:
@@ -262,12 +411,15 @@ def problems() -> list[str]:
             (aioice.ice.Connection, "_nominated"),
             (aioice.ice.CandidatePair, "remote_addr"),
             (RTCDtlsTransport, "_handle_rtp_data"),
+            (RTCDtlsTransport, "_setup_srtp"),
             (RTCDtlsTransport, "_handle_rtcp_data"),
             (RTCRtpSender, "_run_rtp"),
             (RTCRtpSender, "_run_rtcp"),
             (RTCRtpReceiver, "receive"),
             (State, "CONNECTED"),
             (pylibsrtp, "Error"),
+            *((SRTP_PROFILES[0], name) for name in ("openssl_profile", "key_length", "salt_length", "libsrtp_profile")),
+            *((SRTP_PROFILES[0], name) for name in ("get_key_and_salt",)),
         ]
     )
     # Sender state that the idle loops of prepare_forwarding_sender must drive.
@@ -282,7 +434,7 @@ def problems() -> list[str]:
     )
     found += missing_names(
         [RTCDtlsTransport.__init__, RTCDtlsTransport._setup_srtp],
-        ["_state", "_tx_srtp"],
+        ["_state", "_tx_srtp", "_ssl", "_role", "_srtp_profiles"],
         "RTCDtlsTransport.{} is missing",
     )
     found += missing_names([aioice.ice.CandidatePair.__init__], ["protocol"], "CandidatePair.{} is missing")
