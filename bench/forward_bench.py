@@ -64,8 +64,24 @@ def snapshot(commit: str) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "archive", full], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        build_extension(root)
         (root / "COMMIT").write_text(full + "\n")
     return root
+
+
+def build_extension(root: Path) -> None:
+    """Compile a snapshot's compiled send path (sfu/rtc/_fastpath.c) in place, as
+    `pip install -e .` does for the working tree; without it the snapshot runs pure Python."""
+    import sysconfig
+
+    source = root / "sfu" / "rtc" / "_fastpath.c"
+    if not source.exists():
+        return
+    target = source.with_name("_fastpath" + sysconfig.get_config_var("EXT_SUFFIX"))
+    cmd = ["cc", "-shared", "-fPIC", "-O2", f"-I{sysconfig.get_paths()['include']}", str(source), "-lsrtp2", "-o"]
+    result = subprocess.run([*cmd, str(target)], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"the snapshot's compiled send path did not build: {result.stderr.strip()}", file=sys.stderr)
 
 
 def _sfu_root() -> Path:
