@@ -1,6 +1,6 @@
 """The compiled send path in a real call: the server's transports use it, a subscriber that
 negotiates transport-cc decrypts what it sends and finds every transport-wide sequence number
-in order."""
+in order; received SRTP is delivered to the tap from the socket callback."""
 
 import asyncio
 
@@ -67,7 +67,10 @@ async def test_subscriber_transport_uses_the_compiled_path_with_transport_cc_sta
         # In order on loopback, one apart (the server also sends probes in the same sequence).
         steps = [(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:], strict=False)]
         assert sum(1 for d in steps if d == 1) >= 0.95 * len(steps)
-        assert server_sub.estimator is not None
+        # Received SRTP went from the socket callback straight to the tap, both ways.
+        server_pub = room.participants[pub.id].publisher
+        assert glue.direct_deliveries(server_pub.pc) >= 200
+        assert glue.direct_deliveries(sub.subscribe_pc) >= sub.media_packets - 50
     finally:
         await asyncio.gather(pub.close(), sub.close(), return_exceptions=True)
         await srv.runner.cleanup()

@@ -119,7 +119,73 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
 
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+        guard.deliver = _direct_delivery(transport, handle_rtp, handle_rtcp, guard)
         setattr(transport, TAPPED, True)
+
+
+_NTP_OFFSET_S = 2208988800  # 1900 to 1970: aiortc's arrival_time_ms counts from the NTP epoch
+
+
+def _direct_delivery(
+    transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler, guard: DatagramGuard
+) -> Callable[[bytes], bool]:
+    """Decrypt one SRTP/SRTCP datagram and run the tap on it now, as aiortc's receive loop
+    would after the queue hop (``_recv_next``); False when it must take that way instead."""
+    connection = transport.transport._connection
+    queue = connection._queue
+    connected = State.CONNECTED
+
+    def deliver(data: bytes) -> bool:
+        srtp = transport._rx_srtp
+        if srtp is None or transport._state is not connected or queue.qsize():
+            return False
+        try:
+            if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+                coro = on_rtcp(srtp.unprotect_rtcp(data))
+            else:
+                coro = on_rtp(srtp.unprotect(data), int((time.time() + _NTP_OFFSET_S) * 1000))
+        except (pylibsrtp.Error, IndexError):
+            return True  # refused (and counted) by the SRTP session: dropped, as aiortc does
+        _run_now(coro, guard)
+        return True
+
+    return deliver
+
+
+def _run_now(coro: Awaitable[None], guard: DatagramGuard) -> None:
+    """Run a tap coroutine to its end now; if it waits for something (the tap's handlers do
+    not), the event loop finishes it."""
+    step = coro.__await__()
+    try:
+        pending = step.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        guard.drop("handler-error")
+        logger.exception("an RTP/RTCP packet was not handled")
+        return
+    task = asyncio.ensure_future(_finish(step, pending))
+    _pending_sends.add(task)
+    task.add_done_callback(_pending_sends.discard)
+
+
+async def _finish(step: Any, pending: Any) -> None:
+    while True:
+        try:
+            if pending is None:
+                await asyncio.sleep(0)
+            else:
+                await pending
+        except BaseException as exc:
+            try:
+                pending = step.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            pending = step.send(None)
+        except StopIteration:
+            return
 
 
 def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
@@ -129,6 +195,13 @@ def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
         guard = guard_of(transport.transport._connection)
         if guard.rtcp_bucket is None:
             guard.rtcp_bucket = TokenBucket(max_bps, time.monotonic())
+
+
+def direct_deliveries(pc: RTCPeerConnection) -> int:
+    """How many SRTP/SRTCP datagrams ``pc``'s transports handed to the tap at once (without
+    aioice's queue and aiortc's receive loop)."""
+    guards = (guard_if_any(transport.transport._connection) for transport in dtls_transports(pc))
+    return sum(guard.delivered for guard in guards if guard is not None)
 
 
 def transport_drops(pc: RTCPeerConnection) -> dict[str, int]:
