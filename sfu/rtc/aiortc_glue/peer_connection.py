@@ -310,18 +310,21 @@ class _FastSender:
     """A transport's compiled RTP send path: its own libsrtp2 session (same keys as aiortc's)
     and the selected pair's socket and address, looked up again when the pair changes."""
 
-    __slots__ = ("_addr", "_connection", "_fd", "_pair", "srtp")
+    __slots__ = ("_addr", "_fd", "_nominated", "_pair", "_transport", "srtp")
 
-    def __init__(self, srtp: Any, connection: aioice.ice.Connection) -> None:
+    def __init__(self, srtp: Any, transport: RTCDtlsTransport) -> None:
         self.srtp = srtp
-        self._connection = connection
+        self._transport = transport
+        self._nominated = transport.transport._connection._nominated  # one dict for its life
         self._pair: Any = None
         self._fd = -1  # -1: the pair has no socket of its own (TURN-relayed)
         self._addr = b""
 
     def send(self, data: bytes, ext_id: int = 0, transport_seq: int = 0) -> int:
         """Protect and send; the plain length sent, or -1."""
-        pair = self._connection._nominated.get(1)
+        if self._transport._state is not State.CONNECTED:
+            return -1
+        pair = self._nominated.get(1)
         if pair is not self._pair and not self._select(pair):
             return -1
         if self._fd >= 0:
@@ -402,7 +405,7 @@ def _attach_fast_sender(transport: RTCDtlsTransport) -> None:
     except Exception:
         logger.warning("compiled send path unavailable on this transport", exc_info=True)
         return
-    setattr(transport, _FAST, _FastSender(srtp, transport.transport._connection))
+    setattr(transport, _FAST, _FastSender(srtp, transport))
 
 
 def _prepare_fast_send(transport: RTCDtlsTransport) -> None:
@@ -432,12 +435,12 @@ def _send_relayed(pair: Any, protected: bytes) -> bool:
 
 def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) -> bool:
     """Protect and send one RTP (or RTCP) packet now; False if it could not be sent."""
-    if transport._state is not State.CONNECTED:
-        return False
     if not rtcp:
         fast: _FastSender | None = getattr(transport, _FAST, None)
         if fast is not None:
             return fast.send(data) >= 0
+    if transport._state is not State.CONNECTED:
+        return False
     try:
         srtp = transport._tx_srtp
         protected = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
@@ -464,11 +467,7 @@ def send_rtp_with_transport_seq(
     or -1 if it could not be sent; None when this transport has no compiled path (then the
     caller stamps the packet itself and uses ``send_packet``)."""
     fast: _FastSender | None = getattr(transport, _FAST, None)
-    if fast is None:
-        return None
-    if transport._state is not State.CONNECTED:
-        return -1
-    return fast.send(packet, ext_id, transport_seq)
+    return None if fast is None else fast.send(packet, ext_id, transport_seq)
 
 
 def uses_compiled_path(transport: RTCDtlsTransport) -> bool:
