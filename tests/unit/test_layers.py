@@ -19,6 +19,7 @@ PURE = [
     "rtc/demux.py",
     "rtc/ice_addresses.py",
     "rtc/kernel_stamp.py",
+    "rtc/fastpath.py",
 ]
 
 
