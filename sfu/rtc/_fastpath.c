@@ -1,4 +1,5 @@
-/* The compiled send path: SRTP protect and sendto in one call, no Python object per packet.
+/* The compiled SRTP path: protect and sendto in one call, no Python object per packet; and
+ * unprotect of what a transport receives without pylibsrtp's buffer copies.
  *
  * sfu.rtc.fastpath wraps this module (and falls back to the pure-Python path without it).
  * One OutboundSrtp is the outgoing SRTP session of one DTLS transport, created from the same
@@ -16,6 +17,9 @@
  *                                    one-byte header extension (the packet has a plain 12-byte
  *                                    header), as sfu.media.rtp.with_transport_seq does. Returns
  *                                    the plain length sent, or -1 (nothing sent).
+ *   InboundSrtp(profile, key)        the incoming session of a transport, with
+ *   .unprotect(packet), .unprotect_rtcp(packet) -> bytes   (SrtpError when refused: failed
+ *                                    authentication, replay), as pylibsrtp's do
  *   sockaddr(host, port) -> bytes    a packed sockaddr_in / sockaddr_in6 for send()
  */
 #define PY_SSIZE_T_CLEAN
@@ -37,6 +41,11 @@ typedef struct {
     srtp_t session;
 } OutboundSrtp;
 
+/* InboundSrtp has the same layout: one session, for what a transport receives. */
+typedef OutboundSrtp InboundSrtp;
+
+static PyObject *SrtpError; /* sfu.rtc._fastpath.SrtpError: a packet refused by unprotect */
+
 static int srtp_ready = 0;
 
 static int ensure_srtp_init(void)
@@ -51,7 +60,7 @@ static int ensure_srtp_init(void)
     return 0;
 }
 
-static int OutboundSrtp_init(OutboundSrtp *self, PyObject *args, PyObject *kwds)
+static int session_init(OutboundSrtp *self, PyObject *args, srtp_ssrc_type_t direction)
 {
     int profile;
     Py_buffer key;
@@ -79,7 +88,7 @@ static int OutboundSrtp_init(OutboundSrtp *self, PyObject *args, PyObject *kwds)
     unsigned char keybuf[64];
     memcpy(keybuf, key.buf, key.len);
     PyBuffer_Release(&key);
-    policy.ssrc.type = ssrc_any_outbound;
+    policy.ssrc.type = direction;
     policy.key = keybuf;
     policy.window_size = 1024;
     policy.allow_repeat_tx = 1;
@@ -96,6 +105,16 @@ static int OutboundSrtp_init(OutboundSrtp *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     return 0;
+}
+
+static int OutboundSrtp_init(OutboundSrtp *self, PyObject *args, PyObject *kwds)
+{
+    return session_init(self, args, ssrc_any_outbound);
+}
+
+static int InboundSrtp_init(InboundSrtp *self, PyObject *args, PyObject *kwds)
+{
+    return session_init(self, args, ssrc_any_inbound);
 }
 
 static void OutboundSrtp_dealloc(OutboundSrtp *self)
@@ -215,6 +234,56 @@ static PyTypeObject OutboundSrtpType = {
     .tp_methods = OutboundSrtp_methods,
 };
 
+/* Unprotect one SRTP (rtcp = 0) or SRTCP packet; SrtpError if it is refused. */
+static PyObject *unprotect(InboundSrtp *self, PyObject *arg, int rtcp)
+{
+    Py_buffer packet;
+    if (PyObject_GetBuffer(arg, &packet, PyBUF_SIMPLE) < 0)
+        return NULL;
+    unsigned char buf[MAX_PACKET + TRAILER_ROOM];
+    if (packet.len < (rtcp ? 8 : 12) || packet.len > (Py_ssize_t)sizeof(buf)) {
+        PyBuffer_Release(&packet);
+        PyErr_SetString(SrtpError, "packet too short or too long");
+        return NULL;
+    }
+    memcpy(buf, packet.buf, packet.len);
+    int len = (int)packet.len;
+    PyBuffer_Release(&packet);
+    srtp_err_status_t err = rtcp ? srtp_unprotect_rtcp(self->session, buf, &len) : srtp_unprotect(self->session, buf, &len);
+    if (err != srtp_err_status_ok) {
+        PyErr_Format(SrtpError, "SRTP unprotect failed (%d)", (int)err);
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)buf, len);
+}
+
+static PyObject *InboundSrtp_unprotect(InboundSrtp *self, PyObject *arg)
+{
+    return unprotect(self, arg, 0);
+}
+
+static PyObject *InboundSrtp_unprotect_rtcp(InboundSrtp *self, PyObject *arg)
+{
+    return unprotect(self, arg, 1);
+}
+
+static PyMethodDef InboundSrtp_methods[] = {
+    {"unprotect", (PyCFunction)InboundSrtp_unprotect, METH_O, "The plain RTP packet, or SrtpError."},
+    {"unprotect_rtcp", (PyCFunction)InboundSrtp_unprotect_rtcp, METH_O, "The plain RTCP packet, or SrtpError."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject InboundSrtpType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu.rtc._fastpath.InboundSrtp",
+    .tp_basicsize = sizeof(InboundSrtp),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The incoming SRTP session of one transport (libsrtp2).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)InboundSrtp_init,
+    .tp_dealloc = (destructor)OutboundSrtp_dealloc,
+    .tp_methods = InboundSrtp_methods,
+};
+
 static PyObject *make_sockaddr(PyObject *module, PyObject *args)
 {
     const char *host;
@@ -254,7 +323,7 @@ static struct PyModuleDef fastpath_module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    if (PyType_Ready(&OutboundSrtpType) < 0)
+    if (PyType_Ready(&OutboundSrtpType) < 0 || PyType_Ready(&InboundSrtpType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL)
@@ -265,6 +334,19 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         Py_DECREF(m);
         return NULL;
     }
+    Py_INCREF(&InboundSrtpType);
+    if (PyModule_AddObject(m, "InboundSrtp", (PyObject *)&InboundSrtpType) < 0) {
+        Py_DECREF(&InboundSrtpType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    SrtpError = PyErr_NewException("sfu.rtc._fastpath.SrtpError", PyExc_ValueError, NULL);
+    if (SrtpError == NULL || PyModule_AddObject(m, "SrtpError", SrtpError) < 0) {
+        Py_XDECREF(SrtpError);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(SrtpError);
     PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET);
     return m;
 }

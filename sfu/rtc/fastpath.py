@@ -1,11 +1,12 @@
-"""The compiled send path, when it was built; the pure-Python path otherwise.
+"""The compiled SRTP path, when it was built; the pure-Python path otherwise.
 
 ``sfu/rtc/_fastpath.c`` (built by ``pip install -e .`` through setup.py, linking libsrtp2)
 protects an outgoing RTP packet with its own libsrtp2 session and sends it with one
 ``sendto`` in one call, optionally inserting the transport-wide sequence number on the way:
-no Python object per packet, no pylibsrtp buffer copies, no uvloop transport in between.
-``aiortc_glue`` gives each DTLS transport such a session, made from the keys aiortc derives
-for its own, and checks it against aiortc's session on a probe packet before using it.
+no Python object per packet, no pylibsrtp buffer copies, no uvloop transport in between; and
+it unprotects what a transport receives. ``aiortc_glue`` gives each DTLS transport such
+sessions, made from the keys aiortc derives for its own, and checks each against aiortc's
+session on a probe packet before using it (RTCP is still sent through aiortc's session).
 
 Without a compiler, Python headers or libsrtp2's headers the build leaves the extension out
 (setup.py marks it optional), and everything goes through the pure-Python path: aiortc's
@@ -45,7 +46,7 @@ compiled: ModuleType | None = _module
 def describe() -> str:
     """Which send path is in use, in one line."""
     if compiled is not None:
-        return "compiled send path (sfu.rtc._fastpath: libsrtp2 protect + sendto per packet)"
+        return "compiled send path (sfu.rtc._fastpath: libsrtp2 protect + sendto per packet, libsrtp2 unprotect)"
     return f"pure-Python send path: {_reason}"
 
 

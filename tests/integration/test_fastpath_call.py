@@ -60,7 +60,7 @@ async def test_subscriber_transport_uses_the_compiled_path_with_transport_cc_sta
         room = srv.runner.app[ROOMS_KEY].rooms["fast"]
         server_sub = room.participants[sub.id].subscriber
         assert glue.uses_compiled_path(server_sub.transport)
-        assert glue.uses_compiled_path(room.participants[pub.id].publisher.transport)  # RTCP only there
+        assert glue.uses_compiled_path(room.participants[pub.id].publisher.transport)  # receives RTP
         seqs = list(sub.transport_seqs)
         assert all(s >= 0 for s in seqs), "every packet carries a transport-wide sequence number"
         assert len(set(seqs)) == len(seqs)

@@ -196,6 +196,31 @@ def test_protect_matches_pylibsrtp_across_the_rollover_counter():
             assert compiled.protect(packet) == ref.protect(packet)
 
 
+def test_unprotect_matches_pylibsrtp_and_refuses_what_it_refuses():
+    assert fastpath.compiled is not None, fastpath.describe()
+    for profile, key_len in PROFILES.values():
+        key = os.urandom(key_len)
+        tx = session(profile, key, inbound=False)
+        ref, compiled = session(profile, key, inbound=True), fastpath.compiled.InboundSrtp(profile, key)
+        wire = []
+        for i in range(65500, 65600):  # across the sequence wrap
+            wire.append(tx.protect(write_header(0, 96, i & 0xFFFF, i * 3000, 0x4321) + bytes([i & 0xFF]) * (i % 1100)))
+        wire.insert(50, wire[40])  # a replay
+        wire.insert(60, wire[59][:-1] + bytes([wire[59][-1] ^ 1]))  # a forged tag
+        for datagram in wire:
+            try:
+                expected = ref.unprotect(datagram)
+            except pylibsrtp.Error:
+                with pytest.raises(fastpath.compiled.SrtpError):
+                    compiled.unprotect(datagram)
+            else:
+                assert compiled.unprotect(datagram) == expected
+        rtcp = bytes((0x80, 200, 0, 6)) + struct.pack("!I", 0x4321) + bytes(20)  # a sender report
+        assert compiled.unprotect_rtcp(tx.protect_rtcp(rtcp)) == rtcp
+        with pytest.raises(fastpath.compiled.SrtpError):
+            compiled.unprotect(b"\x80")
+
+
 def test_bad_arguments_are_refused_without_sending():
     assert fastpath.compiled is not None, fastpath.describe()
     profile, key_len = PROFILES["AEAD_AES_256_GCM"]

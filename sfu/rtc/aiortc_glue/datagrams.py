@@ -150,27 +150,40 @@ def guard_datagrams() -> None:
 
 
 class _CountedSrtpSession:
-    """The receiving SRTP session of a transport, counting the packets it refuses."""
+    """The receiving SRTP session of a transport, counting the packets it refuses.
 
-    __slots__ = ("_guard", "_session")
+    The session is aiortc's (pylibsrtp), or the compiled path's (``use_session``); either way
+    a refused packet raises pylibsrtp.Error, which is what aiortc's receive loop expects."""
+
+    __slots__ = ("_guard", "_refused", "_session")
 
     def __init__(self, session: pylibsrtp.Session, guard: DatagramGuard) -> None:
         self._session = session
         self._guard = guard
+        self._refused: type[Exception] | tuple[type[Exception], ...] = pylibsrtp.Error
+
+    def use_session(self, session: Any, refused: type[Exception]) -> None:
+        """Unprotect with ``session`` from now on; it raises ``refused`` for a bad packet."""
+        self._session = session
+        self._refused = refused
+
+    def uses_session_of(self, module: Any) -> bool:
+        """Whether the session is the compiled module's."""
+        return module is not None and isinstance(self._session, module.InboundSrtp)
 
     def unprotect(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect(data)
-        except pylibsrtp.Error:
+        except self._refused as exc:
             self._guard.drop("srtp-auth")
-            raise
+            raise pylibsrtp.Error(str(exc)) from None
 
     def unprotect_rtcp(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect_rtcp(data)
-        except pylibsrtp.Error:
+        except self._refused as exc:
             self._guard.drop("srtcp-auth")
-            raise
+            raise pylibsrtp.Error(str(exc)) from None
 
 
 def count_srtp_failures(transport: RTCDtlsTransport) -> None:

@@ -34,7 +34,14 @@ from .. import fastpath
 from ..demux import sum_drops
 from ..rate import TokenBucket
 from .compat import TAPPED, missing_attributes, missing_names
-from .datagrams import DatagramGuard, count_srtp_failures, guard_datagrams, guard_if_any, guard_of
+from .datagrams import (
+    DatagramGuard,
+    _CountedSrtpSession,
+    count_srtp_failures,
+    guard_datagrams,
+    guard_if_any,
+    guard_of,
+)
 from .ice import guard_ice_close
 
 logger = logging.getLogger(__name__)
@@ -119,7 +126,7 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
 
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
-        guard.deliver = _direct_delivery(transport, handle_rtp, handle_rtcp, guard)
+        guard.deliver = _direct_delivery(transport, on_rtp, on_rtcp, guard)
         setattr(transport, TAPPED, True)
 
 
@@ -135,9 +142,11 @@ def _direct_delivery(
     queue = connection._queue
     connected = State.CONNECTED
 
+    pending = queue._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque: len() is qsize()
+
     def deliver(data: bytes) -> bool:
         srtp = transport._rx_srtp
-        if srtp is None or transport._state is not connected or queue.qsize():
+        if srtp is None or transport._state is not connected or pending:
             return False
         try:
             if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
@@ -154,7 +163,8 @@ def _direct_delivery(
 
 def _run_now(coro: Awaitable[None], guard: DatagramGuard) -> None:
     """Run a tap coroutine to its end now; if it waits for something (the tap's handlers do
-    not), the event loop finishes it."""
+    not), the event loop finishes it. What it raises is counted and logged, as ``install_tap``'s
+    handlers do: the transport stays up."""
     step = coro.__await__()
     try:
         pending = step.send(None)
@@ -164,28 +174,28 @@ def _run_now(coro: Awaitable[None], guard: DatagramGuard) -> None:
         guard.drop("handler-error")
         logger.exception("an RTP/RTCP packet was not handled")
         return
-    task = asyncio.ensure_future(_finish(step, pending))
+    task = asyncio.ensure_future(_finish(step, pending, guard))
     _pending_sends.add(task)
     task.add_done_callback(_pending_sends.discard)
 
 
-async def _finish(step: Any, pending: Any) -> None:
-    while True:
-        try:
-            if pending is None:
-                await asyncio.sleep(0)
-            else:
-                await pending
-        except BaseException as exc:
+async def _finish(step: Any, pending: Any, guard: DatagramGuard) -> None:
+    try:
+        while True:
             try:
+                if pending is None:
+                    await asyncio.sleep(0)
+                else:
+                    await pending
+            except BaseException as exc:  # handed to the coroutine, as a task would
                 pending = step.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
+                continue
             pending = step.send(None)
-        except StopIteration:
-            return
+    except StopIteration:
+        return
+    except Exception:
+        guard.drop("handler-error")
+        logger.exception("an RTP/RTCP packet was not handled")
 
 
 def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
@@ -369,9 +379,9 @@ def _with_transport_seq(packet: bytes, ext_id: int, transport_seq: int) -> bytes
     )
 
 
-def _outbound_key(transport: RTCDtlsTransport) -> tuple[int, bytes] | None:
-    """(libsrtp profile, master key + salt) of the transport's outgoing SRTP, as aiortc's
-    ``_setup_srtp`` derives them (None if no profile was negotiated)."""
+def _srtp_keys(transport: RTCDtlsTransport) -> tuple[int, bytes, bytes] | None:
+    """(libsrtp profile, outgoing master key + salt, incoming master key + salt) of the
+    transport, as aiortc's ``_setup_srtp`` derives them (None if no profile was negotiated)."""
     ssl = transport._ssl
     if ssl is None:
         return None
@@ -382,28 +392,47 @@ def _outbound_key(transport: RTCDtlsTransport) -> tuple[int, bytes] | None:
     else:
         return None
     view = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
-    key = profile.get_key_and_salt(view, 1 if transport._role == "server" else 0)
-    return int(profile.libsrtp_profile), bytes(key)
+    tx = 1 if transport._role == "server" else 0
+    return (
+        int(profile.libsrtp_profile),
+        bytes(profile.get_key_and_salt(view, tx)),
+        bytes(profile.get_key_and_salt(view, 1 - tx)),
+    )
+
+
+def _probe() -> bytes:
+    """An RTP packet on a random SSRC (no stream uses it) to check a session against aiortc's."""
+    return bytes((0x80, 0x7F, 0, 1, 0, 0, 0, 1)) + os.urandom(4) + b"fastpath-probe"
 
 
 def _attach_fast_sender(transport: RTCDtlsTransport) -> None:
-    """Give the transport a compiled send path once aiortc has set up SRTP; keep the pure
-    path if the compiled session does not protect a probe exactly as aiortc's does."""
+    """Give the transport the compiled SRTP path once aiortc has set up SRTP: a session for
+    what it sends and one for what it receives, each used only if it handles a probe exactly
+    as aiortc's own session does (else that direction keeps aiortc's)."""
     compiled = fastpath.compiled
     if compiled is None or transport._tx_srtp is None or getattr(transport, _FAST, None) is not None:
         return
     try:
-        found = _outbound_key(transport)
-        if found is None:
+        keys = _srtp_keys(transport)
+        if keys is None:
             return
-        srtp = compiled.OutboundSrtp(*found)
-        # A probe on an SSRC no stream uses: both sessions must give the same bytes.
-        probe = bytes((0x80, 0x7F, 0, 1, 0, 0, 0, 1)) + os.urandom(4) + b"fastpath-probe"
+        profile, tx_key, rx_key = keys
+        srtp = compiled.OutboundSrtp(profile, tx_key)
+        probe = _probe()
         if srtp.protect(probe) != transport._tx_srtp.protect(probe):
             logger.warning("compiled SRTP differs from aiortc's on this transport: pure-Python send path")
             return
+        counted = transport._rx_srtp
+        if isinstance(counted, _CountedSrtpSession):
+            inbound = compiled.InboundSrtp(profile, rx_key)
+            probe = _probe()
+            protected = compiled.OutboundSrtp(profile, rx_key).protect(probe)
+            if counted.unprotect(protected) == probe and inbound.unprotect(protected) == probe:
+                counted.use_session(inbound, compiled.SrtpError)
+            else:
+                logger.warning("compiled SRTP differs from aiortc's on this transport: pure-Python receive path")
     except Exception:
-        logger.warning("compiled send path unavailable on this transport", exc_info=True)
+        logger.warning("compiled SRTP path unavailable on this transport", exc_info=True)
         return
     setattr(transport, _FAST, _FastSender(srtp, transport))
 
@@ -471,8 +500,14 @@ def send_rtp_with_transport_seq(
 
 
 def uses_compiled_path(transport: RTCDtlsTransport) -> bool:
-    """Whether RTP on this transport goes through the compiled send path."""
-    return getattr(transport, _FAST, None) is not None
+    """Whether this transport's SRTP goes through the compiled path, both ways (RTP sent,
+    RTP and RTCP received)."""
+    counted = transport._rx_srtp
+    return (
+        getattr(transport, _FAST, None) is not None
+        and isinstance(counted, _CountedSrtpSession)
+        and counted.uses_session_of(fastpath.compiled)
+    )
 
 
 def problems() -> list[str]:
@@ -510,6 +545,8 @@ def problems() -> list[str]:
         "RTCDtlsTransport.{} is missing",
     )
     found += missing_names([aioice.ice.CandidatePair.__init__], ["protocol"], "CandidatePair.{} is missing")
+    # The direct receive path reads the length of aioice's queue (asyncio.Queue's deque).
+    found += missing_attributes([(asyncio.Queue(), "_queue")])
     # The connect task that _PeerConnection ends quietly once closed.
     found += missing_attributes([(RTCPeerConnection, "_RTCPeerConnection__connect")])
     found += missing_names(
