@@ -12,7 +12,7 @@ into aiortc/aioice internals; the rest of the SFU uses what is re-exported here:
   the transport's SRTP session and put on the selected ICE pair without awaiting a chain of
   coroutines (``send_packet``; through the compiled path of ``sfu.rtc.fastpath`` when it is
   built: its own libsrtp2 session per transport, one C call per packet,
-  ``send_rtp_with_transport_seq`` inserting the transport-wide sequence number on the way); aiortc senders are kept for negotiation (SSRC, msid) but their
+  ``compiled_rtp_sender`` inserting the transport-wide sequence number on the way); aiortc senders are kept for negotiation (SSRC, msid) but their
   encode loop and their sender-report loop never run (``prepare_forwarding_sender``); the
   answer can accept what aiortc does not implement (header extensions, RTCP feedback types
   such as transport-cc); a peer connection can be closed at any moment of connecting.
@@ -44,10 +44,12 @@ from .compat import SUPPORTED_AIORTC, GlueError
 from .datagrams import DatagramGuard, guard_datagrams
 from .ice import check_network_compatibility, configure_network, guard_ice_close, network_settings, set_host_addresses
 from .peer_connection import (
+    CompiledSend,
     RtcpHandler,
     RtpHandler,
     accept_header_extensions,
     accept_rtcp_feedback,
+    compiled_rtp_sender,
     create_peer_connection,
     detach_receivers,
     direct_deliveries,
@@ -57,7 +59,6 @@ from .peer_connection import (
     limit_rtcp,
     prepare_forwarding_sender,
     send_packet,
-    send_rtp_with_transport_seq,
     transport_drops,
     uses_compiled_path,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "DROP_REASONS",
     "MAX_BACKLOG",
     "SUPPORTED_AIORTC",
+    "CompiledSend",
     "DatagramGuard",
     "GlueError",
     "NetworkSettings",
@@ -76,6 +78,7 @@ __all__ = [
     "arrival_us",
     "check_compatibility",
     "check_network_compatibility",
+    "compiled_rtp_sender",
     "configure_network",
     "create_peer_connection",
     "describe_send_path",
@@ -92,7 +95,6 @@ __all__ = [
     "network_settings",
     "prepare_forwarding_sender",
     "send_packet",
-    "send_rtp_with_transport_seq",
     "set_host_addresses",
     "track_arrival_times",
     "transport_drops",

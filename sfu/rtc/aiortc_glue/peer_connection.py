@@ -488,15 +488,19 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
     return _send_relayed(pair, protected)  # TURN-relayed pair: its send is a coroutine
 
 
-def send_rtp_with_transport_seq(
-    transport: RTCDtlsTransport, packet: bytes, ext_id: int, transport_seq: int
-) -> int | None:
-    """Send an RTP packet (plain 12-byte header) with a transport-wide sequence number
-    inserted on the way, through the compiled path: the length of the stamped packet sent,
-    or -1 if it could not be sent; None when this transport has no compiled path (then the
-    caller stamps the packet itself and uses ``send_packet``)."""
+CompiledSend = Callable[[bytes, int, int], int]
+
+
+def compiled_rtp_sender(transport: RTCDtlsTransport) -> CompiledSend | None:
+    """The transport's compiled RTP send path once its SRTP is up, else None (then use
+    ``send_packet``, and stamp packets with ``sfu.media.rtp.with_transport_seq``).
+
+    ``send(packet, ext_id, transport_seq)``: protect and send an RTP packet with a plain
+    12-byte header, first inserting the transport-wide sequence number as one-byte header
+    extension ``ext_id`` (1..14; 0: none); returns the length of the (stamped) packet sent, or
+    -1 if it could not be sent (not connected, no selected pair, too long)."""
     fast: _FastSender | None = getattr(transport, _FAST, None)
-    return None if fast is None else fast.send(packet, ext_id, transport_seq)
+    return None if fast is None else fast.send
 
 
 def uses_compiled_path(transport: RTCDtlsTransport) -> bool:
