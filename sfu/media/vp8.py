@@ -109,7 +109,7 @@ class Vp8Munger:
         self._pending = True
 
     def rewrite(self, payload: bytes) -> bytes:
-        d = parse_descriptor_once(payload)
+        d = _last_descriptor if payload is _last_payload else parse_descriptor_once(payload)
         if d is None or d.picture_id < 0:
             return payload
         mask = 0x7FFF if d.picture_id_bits == 15 else 0x7F

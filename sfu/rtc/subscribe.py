@@ -374,7 +374,7 @@ class SubscribePeer(PeerBase):
                 size = len(packet) if glue.send_packet(transport, packet) else -1
             if size < 0:
                 return False
-            self.estimator.on_sent(tw, self._now_ms(), size)
+            self.estimator.on_sent(tw, int(self._now_s() * 1000), size)
             self._bytes_sent += size
             return True
         if send is not None:
