@@ -260,3 +260,46 @@ def test_without_the_extension_the_pure_python_path_is_used_and_said_so():
     assert out[0] == "True"
     assert out[1].startswith("pure-Python send path: SFU_FASTPATH=0")
     assert fastpath.describe().startswith("compiled send path")
+
+
+class _RelayedTransport:
+    """What aioice's TurnTransport offers a candidate's StunProtocol: sendto, and no socket."""
+
+    def __init__(self):
+        self.sent = []
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def sendto(self, data, addr):
+        self.sent.append((data, addr))
+
+
+def test_a_relayed_pair_is_protected_by_the_compiled_session_and_sent_by_aioice():
+    import types
+
+    import aioice.ice
+    from aiortc.rtcdtlstransport import State
+
+    profile, key_len = PROFILES["AEAD_AES_256_GCM"]
+    key = os.urandom(key_len)
+    protocol = aioice.ice.StunProtocol(None)
+    protocol.transport = _RelayedTransport()
+    pair = types.SimpleNamespace(protocol=protocol, remote_addr=("192.0.2.7", 3478))
+    nominated = {}
+    dtls = types.SimpleNamespace(
+        _state=State.CONNECTED, transport=types.SimpleNamespace(_connection=types.SimpleNamespace(_nominated=nominated))
+    )
+    sender = peer_connection._FastSender(fastpath.compiled.OutboundSrtp(profile, key), dtls)
+    packet = write_header(1, 96, 500, 9000, 0x55) + b"relayed payload"
+    assert sender.send(packet, TWCC_EXT_ID, 77) == -1  # no selected pair yet
+    nominated[1] = pair
+    assert sender.send(packet, TWCC_EXT_ID, 77) == len(packet) + 8
+    assert sender.send(packet[:-1] + b"!") == len(packet)
+    ref = session(profile, key, inbound=False)
+    assert protocol.transport.sent == [
+        (ref.protect(with_transport_seq(packet, TWCC_EXT_ID, 77)), ("192.0.2.7", 3478)),
+        (ref.protect(packet[:-1] + b"!"), ("192.0.2.7", 3478)),
+    ]
+    dtls._state = State.CLOSED
+    assert sender.send(packet) == -1

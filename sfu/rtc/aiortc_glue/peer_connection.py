@@ -327,7 +327,7 @@ class _FastSender:
         self._transport = transport
         self._nominated = transport.transport._connection._nominated  # one dict for its life
         self._pair: Any = None
-        self._fd = -1  # -1: the pair has no socket of its own (TURN-relayed)
+        self._fd = -1  # -1: the pair has no socket of its own (TURN-relayed): aioice sends
         self._addr = b""
 
     def send(self, data: bytes, ext_id: int = 0, transport_seq: int = 0) -> int:
@@ -335,35 +335,48 @@ class _FastSender:
         if self._transport._state is not State.CONNECTED:
             return -1
         pair = self._nominated.get(1)
-        if pair is not self._pair and not self._select(pair):
+        if pair is not self._pair:
+            if not self._select(pair):
+                return -1
+        elif pair is None:
             return -1
         if self._fd >= 0:
             if ext_id:
                 return int(self.srtp.send(self._fd, data, self._addr, ext_id, transport_seq))
             return int(self.srtp.send(self._fd, data, self._addr))
-        # TURN-relayed pair: protected here (one SRTP state per transport), sent by aioice.
+        # No socket of its own (a TURN-relayed candidate): protected here (one SRTP state per
+        # transport), sent by aioice.
         if ext_id:
             data = _with_transport_seq(data, ext_id, transport_seq)
         try:
             protected = self.srtp.protect(data)
         except ValueError:
             return -1
-        return len(data) if _send_relayed(self._pair, protected) else -1
+        pair = self._pair
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            try:
+                protocol.transport.sendto(protected, pair.remote_addr)
+            except (OSError, AttributeError):
+                return -1
+            return len(data)
+        return len(data) if _send_relayed(pair, protected) else -1
 
     def _select(self, pair: Any) -> bool:
         self._pair = None
         if pair is None:
             return False
         self._fd = -1
-        if type(pair.protocol) is aioice.ice.StunProtocol:
-            try:
-                sock = pair.protocol.transport.get_extra_info("socket")
-                fd = sock.fileno()
-                host, port = pair.remote_addr[:2]
-                self._addr = fastpath.compiled.sockaddr(host, port)  # type: ignore[union-attr]
-            except (AttributeError, OSError, ValueError):
-                return False
-            self._fd = fd
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            try:  # a TURN-relayed candidate's transport (aioice's TurnTransport) has no socket
+                sock = protocol.transport.get_extra_info("socket")
+                if sock is not None:
+                    host, port = pair.remote_addr[:2]
+                    self._addr = fastpath.compiled.sockaddr(host, port)  # type: ignore[union-attr]
+                    self._fd = sock.fileno()
+            except (AttributeError, OSError, ValueError):  # e.g. a scoped IPv6 address
+                self._fd = -1
         self._pair = pair
         return True
 
