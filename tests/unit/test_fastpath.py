@@ -303,3 +303,32 @@ def test_a_relayed_pair_is_protected_by_the_compiled_session_and_sent_by_aioice(
     ]
     dtls._state = State.CLOSED
     assert sender.send(packet) == -1
+
+
+def test_a_checkout_without_the_built_extension_falls_back_and_says_why(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    source = Path(fastpath.__file__).resolve().parents[1]
+    shutil.copytree(source, tmp_path / "sfu", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    code = "import sfu.rtc.fastpath as f; print(f.__file__); print(f.compiled is None); print(f.describe())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0].startswith(str(tmp_path))
+    assert out[1] == "True"
+    assert out[2].startswith("pure-Python send path: the compiled extension sfu.rtc._fastpath is not built")
+
+
+def test_the_server_logs_which_send_path_it_uses(caplog):
+    from sfu.app import create_app
+    from sfu.config import Config
+
+    with caplog.at_level("INFO", logger="sfu.rtc.fastpath"):
+        create_app(Config())
+    assert any(r.getMessage() == f"RTP send path: {fastpath.describe()}" for r in caplog.records)
