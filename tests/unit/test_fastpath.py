@@ -275,7 +275,8 @@ class _RelayedTransport:
         self.sent.append((data, addr))
 
 
-def test_a_relayed_pair_is_protected_by_the_compiled_session_and_sent_by_aioice():
+async def test_a_relayed_pair_is_protected_by_the_compiled_session_and_sent_by_aioice():
+    # (async: aioice's StunProtocol makes a future, which needs a running loop)
     import types
 
     import aioice.ice
