@@ -114,7 +114,6 @@ ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
 def create_app(config: Config | None = None) -> web.Application:
     config = (config or Config()).validate()
     aiortc_glue.check_compatibility()
-    aiortc_glue.log_send_path()
     aiortc_glue.set_host_addresses(config.ice_host_addresses)
     aiortc_glue.configure_network(
         port_min=config.ice_port_min or None,

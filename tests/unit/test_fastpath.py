@@ -22,6 +22,7 @@ from sfu.bwe.twcc import read_transport_seq
 from sfu.forwarding import Codec, Consumer, OutStream, Producer
 from sfu.media.rtp import parse_rtp, with_transport_seq, write_header
 from sfu.media.vp8 import parse_descriptor
+from sfu.rtc import aiortc_glue as glue
 from sfu.rtc import fastpath
 from sfu.rtc.aiortc_glue import peer_connection
 
@@ -327,9 +328,15 @@ def test_a_checkout_without_the_built_extension_falls_back_and_says_why(tmp_path
 
 
 def test_the_server_logs_which_send_path_it_uses(caplog):
-    from sfu.app import create_app
-    from sfu.config import Config
-
     with caplog.at_level("INFO", logger="sfu.rtc.fastpath"):
-        create_app(Config())
-    assert any(r.getMessage() == f"RTP send path: {fastpath.describe()}" for r in caplog.records)
+        glue.log_send_path()
+    assert [r.getMessage() for r in caplog.records] == [f"RTP send path: {fastpath.describe()}"]
+    code = "import logging; logging.basicConfig(); from sfu.rtc import fastpath; fastpath.log_choice()"
+    err = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "SFU_FASTPATH": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    assert "WARNING:sfu.rtc.fastpath:RTP send path: pure-Python send path: SFU_FASTPATH=0" in err
