@@ -2,9 +2,11 @@
 # System packages the test suite needs: Debian's Chromium (driven by Playwright with
 # executable_path=/usr/bin/chromium), iproute2, nftables (random packet loss in the e2e tests),
 # coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
-# system service is not used) and redis-server (tests/redis_fixture.py starts its own servers
-# on free loopback ports, persistence off; the package's system service is not used).
-# Runs as root, or through sudo.
+# system service is not used), redis-server (tests/redis_fixture.py starts its own servers
+# on free loopback ports, persistence off; the package's system service is not used), and what
+# the compiled send path builds with (sfu/rtc/_fastpath.c, by `pip install -e .`: a C compiler,
+# the Python headers, libsrtp2's headers; without them the server falls back to the pure-Python
+# path). Runs as root, or through sudo.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -14,6 +16,10 @@ fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -f /usr/include/srtp2/srtp.h ] || missing+=(libsrtp2-dev)
+python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null || missing+=(python3-dev)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -104,6 +104,7 @@ class SubscribePeer(PeerBase):
         self._twcc_ext_id: int | None = None
         self._tw_seq = 0
         self._bytes_sent = 0
+        self._compiled_send: glue.CompiledSend | None = None  # the compiled send path, once up
         self.padding_bytes_sent = 0
         self.resend_budget = ResendBudget()
 
@@ -359,14 +360,27 @@ class SubscribePeer(PeerBase):
         transport = self.transport
         if transport is None:
             return False
+        send = self._compiled_send
+        if send is None:  # until the transport's SRTP is up (or without the compiled path)
+            send = self._compiled_send = glue.compiled_rtp_sender(transport)
         ext_id = self._twcc_ext_id
         if ext_id is not None:
             tw = self._tw_seq
             self._tw_seq = (tw + 1) & 0xFFFF
-            packet = with_transport_seq(packet, ext_id, tw)
-            if not glue.send_packet(transport, packet):
+            if send is not None:
+                size = send(packet, ext_id, tw)
+            else:
+                packet = with_transport_seq(packet, ext_id, tw)
+                size = len(packet) if glue.send_packet(transport, packet) else -1
+            if size < 0:
                 return False
-            self.estimator.on_sent(tw, self._now_ms(), len(packet))
+            self.estimator.on_sent(tw, int(self._now_s() * 1000), size)
+            self._bytes_sent += size
+            return True
+        if send is not None:
+            size = send(packet, 0, 0)
+            if size < 0:
+                return False
         elif not glue.send_packet(transport, packet):
             return False
         self._bytes_sent += len(packet)

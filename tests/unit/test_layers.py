@@ -21,6 +21,7 @@ PURE = [
     "rtc/kernel_stamp.py",
     "cluster/coordinator.py",
     "cluster/memory.py",
+    "rtc/fastpath.py",
 ]
 
 
