@@ -574,7 +574,11 @@ class Participant:
         """Ask for a keyframe of every video we receive (RTCP PLI), as a decoder does after loss."""
         pc = self.subscribe_pc
         transports = glue.dtls_transports(pc) if pc is not None else []
-        video = [ssrc for ssrc, mid in self._ssrc_mid.items() if self.streams.get(mid, None) and self.streams[mid].kind == "video"]
+        video = [
+            ssrc
+            for ssrc, mid in self._ssrc_mid.items()
+            if self.streams.get(mid, None) and self.streams[mid].kind == "video"
+        ]
         if not transports or not video:
             return False
         packet = b"".join(bytes(RtcpPli(sender_ssrc=1, media_ssrc=ssrc)) for ssrc in video)

@@ -4,6 +4,8 @@ internal headers name the room's home, as the front does for ``participant_place
 local``), its producers relayed over the media link between the two workers."""
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from sfu.client import Participant
 from sfu.cluster.internal import SECRET_HEADER
 from sfu.cluster.span import HOME_URL_HEADER, HOME_WORKER_HEADER, LINKS_PATH, ROOM_HEADER
-from tests.cluster_nodes import CLUSTER_SECRET, NodeProcess, close_all, placed
+from tests.cluster_nodes import CLUSTER_SECRET, NodeProcess, admin_headers, close_all, placed
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.timeout(150)
@@ -52,6 +54,48 @@ async def links(worker_url: str) -> dict[str, Any]:
         assert r.status == 200
         data: dict[str, Any] = await r.json()
         return data
+
+
+async def room_detail(worker_url: str, room: str) -> dict[str, Any]:
+    headers = {SECRET_HEADER: CLUSTER_SECRET, **admin_headers()}
+    async with aiohttp.ClientSession() as http, http.get(f"{worker_url}/admin/rooms/{room}", headers=headers) as r:
+        assert r.status == 200
+        data: dict[str, Any] = await r.json()
+        return data
+
+
+async def consumer_layer(worker_url: str, room: str, subscriber: Participant, track: str) -> int | None:
+    detail = await room_detail(worker_url, room)
+    for p in detail["participants"]:
+        if p["id"] == subscriber.id and p["subscriber"]:
+            for c in p["subscriber"]["consumers"]:
+                if c["track"] == track:
+                    return int(c["current_layer"])
+    return None
+
+
+def relayed(link_view: dict[str, Any], track: str) -> dict[str, Any]:
+    return next(r for r in link_view["links"][0]["relayed"] if r["track"] == track)
+
+
+def track_of(participant: Participant, owner: Participant, kind: str) -> str:
+    """The id of ``owner``'s track of ``kind``, as ``participant`` was told."""
+    for m in [participant.joined or {}, *participant.messages]:
+        for p in m.get("participants", []):
+            if p["id"] == owner.id:
+                for t in p["tracks"]:
+                    if t["kind"] == kind:
+                        return str(t["id"])
+        if m.get("type") == "track-published" and m["participant"] == owner.id and m["track"]["kind"] == kind:
+            return str(m["track"]["id"])
+    raise AssertionError(f"no {kind} track of {owner.id}")
+
+
+async def node_with(tmp_path, **env):
+    node = NodeProcess(workers=2, log_dir=tmp_path, **env)
+    node.start()
+    await node.wait_ready()
+    return node
 
 
 @pytest.fixture
@@ -94,3 +138,170 @@ async def test_subscribers_on_another_worker_get_the_publishers_media_over_one_l
     finally:
         await close_all([*subs, pub])
 
+
+async def test_a_late_joiner_on_the_other_worker_sees_video_within_a_second(node):
+    pub = Participant(node.ws_url, "late", "pub")
+    await pub.join()
+    await pub.publish_rtp(audio=False, video=True)
+    home, other = await home_and_other(node, "late")
+    early = placed_on(other[1], "late", "early", home)
+    late = placed_on(other[1], "late", "late", home)
+    try:
+        await early.join()
+        await eventually(lambda: early.received_from(pub.id, "video") > 30, timeout=30)
+        await late.join()
+        # From its subscribe connection being up (ICE and DTLS are the same on one worker) to
+        # its first video packet, which starts on a keyframe.
+        await eventually(
+            lambda: late.subscribe_pc is not None and late.subscribe_pc.connectionState == "connected", timeout=30
+        )
+        connected_s = time.monotonic()
+        await eventually(lambda: late.received_from(pub.id, "video") > 0, timeout=10)
+        stream = next(s for s in late.streams.values() if s.kind == "video")
+        assert stream.first_packet_s is not None
+        waited_s = stream.first_packet_s - connected_s
+        print(f"late joiner: first video {waited_s * 1000:.0f} ms after its connection was up")
+        assert waited_s < 1.0
+        await eventually(lambda: stream.keyframes >= 1, timeout=10)
+    finally:
+        await close_all([early, late, pub])
+
+
+async def test_simulcast_layers_switch_across_the_link_and_a_layer_nobody_there_needs_is_not_relayed(node):
+    pub = Participant(node.ws_url, "sim", "pub")
+    await pub.join()
+    await pub.publish_rtp(audio=True, video=True, simulcast=True)
+    home, other = await home_and_other(node, "sim")
+    sub = placed_on(other[1], "sim", "sub", home)
+    try:
+        await sub.join()
+        video = track_of(sub, pub, "video")
+        audio = track_of(sub, pub, "audio")
+        await eventually(lambda: sub.received_from(pub.id, "video") > 50, timeout=30)
+
+        async def wait_layer(index):
+            deadline = time.monotonic() + 20
+            while await consumer_layer(other[1], "sim", sub, video) != index:
+                assert time.monotonic() < deadline, f"never on layer {index}"
+                await asyncio.sleep(0.2)
+
+        await wait_layer(2)
+        # Capped at the lowest layer: it switches down, and then only that layer crosses.
+        await sub.send({"type": "subscription", "track": video, "max_height": 100, "paused": False})
+        await wait_layer(0)
+        await asyncio.sleep(1.0)
+        before = relayed(await links(home[1]), video)
+        assert before["layers"] == 1
+        await asyncio.sleep(2.0)
+        after = relayed(await links(home[1]), video)
+        grew = {rid: after["packets_by_layer"][rid] - before["packets_by_layer"][rid] for rid in ("q", "h", "f")}
+        assert grew["q"] > 20 and grew["h"] == 0 and grew["f"] == 0, grew
+        # And back up: the top layer crosses again and the subscriber moves onto it.
+        await sub.send({"type": "subscription", "track": video, "max_height": None, "paused": False})
+        await wait_layer(2)
+        assert relayed(await links(home[1]), video)["layers"] == 3
+
+        # Paused on that worker: nothing of the track crosses (audio still does).
+        await sub.send({"type": "subscription", "track": video, "max_height": None, "paused": True})
+        await asyncio.sleep(1.0)
+        before = relayed(await links(home[1]), video)
+        audio_before = relayed(await links(home[1]), audio)
+        assert before["layers"] == 0
+        await asyncio.sleep(1.5)
+        after = relayed(await links(home[1]), video)
+        audio_after = relayed(await links(home[1]), audio)
+        assert after["packets_by_layer"] == before["packets_by_layer"]
+        assert audio_after["packets_by_layer"]["single"] > audio_before["packets_by_layer"]["single"] + 20
+    finally:
+        await close_all([sub, pub])
+
+
+async def test_ten_remote_keyframe_requests_reach_the_publisher_at_most_once_per_500_ms(node):
+    pub = Participant(node.ws_url, "pli", "pub")
+    await pub.join()
+    await pub.publish_rtp(audio=False, video=True)
+    home, other = await home_and_other(node, "pli")
+    subs = [placed_on(other[1], "pli", f"s{i}", home) for i in range(10)]
+    try:
+        await asyncio.gather(*(s.join() for s in subs))
+        await eventually(lambda: all(s.received_from(pub.id, "video") > 20 for s in subs), timeout=60)
+        stream = pub.rtp_streams[0]
+        start, t0 = stream.keyframe_requests, time.monotonic()
+        sent = 0
+        while time.monotonic() - t0 < 3.0:
+            for s in subs:
+                sent += s.send_pli()
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        got = stream.keyframe_requests - start
+        print(f"{sent} keyframe requests from ten subscribers over {elapsed:.1f} s; {got} reached the publisher")
+        assert sent > 200
+        assert 1 <= got <= elapsed / 0.5 + 1
+    finally:
+        await close_all([*subs, pub])
+
+
+async def test_packets_dropped_on_the_link_are_repaired_by_nack(tmp_path):
+    node = await node_with(tmp_path, SFU_LINK_DROP_EVERY="15")
+    pub = Participant(node.ws_url, "nack", "pub")
+    subs: list[Participant] = []
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=False, video=True)
+        home, other = await home_and_other(node, "nack")
+        subs = [placed_on(other[1], "nack", f"s{i}", home) for i in range(2)]
+        for s in subs:
+            await s.join()
+        await eventually(lambda: all(s.received_from(pub.id, "video") > 300 for s in subs), timeout=60)
+        await asyncio.sleep(1.0)  # the last repairs arrive
+        sent = (await links(home[1]))["links"][0]
+        assert sent["dropped_for_test"] > 15
+        assert sent["nacks_received"] >= sent["dropped_for_test"] // 2
+        assert relayed({"links": [sent]}, track_of(subs[0], pub, "video"))["resent"] > 10
+        for s in subs:
+            stream = next(x for x in s.streams.values() if x.kind == "video")
+            seqs = sorted(stream.seqs)
+            span = seqs[-1] - seqs[0] + 1
+            missing = span - len(seqs)
+            print(
+                f"{s.name}: {len(seqs)} of {span} packets, {missing} missing; link dropped {sent['dropped_for_test']}"
+            )
+            assert missing <= 3, "dropped packets were repaired (a few at the very end may be in flight)"
+    finally:
+        await close_all([*subs, pub])
+        node.cleanup()
+
+
+async def test_a_killed_worker_s_participants_leave_the_room_and_the_rest_goes_on(node):
+    pub = Participant(node.ws_url, "fault", "pub")
+    await pub.join()
+    await pub.publish_rtp(audio=True, video=True)
+    home, other = await home_and_other(node, "fault")
+    a = placed_on(other[1], "fault", "a", home)
+    b = placed_on(other[1], "fault", "b", home)
+    try:
+        await a.join()
+        await b.join()
+        await b.publish_rtp(audio=True, video=True)
+        await eventually(
+            lambda: a.received_from(pub.id, "video") > 30 and a.received_from(b.id, "video") > 30, timeout=30
+        )
+        await eventually(lambda: pub.received_from(b.id, "video") > 30, timeout=30)
+        pid = await node.worker_pid(home[0])
+        killed_s = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        for kind in ("audio", "video"):
+            track = track_of(a, pub, kind)
+            await a.wait_for(
+                lambda m, t=track: m.get("type") == "track-unpublished" and m.get("track") == t, timeout=10
+            )
+        await a.wait_for(lambda m: m.get("type") == "participant-left" and m.get("id") == pub.id, timeout=10)
+        gone_s = time.monotonic() - killed_s
+        print(f"the home worker's publisher left the shard {gone_s:.2f} s after the kill")
+        assert gone_s < 6.0  # node_ttl_s
+        # A and B, on the surviving worker, go on.
+        before = a.received_from(b.id, "video")
+        await eventually(lambda: a.received_from(b.id, "video") > before + 50, timeout=10)
+        assert not any(m.get("type") == "participant-left" and m.get("id") == b.id for m in a.messages)
+    finally:
+        await close_all([a, b, pub])
