@@ -146,6 +146,7 @@ class Node:
             is_draining=lambda: self.draining,
             on_unreachable=self._unreachable,
             local_placement=self.local_placement,
+            own_worker=self.own_worker,
         )
 
     def local_placement(self, room: str) -> Placement | None:
@@ -154,6 +155,14 @@ class Node:
             if worker.ready and report is not None and any(r.room == room for r in report.rooms):
                 return Placement(room, worker.worker_id, self.node_id, worker.url)
         return None
+
+    def own_worker(self, room: str) -> Placement | None:
+        """The worker of this node with the fewest tracks (a room's shard goes there)."""
+        ready = [w for w in self.workers if w.ready and self.reports.get(w.index) is not None]
+        if not ready:
+            return None
+        worker = min(ready, key=lambda w: (self.reports[w.index].tracks, w.index))
+        return Placement(room, worker.worker_id, self.node_id, worker.url)
 
     # -- life -------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from ..stats import ServerStats
 from ..tasks import spawn
 from .coordinator import Coordinator, CoordinatorUnavailable, NoCapacity, Placement
 from .internal import CLIENT_ADDRESS_HEADER, SECRET_HEADER
+from .span import spanning_headers
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class RelayContext:
     on_unreachable: Callable[[Placement], Awaitable[None]]
     # The room's worker if it runs on this node (from the workers' last load reports), else None.
     local_placement: Callable[[str], Placement | None]
+    # participant_placement = "local": this node's least-loaded worker, for a participant of a
+    # room whose home is on another node (the room then spans both: sfu/cluster/span.py).
+    own_worker: Callable[[str], Placement | None] = field(default=lambda room: None)
 
 
 def _admission(ctx: RelayContext, address: str) -> SignalingError | None:
@@ -188,13 +192,18 @@ async def _connect(
         except NoCapacity as exc:
             ctx.relays.placement_failures["no-capacity"] += 1
             raise Conflict("no-capacity", "every server is at capacity; try again later") from exc
-        url = f"{placement.url}/ws"
+        target, span_headers = placement, {}
+        if ctx.config.participant_placement == "local" and placement.node_id != ctx.node_id:
+            mine = ctx.own_worker(room)
+            if mine is not None:
+                target, span_headers = mine, spanning_headers(room, placement)
+        url = f"{target.url}/ws"
         if request.query_string:
             url += "?" + request.query_string
         try:
             upstream = await ctx.session.ws_connect(
                 url,
-                headers=headers,
+                headers={**headers, **span_headers},
                 autoping=False,
                 autoclose=False,
                 max_msg_size=0,

@@ -68,6 +68,12 @@ MAX_CONTROL_BYTES = 1 << 20
 _NO_INFO = JoinInfo((), 0.0, 0)
 
 
+def spanning_headers(room: str, home: Any) -> dict[str, str]:
+    """The headers of a client's socket to a worker that is not the room's home (``home``: the
+    room's placement)."""
+    return {ROOM_HEADER: room, HOME_URL_HEADER: home.url, HOME_WORKER_HEADER: home.worker_id}
+
+
 def node_of(worker_id: str) -> str:
     return worker_id.rsplit("/", 1)[0]
 
