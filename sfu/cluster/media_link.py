@@ -32,10 +32,11 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pylibsrtp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..forwarding import Consumer, OutStream, Producer
 from ..media.packet_cache import PacketCache
@@ -539,4 +540,53 @@ class LinkEndpoint(asyncio.DatagramProtocol):
             self._transport = None
 
 
-__all__ = ["Layer", "Link", "LinkEndpoint", "RelayIn", "RelayOut"]
+class LinkCollector:
+    """The worker's media links in /metrics, one series per peer worker."""
+
+    def __init__(self, endpoint: LinkEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["peer_worker"]
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "packets_sent": CounterMetricFamily(
+                "sfu_link_packets_sent", "RTP packets sent on a media link", labels=labels
+            ),
+            "bytes_sent": CounterMetricFamily("sfu_link_bytes_sent", "RTP bytes sent on a media link", labels=labels),
+            "packets_received": CounterMetricFamily(
+                "sfu_link_packets_received", "RTP packets received on a media link", labels=labels
+            ),
+            "bytes_received": CounterMetricFamily(
+                "sfu_link_bytes_received", "RTP bytes received on a media link", labels=labels
+            ),
+            "packets_lost": CounterMetricFamily(
+                "sfu_link_packets_lost", "RTP packets lost on the way here on a media link", labels=labels
+            ),
+            "rtt_ms": GaugeMetricFamily("sfu_link_rtt_ms", "Round-trip time of a media link (ms)", labels=labels),
+            "layers_relayed": GaugeMetricFamily(
+                "sfu_link_layers_relayed", "Layers of producers relayed to the peer now", labels=labels
+            ),
+            "tracks_relayed": GaugeMetricFamily(
+                "sfu_link_tracks_relayed", "Producers offered to the peer (relayed when it needs them)", labels=labels
+            ),
+            "encrypted": GaugeMetricFamily("sfu_link_encrypted", "1 if the link is SRTP", labels=labels),
+        }
+        for link in list(self.endpoint.links.values()):
+            lost, _ = link.loss()
+            values = {
+                "packets_sent": link.packets_sent,
+                "bytes_sent": link.bytes_sent,
+                "packets_received": link.packets_received,
+                "bytes_received": link.bytes_received,
+                "packets_lost": lost,
+                "rtt_ms": link.rtt_ms if link.rtt_ms is not None else float("nan"),
+                "layers_relayed": sum(out.layers for out in link.outgoing.values()),
+                "tracks_relayed": len(link.outgoing),
+                "encrypted": int(link.encrypted),
+            }
+            for name, family in families.items():
+                family.add_metric([link.peer_worker], values[name])
+        yield from families.values()
+
+
+__all__ = ["Layer", "Link", "LinkCollector", "LinkEndpoint", "RelayIn", "RelayOut"]

@@ -51,6 +51,7 @@ from .internal import LOAD_PATH, SECRET_HEADER, LoadReport, WorkerSpec, worker_c
 from .memory import MemoryCoordinator
 from .redis_coordinator import RedisCoordinator
 from .relay import RelayContext, RelayStats, relay_handler
+from .span import LINKS_PATH
 from .supervisor import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -378,6 +379,27 @@ async def list_rooms(request: web.Request) -> web.Response:
     return web.json_response({"rooms": rooms})
 
 
+async def list_links(request: web.Request) -> web.Response:
+    """Each worker's media links (rooms that span workers): peers, counters, what is relayed."""
+    node = request.app[NODE_KEY]
+    try:
+        admin_claims(request, None)
+    except SignalingError as exc:
+        return _fail(request, exc)
+
+    async def read(worker: WorkerProcess) -> object:
+        try:
+            async with node.session.get(
+                worker.url + LINKS_PATH, timeout=aiohttp.ClientTimeout(total=LOAD_TIMEOUT_S)
+            ) as response:
+                return await response.json() if response.status == 200 else {"worker": worker.worker_id}
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return {"worker": worker.worker_id}
+
+    views = await asyncio.gather(*(read(w) for w in node.workers))
+    return web.json_response({"node": node.node_id, "workers": list(views)})
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     try:
@@ -554,6 +576,7 @@ def create_front_app(node: Node) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/rooms", list_rooms)
     app.router.add_get("/admin/nodes", list_nodes)
+    app.router.add_get("/admin/links", list_links)
     app.router.add_get("/admin/rooms/{room}", forward_to_owner)
     app.router.add_delete("/admin/rooms/{room}", forward_to_owner)
     app.router.add_delete("/admin/rooms/{room}/participants/{participant}", forward_to_owner)

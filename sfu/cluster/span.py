@@ -47,12 +47,12 @@ from ..room import Participant, Room, RoomManager
 from ..signaling.messages import ROOM_RE
 from ..signaling.server_messages import ActiveSpeaker, Error, JoinInfo, TrackInfo
 from ..speaker import INTERVAL_MS
-from ..state import ROOMS_KEY
+from ..state import METRICS_KEY, ROOMS_KEY
 from ..stats import RetiredTotals
 from ..stream import Codec, Layer
 from ..tasks import spawn
 from .internal import SECRET_HEADER
-from .media_link import Link, LinkEndpoint, RelayOut
+from .media_link import Link, LinkCollector, LinkEndpoint, RelayOut
 
 logger = logging.getLogger(__name__)
 
@@ -660,6 +660,7 @@ def install(app: web.Application, worker_id: str, secret: str) -> None:
         return SpanRoom(name, capacity, on_empty, retired, prefix, ctx)
 
     app[ROOMS_KEY].room_factory = make_room
+    app[METRICS_KEY].register(LinkCollector(endpoint))
     app.middlewares.append(span_middleware(ctx))
     app.router.add_get(SPAN_PATH, span_handler)
     app.router.add_get(LINKS_PATH, links_handler)

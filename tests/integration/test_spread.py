@@ -135,6 +135,29 @@ async def test_subscribers_on_another_worker_get_the_publishers_media_over_one_l
         relayed = video_out["packets_by_layer"]["single"]
         received = [s.received_from(pub.id, "video") for s in subs]
         assert relayed >= max(received) - 100 and relayed < 1.5 * min(received) + 100, (relayed, received)
+
+        # Visible to operators: the front's admin API and /metrics.
+        listed = await node.get("/admin/links")
+        by_worker = {w["worker"]: w for w in listed["workers"]}
+        assert [lk["peer_worker"] for lk in by_worker[home[0]]["links"]] == [other[0]]
+        assert by_worker[home[0]]["rooms"]["span"]["peers"] == [other[0]]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(node.url + "/metrics", headers=admin_headers()) as r,
+        ):
+            text = await r.text()
+        sent_series = [
+            line
+            for line in text.splitlines()
+            if line.startswith("sfu_link_packets_sent_total{") and f',worker="{home[0]}"' in line
+        ]
+        assert len(sent_series) == 1 and f'peer_worker="{other[0]}"' in sent_series[0]
+        assert float(sent_series[0].rsplit(" ", 1)[1]) > 100
+        assert any(
+            line.startswith("sfu_link_layers_relayed{") and f',worker="{home[0]}"' in line and line.endswith(" 2.0")
+            for line in text.splitlines()
+        ), "audio and video, one layer each"
+        assert any(line.startswith("sfu_link_rtt_ms{") for line in text.splitlines())
     finally:
         await close_all([*subs, pub])
 
