@@ -328,3 +328,100 @@ async def test_a_killed_worker_s_participants_leave_the_room_and_the_rest_goes_o
         assert not any(m.get("type") == "participant-left" and m.get("id") == b.id for m in a.messages)
     finally:
         await close_all([a, b, pub])
+
+
+async def test_one_active_speaker_for_the_whole_room_across_workers(node):
+    pub = Participant(node.ws_url, "talk", "home-speaker")
+    await pub.join()
+    await pub.publish_rtp(audio=True, video=False)
+    pub.set_audio_level(-127)
+    home, other = await home_and_other(node, "talk")
+    far = placed_on(other[1], "talk", "far-speaker", home)
+    listener = placed_on(other[1], "talk", "listener", home)
+    try:
+        await far.join()
+        await far.publish_rtp(audio=True, video=False)
+        far.set_audio_level(-127)
+        await listener.join()
+        await eventually(lambda: listener.received_from(pub.id, "audio") > 20, timeout=30)
+        far.set_audio_level(-20)  # the shard's participant speaks: the home decides, all hear of it
+        for p in (pub, far, listener):
+            await p.wait_for(lambda m: m.get("type") == "active-speaker" and m["participant"] == far.id, 15)
+        far.set_audio_level(-127)
+        pub.set_audio_level(-20)  # then the home's
+        for p in (pub, far, listener):
+            await p.wait_for(lambda m: m.get("type") == "active-speaker" and m["participant"] == pub.id, 15)
+        speakers = [m["participant"] for m in listener.messages if m.get("type") == "active-speaker"]
+        assert speakers[-2:] == [far.id, pub.id]
+    finally:
+        await close_all([far, listener, pub])
+
+
+async def test_the_span_endpoint_refuses_strangers_and_bad_input_and_the_worker_goes_on(node):
+    urls = await workers_of(node)
+    worker, url = sorted(urls.items())[0]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/internal/span/x") as r:
+            assert r.status == 403
+        async with http.ws_connect(url + "/internal/span/x", headers={SECRET_HEADER: CLUSTER_SECRET}) as ws:
+            await ws.send_str("not json")
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4400
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "/internal/span/bad%20name", headers={SECRET_HEADER: CLUSTER_SECRET})
+        assert refused.value.status == 400
+        # A home that cannot be reached: the client's socket is refused, nothing is left behind.
+        headers = {
+            SECRET_HEADER: CLUSTER_SECRET,
+            ROOM_HEADER: "lost",
+            HOME_URL_HEADER: "http://127.0.0.1:9",
+            HOME_WORKER_HEADER: "gone/0",
+        }
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "/ws", headers=headers)
+        assert refused.value.status == 503
+        headers[ROOM_HEADER] = "bad room"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "/ws", headers=headers)
+        assert refused.value.status == 400
+    assert "lost" not in (await links(url))["rooms"]
+    # The worker goes on: a call in it works.
+    a = Participant(node.ws_url, "after", "a")
+    b = Participant(node.ws_url, "after", "b")
+    try:
+        await a.join()
+        await a.publish_rtp(audio=True, video=True)
+        await b.join()
+        await eventually(lambda: b.received_from(a.id, "video") > 20, timeout=30)
+    finally:
+        await close_all([a, b])
+
+
+async def test_a_killed_shard_worker_s_participants_leave_the_home_and_the_home_goes_on(node):
+    pub = Participant(node.ws_url, "shardfault", "pub")
+    stay = Participant(node.ws_url, "shardfault", "stay")
+    await pub.join()
+    await pub.publish_rtp(audio=True, video=True)
+    home, other = await home_and_other(node, "shardfault")
+    far = placed_on(other[1], "shardfault", "far", home)
+    try:
+        await stay.join()
+        await far.join()
+        await far.publish_rtp(audio=True, video=True)
+        await eventually(lambda: pub.received_from(far.id, "video") > 30, timeout=30)
+        tracks = [track_of(pub, far, kind) for kind in ("audio", "video")]
+        pid = await node.worker_pid(other[0])
+        killed_s = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        for p in (pub, stay):
+            for track in tracks:
+                await p.wait_for(
+                    lambda m, t=track: m.get("type") == "track-unpublished" and m.get("track") == t, timeout=10
+                )
+            await p.wait_for(lambda m: m.get("type") == "participant-left" and m.get("id") == far.id, timeout=10)
+        assert time.monotonic() - killed_s < 6.0  # node_ttl_s
+        before = stay.received_from(pub.id, "video")
+        await eventually(lambda: stay.received_from(pub.id, "video") > before + 50, timeout=10)
+        assert (await links(home[1]))["links"] == [], "the link with the dead worker is gone"
+    finally:
+        await close_all([far, stay, pub])
