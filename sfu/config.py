@@ -410,7 +410,7 @@ class Config:
         if self.link_drop_every < 0:
             raise ConfigError(f"link_drop_every must not be negative, got {self.link_drop_every}")
         workers = self.worker_count
-        if self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
+        if workers > 1 and self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
             raise ConfigError(
                 f"ice port range {self.ice_port_min}..{self.ice_port_max} is too small for {workers} workers"
             )

@@ -14,6 +14,7 @@ same rule inside its Lua script (``redis_coordinator.py``), and the one test sui
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,14 @@ NEW_ROOM_TRACKS = 2
 RECOVERING = "recovering: the shared state was lost and the running rooms are being reported again"
 
 
+def check_load(node: NodeInfo) -> None:
+    """A heartbeat's figures must be finite numbers (a NaN CPU would make every comparison of
+    the placement rule false); ``ValueError`` otherwise."""
+    for w in node.workers:
+        if not (math.isfinite(w.cpu_percent) and math.isfinite(w.max_cpu_percent)):
+            raise ValueError(f"worker {w.worker_id}: CPU figures must be finite")
+
+
 def placement_order(worker: WorkerLoad, prefer_node: str | None) -> tuple[int, int, int, str]:
     """The key that ``choose_worker`` minimises: fewest tracks, then the preferred node, then
     the fewest rooms, then the worker id (so the choice is deterministic)."""
@@ -48,10 +57,10 @@ def placement_order(worker: WorkerLoad, prefer_node: str | None) -> tuple[int, i
 def choose_worker(
     candidates: Iterable[tuple[NodeInfo, WorkerLoad]], prefer_node: str | None = None
 ) -> WorkerLoad | None:
-    """The worker a new room goes to: among workers of non-draining nodes that are under their
-    limit, the least-loaded one (``placement_order``); None when none qualifies. The caller
-    passes live records only."""
-    eligible = [w for node, w in candidates if not node.draining and w.under_limit()]
+    """The worker a new room goes to: among non-draining workers of non-draining nodes that are
+    under their limit, the least-loaded one (``placement_order``); None when none qualifies.
+    The caller passes live records only."""
+    eligible = [w for node, w in candidates if not node.draining and not w.draining and w.under_limit()]
     if not eligible:
         return None
     return min(eligible, key=lambda w: placement_order(w, prefer_node))
@@ -120,12 +129,24 @@ class MemoryCoordinator:
 
     # -- liveness ---------------------------------------------------------------------------
 
-    def _prune(self, now_s: float) -> None:
-        """Forget what has expired, as Redis does."""
+    def _prune(self, now_s: float, *, rooms: bool = False) -> None:
+        """Forget the nodes and workers that have expired, as Redis does, and the rooms too
+        when asked (a heartbeat, the room list): single rooms are checked by ``_room``."""
         state = self.state
-        for table in (state.nodes, state.workers, state.rooms):
+        tables: tuple[dict[str, _NodeRecord] | dict[str, _WorkerRecord] | dict[str, _RoomRecord], ...] = (
+            (state.nodes, state.workers, state.rooms) if rooms else (state.nodes, state.workers)
+        )
+        for table in tables:
             for key in [k for k, rec in table.items() if rec.expires_s <= now_s]:
                 del table[key]
+
+    def _room(self, room: str, now_s: float) -> _RoomRecord | None:
+        """The room's record unless it has expired (then it is forgotten)."""
+        record = self.state.rooms.get(room)
+        if record is not None and record.expires_s <= now_s:
+            del self.state.rooms[room]
+            return None
+        return record
 
     def _live_worker(self, worker_id: str) -> tuple[NodeInfo, WorkerLoad] | None:
         """The worker and its node if both are live (call after ``_prune``)."""
@@ -141,8 +162,9 @@ class MemoryCoordinator:
 
     async def heartbeat(self, node: NodeInfo, ttl_s: float) -> None:
         self._check_open()
+        check_load(node)
         now_s = self._now()
-        self._prune(now_s)
+        self._prune(now_s, rooms=True)
         state = self.state
         expires_s = now_s + ttl_s
         if state.epoch_expires_s <= now_s and any(w.rooms > 0 for w in node.workers):
@@ -190,7 +212,7 @@ class MemoryCoordinator:
         now_s = self._now()
         self._prune(now_s)
         state = self.state
-        current = state.rooms.get(room)
+        current = self._room(room, now_s)
         if current is not None and self._live_worker(current.placement.worker_id) is not None:
             current.expires_s = max(current.expires_s, now_s + self._room_ttl_s)
             return current.placement
@@ -210,16 +232,16 @@ class MemoryCoordinator:
 
     async def placement(self, room: str) -> Placement | None:
         self._check_open()
-        self._prune(self._now())
-        current = self.state.rooms.get(room)
+        now_s = self._now()
+        self._prune(now_s)
+        current = self._room(room, now_s)
         if current is None or self._live_worker(current.placement.worker_id) is None:
             return None
         return current.placement
 
     async def release_room(self, room: str, worker_id: str) -> None:
         self._check_open()
-        self._prune(self._now())
-        current = self.state.rooms.get(room)
+        current = self._room(room, self._now())
         if current is not None and current.placement.worker_id == worker_id:
             del self.state.rooms[room]
 
@@ -232,7 +254,7 @@ class MemoryCoordinator:
         self._check_open()
         now_s = self._now()
         self._prune(now_s)
-        current = self.state.rooms.get(room)
+        current = self._room(room, now_s)
         if (
             current is not None
             and current.placement.worker_id != placement.worker_id
@@ -244,7 +266,7 @@ class MemoryCoordinator:
 
     async def rooms(self) -> list[RoomEntry]:
         self._check_open()
-        self._prune(self._now())
+        self._prune(self._now(), rooms=True)
         listed = []
         for room in sorted(self.state.rooms):
             record = self.state.rooms[room]

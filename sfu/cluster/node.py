@@ -198,14 +198,6 @@ class Node:
         if self._session is not None:
             await self._session.close()
 
-    async def kill_workers(self) -> None:
-        """Stop without draining (the front's own start failed)."""
-        for worker in self.workers:
-            worker.terminate()
-            if worker.process is not None and worker.process.returncode is None:
-                worker.process.kill()
-        await asyncio.gather(*(w.wait_stopped(5) for w in self.workers))
-
     # -- heartbeat --------------------------------------------------------------------------
 
     def _worker_exited(self, worker: WorkerProcess) -> None:
@@ -244,6 +236,9 @@ class Node:
             cpu_percent=report.cpu_percent,
             max_tracks=self.config.max_tracks_per_worker,
             max_cpu_percent=self.config.max_worker_cpu_percent,
+            # A draining worker (SIGTERM) stays in the registry, so that its rooms stay placed
+            # there (not placed anew and split) while no new room goes to it.
+            draining=report.draining,
         )
 
     async def heartbeat_once(self) -> None:
@@ -257,8 +252,7 @@ class Node:
                 # TTL: dropping it from the registry would let its rooms be placed anew (split).
                 fresh_s = self._reported_s.get(worker.index, float("-inf"))
                 if worker.pid is not None and previous is not None and now_s - fresh_s < self.config.node_ttl_s:
-                    if not previous.draining:
-                        loads.append(self.worker_load(worker, previous))
+                    loads.append(self.worker_load(worker, previous))
                     continue
                 worker.ready = False
                 continue
@@ -268,8 +262,7 @@ class Node:
             if previous is not None:
                 now = {r.room for r in report.rooms}
                 self._pending_release.update((r.room, worker.worker_id) for r in previous.rooms if r.room not in now)
-            if not report.draining:
-                loads.append(self.worker_load(worker, report))
+            loads.append(self.worker_load(worker, report))
         info = NodeInfo(self.node_id, self.public_url, self.draining, tuple(loads))
         ttl_s = self.config.node_ttl_s
         try:

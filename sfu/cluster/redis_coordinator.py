@@ -2,33 +2,12 @@
 
 Every read and write is one Lua script (EVALSHA through ``register_script``), so each method is
 one atomic step on the server, and every time in it is the server's clock (``TIME``), never a
-client's. The keys (``key_prefix`` first, ``sfu:`` by default), each with a TTL so nothing
-outlives its owner:
-
-=============================  =======  ======================================================
-key                            type     holds; TTL; written by
-=============================  =======  ======================================================
-``node:<node_id>``             hash     ``url``, ``draining`` (0/1), ``workers`` (JSON list of
-                                        worker ids); the heartbeat's ``ttl_s``; its node's
-                                        heartbeat
-``worker:<worker_id>``         hash     ``node``, ``url``, ``tracks``, ``rooms``,
-                                        ``participants``, ``cpu``, ``max_tracks``,
-                                        ``max_cpu``; the heartbeat's ``ttl_s``; its node's
-                                        heartbeat (``place_room`` adds each new room to
-                                        ``rooms`` and ``new_room_tracks`` to ``tracks``)
-``nodes``, ``workers``         zset     every id scored by its expiry (server ms), pruned by
-                                        every script; as long as its longest-lived member
-``room:<room>``                string   the placement, JSON ``{worker, node, url}``;
-                                        ``room_ttl_s`` from ``place_room``, then the
-                                        ``ttl_s`` of each ``set_room_participants``
-``members:<room>``             hash     participant id → name; as ``room:<room>``; the room's
-                                        worker's node
-``rooms``                      zset     every room scored by its expiry, for ``rooms()`` and
-                                        ``remove_node``; as ``nodes``
-``epoch``                      string   when the state was (re)born; as ``nodes``; heartbeats
-``recovering``                 string   present while new rooms wait for the running ones to
-                                        be reported again; one heartbeat's ``ttl_s``
-=============================  =======  ======================================================
+client's. Every record has a TTL refreshed by its owner, so nothing outlives it. The keys
+(``key_prefix`` first, ``sfu:`` by default), with their types, TTLs and writers, are listed
+in docs/scaling.md, "The Redis keys" (tests/unit/test_scaling_doc.py keeps that table equal
+to the keys the scripts use): ``node:<id>`` and ``worker:<id>`` hashes, the ``nodes``,
+``workers`` and ``load`` zsets, ``room:<room>`` strings and ``members:<room>`` hashes, the
+``rooms`` zset, and ``epoch`` and ``recovering``.
 
 A worker is live while its hash and its node's hash exist. The scripts build key names from
 the prefix (they do not declare them in KEYS), so this runs on one Redis server (or a
@@ -63,7 +42,7 @@ from sfu.cluster.coordinator import (
     RoomEntry,
     WorkerLoad,
 )
-from sfu.cluster.memory import NEW_ROOM_TRACKS, RECOVERING, ROOM_TTL_S
+from sfu.cluster.memory import NEW_ROOM_TRACKS, RECOVERING, ROOM_TTL_S, check_load
 
 # ARGV[1] of every script is the key prefix.
 _PRELUDE = r"""
@@ -72,9 +51,19 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- the load zset's score: tracks, then rooms
+local ROOMS_SPAN = 1000000
+local function load_score(tracks, rooms)
+  return tonumber(tracks) * ROOMS_SPAN + math.min(tonumber(rooms), ROOMS_SPAN - 1)
+end
+local function drop_worker(id)
+  redis.call('DEL', P .. 'worker:' .. id)
+  redis.call('ZREM', P .. 'workers', id)
+  redis.call('ZREM', P .. 'load', id)
+end
 local function prune(now)
   redis.call('ZREMRANGEBYSCORE', P .. 'nodes', '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', P .. 'workers', '-inf', now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'workers', '-inf', now)) do drop_worker(id) end
   redis.call('ZREMRANGEBYSCORE', P .. 'rooms', '-inf', now)
 end
 -- an index lives at least as long as its newest member
@@ -121,10 +110,7 @@ for i, w in ipairs(workers) do ids[i] = w.id; reported[w.id] = true end
 local old = redis.call('HGET', nkey, 'workers')
 if old then
   for _, id in ipairs(cjson.decode(old)) do
-    if not reported[id] then
-      redis.call('DEL', P .. 'worker:' .. id)
-      redis.call('ZREM', P .. 'workers', id)
-    end
+    if not reported[id] then drop_worker(id) end
   end
 end
 redis.call('DEL', nkey)
@@ -136,11 +122,16 @@ for _, w in ipairs(workers) do
   local wkey = P .. 'worker:' .. w.id
   redis.call('DEL', wkey)
   redis.call('HSET', wkey, 'node', node_id, 'url', w.url, 'tracks', w.tracks, 'rooms', w.rooms,
-    'participants', w.participants, 'cpu', w.cpu, 'max_tracks', w.max_tracks, 'max_cpu', w.max_cpu)
+    'participants', w.participants, 'cpu', w.cpu, 'max_tracks', w.max_tracks, 'max_cpu', w.max_cpu,
+    'draining', w.draining)
   redis.call('PEXPIRE', wkey, ttl)
   redis.call('ZADD', P .. 'workers', now + ttl, w.id)
+  redis.call('ZADD', P .. 'load', load_score(w.tracks, w.rooms), w.id)
 end
-if #ids > 0 then extend(P .. 'workers', ttl) end
+if #ids > 0 then
+  extend(P .. 'workers', ttl)
+  extend(P .. 'load', ttl)
+end
 return 1
 """
 
@@ -150,10 +141,6 @@ local node_id = ARGV[2]
 local now = now_ms()
 prune(now)
 local nkey = P .. 'node:' .. node_id
-local function drop_worker(id)
-  redis.call('DEL', P .. 'worker:' .. id)
-  redis.call('ZREM', P .. 'workers', id)
-end
 local listed = redis.call('HGET', nkey, 'workers')
 if listed then
   for _, id in ipairs(cjson.decode(listed)) do drop_worker(id) end
@@ -181,9 +168,9 @@ for _, node_id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', '(' .. now, '
     local ws = {}
     for _, id in ipairs(cjson.decode(n[3])) do
       local w = redis.call('HMGET', P .. 'worker:' .. id, 'node', 'url', 'tracks', 'rooms', 'participants',
-        'cpu', 'max_tracks', 'max_cpu')
+        'cpu', 'max_tracks', 'max_cpu', 'draining')
       if w[1] then
-        table.insert(ws, {id, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]})
+        table.insert(ws, {id, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9]})
       end
     end
     table.insert(out, {node_id, n[1], n[2], ws})
@@ -212,26 +199,51 @@ if cur and live_worker(cjson.decode(cur).worker) then
 end
 if redis.call('EXISTS', P .. 'recovering') == 1 then return {'recovering'} end
 -- the least-loaded live worker of a non-draining node under its limits: fewest tracks, then
--- the preferred node, then the fewest rooms, then the worker id (sfu.cluster.memory.placement_order)
-local best, bkey = nil, nil
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'workers', '(' .. now, '+inf')) do
-  local w = redis.call('HMGET', P .. 'worker:' .. id, 'node', 'url', 'tracks', 'rooms', 'cpu', 'max_tracks', 'max_cpu')
-  if w[1] and redis.call('HGET', P .. 'node:' .. w[1], 'draining') == '0' then
-    local tracks, rooms, cpu = tonumber(w[3]), tonumber(w[4]), tonumber(w[5])
-    local max_tracks, max_cpu = tonumber(w[6]), tonumber(w[7])
-    local full = (max_tracks > 0 and tracks >= max_tracks) or (max_cpu > 0 and cpu >= max_cpu)
-    if not full then
-      local key = {tracks, (w[1] == prefer) and 0 or 1, rooms, id}
-      local better = bkey == nil
-      if not better then
-        for i = 1, 4 do
-          if key[i] ~= bkey[i] then better = key[i] < bkey[i]; break end
-        end
+-- the preferred node, then the fewest rooms, then the worker id (sfu.cluster.memory.placement_order).
+-- The load zset keeps the workers in order of (tracks, rooms, id), so the first eligible one
+-- read from it is the best of all but for the preferred node, and the preferred node's best
+-- worker wins if it has as few tracks: a placement reads the workers it skips (full,
+-- draining, dead) and the preferred node's, never the whole registry.
+local node_state = {}
+local function eligible(id)
+  local w = redis.call('HMGET', P .. 'worker:' .. id, 'node', 'url', 'tracks', 'rooms', 'cpu', 'max_tracks', 'max_cpu',
+    'draining')
+  if not w[1] or w[8] == '1' then return nil end
+  local state = node_state[w[1]]
+  if state == nil then
+    state = redis.call('HGET', P .. 'node:' .. w[1], 'draining') or 'gone'
+    node_state[w[1]] = state
+  end
+  if state ~= '0' then return nil end
+  local tracks, cpu, max_tracks, max_cpu = tonumber(w[3]), tonumber(w[5]), tonumber(w[6]), tonumber(w[7])
+  if (max_tracks > 0 and tracks >= max_tracks) or (max_cpu > 0 and cpu >= max_cpu) then return nil end
+  return w
+end
+local best, bw = nil, nil
+local offset, batch_size = 0, 64
+while not best do
+  local batch = redis.call('ZRANGE', P .. 'load', '-inf', '+inf', 'BYSCORE', 'LIMIT', offset, batch_size)
+  for _, id in ipairs(batch) do
+    local w = eligible(id)
+    if w then best, bw = id, w; break end
+  end
+  if #batch < batch_size then break end
+  offset = offset + batch_size
+end
+if best and prefer ~= '' and bw[1] ~= prefer then
+  local listed = redis.call('HGET', P .. 'node:' .. prefer, 'workers')
+  local pbest, pw = nil, nil
+  for _, id in ipairs(listed and cjson.decode(listed) or {}) do
+    local w = eligible(id)
+    if w and w[1] == prefer and tonumber(w[3]) == tonumber(bw[3]) then
+      if pbest == nil or tonumber(w[4]) < tonumber(pw[4]) or (tonumber(w[4]) == tonumber(pw[4]) and id < pbest) then
+        pbest, pw = id, w
       end
-      if better then best, bkey = {worker = id, node = w[1], url = w[2]}, key end
     end
   end
+  if pbest then best, bw = pbest, pw end
 end
+if best then best = {worker = best, node = bw[1], url = bw[2]} end
 if not best then return {'none'} end
 local placed = cjson.encode(best)
 redis.call('SET', rkey, placed, 'PX', room_ttl)
@@ -240,6 +252,7 @@ redis.call('ZADD', P .. 'rooms', now + room_ttl, room)
 extend(P .. 'rooms', room_ttl)
 redis.call('HINCRBY', P .. 'worker:' .. best.worker, 'rooms', 1)
 redis.call('HINCRBY', P .. 'worker:' .. best.worker, 'tracks', add)
+redis.call('ZINCRBY', P .. 'load', add * ROOMS_SPAN + 1, best.worker)
 return {'placed', placed}
 """
 
@@ -375,6 +388,7 @@ class RedisCoordinator:
             raise CoordinatorUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def heartbeat(self, node: NodeInfo, ttl_s: float) -> None:
+        check_load(node)
         workers = [
             {
                 "id": w.worker_id,
@@ -385,6 +399,7 @@ class RedisCoordinator:
                 "cpu": repr(float(w.cpu_percent)),
                 "max_tracks": str(w.max_tracks),
                 "max_cpu": repr(float(w.max_cpu_percent)),
+                "draining": "1" if w.draining else "0",
             }
             for w in node.workers
         ]
@@ -414,8 +429,20 @@ class RedisCoordinator:
                     cpu_percent=float(cpu),
                     max_tracks=int(max_tracks),
                     max_cpu_percent=float(max_cpu),
+                    draining=draining_worker == "1",
                 )
-                for worker_id, worker_node, worker_url, tracks, rooms, participants, cpu, max_tracks, max_cpu in workers
+                for (
+                    worker_id,
+                    worker_node,
+                    worker_url,
+                    tracks,
+                    rooms,
+                    participants,
+                    cpu,
+                    max_tracks,
+                    max_cpu,
+                    draining_worker,
+                ) in workers
             )
             listed.append(NodeInfo(node_id=node_id, public_url=url, draining=draining == "1", workers=loads))
         return sorted(listed, key=lambda n: n.node_id)

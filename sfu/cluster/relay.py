@@ -126,6 +126,7 @@ class _Client:
         or the join deadline passed (the socket is then closed)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ctx.config.join_timeout_s
+        over_rate = False
         while True:
             try:
                 msg = await self.ws.receive(timeout=max(0.0, deadline - loop.time()))
@@ -139,7 +140,11 @@ class _Client:
                 return None
             if not self.bucket.take(loop.time()):
                 self.ctx.stats.count_limit("rate")
+                if not over_rate:  # told once per burst over the rate, as by the server
+                    over_rate = True
+                    await self.post(Error(BadRequest("rate-limited", "too many messages; slow down")))
                 continue
+            over_rate = False
             if msg.type == WSMsgType.PING:
                 await self.ws.pong(msg.data)
             elif msg.type == WSMsgType.BINARY:

@@ -167,3 +167,49 @@ async def test_redis_stopped_mid_call_the_call_goes_on_joins_are_refused_then_wo
         await close_all(clients)
         for node in nodes:
             node.cleanup()
+
+
+async def test_sigterm_on_a_node_drains_it_and_new_rooms_go_to_the_other_node(redis_url, tmp_path):
+    nodes = [
+        NodeProcess(workers=2, redis_url=redis_url, node_id=f"d{i}", log_dir=tmp_path, SFU_SHUTDOWN_GRACE_S="8")
+        for i in range(2)
+    ]
+    clients = []
+    try:
+        for node in nodes:
+            node.start()
+        await asyncio.gather(*(node.wait_ready() for node in nodes))
+        await eventually_async(lambda: _sees_all(nodes), 20)
+        a_node, b_node = nodes
+        # Node B's workers each carry a publisher; one of node A's is idle: by load alone, the
+        # next new room would go to node A.
+        for room in ("b-load0", "b-load1"):
+            clients.append(await joined(b_node.ws_url, room, room, video=False))
+            assert (await placed(b_node, room, 1))["node"] == "d1"
+        staying = await joined(a_node.ws_url, "on-a", "staying", publish=False)
+        clients.append(staying)
+        await placed(a_node, "on-a", 1)
+        a_node.terminate()
+        await staying.wait_type("server-shutdown", timeout=15)
+
+        async def a_draining():
+            view = await b_node.node_view()
+            return any(n["node"] == "d0" and n["draining"] for n in view["nodes"])
+
+        await eventually_async(a_draining, 10)
+        newcomer = await joined(b_node.ws_url, "after-drain", "n", publish=False)
+        clients.append(newcomer)
+        assert (await placed(b_node, "after-drain", 1))["node"] == "d1", "no new room on a draining node"
+        # The drained node's calls end with the grace; it leaves the registry and exits.
+        await staying.wait_type("socket-closed", timeout=20)
+        await eventually(lambda: not a_node.group_alive(), timeout=30)
+        assert a_node.process.returncode == 0
+
+        async def a_gone():
+            return [n["node"] for n in (await b_node.node_view())["nodes"]] == ["d1"]
+
+        await eventually_async(a_gone, 10)
+    finally:
+        await close_all(clients)
+        for node in nodes:
+            node.cleanup()

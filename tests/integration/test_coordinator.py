@@ -5,6 +5,7 @@ real time with short TTLs)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -128,7 +129,7 @@ async def test_heartbeat_lists_live_nodes_with_their_load_from_any_coordinator(c
         worker("a", 0, tracks=12, rooms=2, participants=5, cpu_percent=37.5, max_tracks=400, max_cpu_percent=85.0),
         worker("a", 1, tracks=3, rooms=1, participants=2, cpu_percent=4.25),
     )
-    node_b = node("b", worker("b", 0), draining=True)
+    node_b = node("b", worker("b", 0), worker("b", 1, rooms=1, draining=True), draining=True)
     await a.heartbeat(node_a, LONG_TTL_S)
     await b.heartbeat(node_b, LONG_TTL_S)
     assert await a.nodes() == [node_a, node_b]
@@ -178,6 +179,15 @@ async def test_placement_respects_max_tracks_and_the_cpu_ceiling(coordinator_fac
     assert (await a.place_room("r1")).worker_id == "a/2"
 
 
+async def test_a_placement_looks_past_any_number_of_full_workers(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    full = [worker("full", i, tracks=1, max_tracks=1) for i in range(150)]
+    await a.heartbeat(node("full", *full), LONG_TTL_S)
+    await a.heartbeat(node("idle", *(worker("idle", i) for i in range(70)), draining=True), LONG_TTL_S)
+    await a.heartbeat(node("busy", worker("busy", 0, tracks=30, rooms=9)), LONG_TTL_S)
+    assert (await a.place_room("r1", prefer_node="full")).worker_id == "busy/0"
+
+
 async def test_a_draining_node_is_never_chosen(coordinator_factory):
     a = await coordinator_factory.coordinator()
     await a.heartbeat(node("a", worker("a", 0), draining=True), LONG_TTL_S)
@@ -185,6 +195,21 @@ async def test_a_draining_node_is_never_chosen(coordinator_factory):
         await a.place_room("r1")
     await a.heartbeat(node("b", worker("b", 0, tracks=50)), LONG_TTL_S)
     assert (await a.place_room("r1", prefer_node="a")).node_id == "b"
+
+
+async def test_a_draining_worker_keeps_its_rooms_and_takes_no_new_one(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0), worker("a", 1, tracks=20)), LONG_TTL_S)
+    placed = await a.place_room("r1")
+    assert placed.worker_id == "a/0"
+    await a.heartbeat(
+        node("a", worker("a", 0, tracks=4, rooms=1, draining=True), worker("a", 1, tracks=20)), LONG_TTL_S
+    )
+    assert await a.place_room("r1") == placed
+    assert (await a.place_room("r2")).worker_id == "a/1"
+    await a.heartbeat(node("a", worker("a", 0, draining=True), worker("a", 1, draining=True)), LONG_TTL_S)
+    with pytest.raises(NoCapacity):
+        await a.place_room("r3")
 
 
 async def test_no_capacity_when_no_worker_qualifies(coordinator_factory):
@@ -252,12 +277,16 @@ async def test_a_stale_node_is_never_chosen_and_its_rooms_are_placed_anew(coordi
     a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
     await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
     await b.heartbeat(node("b", worker("b", 0, tracks=40)), LONG_TTL_S)
-    assert (await b.place_room("r1")).node_id == "a"
+    on_a = await b.place_room("r1")
+    assert on_a.node_id == "a"
+    await a.set_room_participants("r1", on_a, (ParticipantEntry("p-1", "Alice"),), LONG_TTL_S)
     await a.heartbeat(node("a", worker("a", 0)), SHORT_TTL_S)  # its last heartbeat
     await coordinator_factory.elapse(SHORT_TTL_S + 0.3)
     assert await b.placement("r1") is None
     assert await b.rooms() == []
-    assert (await b.place_room("r1")).worker_id == "b/0"
+    on_b = await b.place_room("r1")
+    assert on_b.worker_id == "b/0"
+    assert await b.rooms() == [RoomEntry("r1", on_b, ())]  # the dead worker's participants are gone
     assert (await b.place_room("r2", prefer_node="a")).worker_id == "b/0"
     # The node comes back: the room stays where it was placed anew.
     await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)
@@ -358,6 +387,15 @@ async def test_remove_node_takes_its_workers_and_its_rooms_at_once(coordinator_f
     assert (await b.place_room("r1")).node_id == "b"
 
 
+async def test_a_heartbeat_with_a_cpu_figure_that_is_not_a_number_is_refused(coordinator_factory):
+    a = await coordinator_factory.coordinator()
+    await a.heartbeat(node("a", worker("a", 0, tracks=5)), LONG_TTL_S)
+    with pytest.raises(ValueError):
+        await a.heartbeat(node("b", worker("b", 0, cpu_percent=float("nan"))), LONG_TTL_S)
+    assert [n.node_id for n in await a.nodes()] == ["a"]
+    assert (await a.place_room("r1")).worker_id == "a/0"
+
+
 async def test_a_closed_coordinator_refuses_calls(coordinator_factory):
     a = await coordinator_factory.coordinator()
     await a.close()
@@ -385,6 +423,7 @@ async def test_every_redis_key_has_a_ttl_and_the_prefix(redis_url):
                 "t1:worker:a/1",
                 "t1:nodes",
                 "t1:workers",
+                "t1:load",
                 "t1:room:r1",
                 "t1:members:r1",
                 "t1:room:r2",
@@ -497,3 +536,48 @@ async def test_a_redis_that_was_never_there_is_unavailable_at_once():
         assert time.monotonic() - started < 2.5
     finally:
         await a.close()
+
+
+async def test_redis_places_every_room_where_the_memory_coordinator_does(redis_url):
+    """The Lua script and choose_worker are one rule: random registries (limits, CPU,
+    draining nodes, ties), random preferred nodes, the same answers in the same order."""
+    rng = random.Random(20261202)
+    for round_ in range(12):
+        on_redis = RedisCoordinator(redis_url, key_prefix=f"same{round_}:")
+        in_memory = MemoryCoordinator(FakeClock())
+        try:
+            nodes = []
+            for n in range(rng.randint(1, 6)):
+                loads = [
+                    worker(
+                        f"n{n}",
+                        i,
+                        tracks=rng.choice([0, 0, 2, 4, 7, 40]),
+                        rooms=rng.randint(0, 3),
+                        cpu_percent=rng.choice([0.0, 12.5, 79.9, 80.0, 95.0]),
+                        max_tracks=rng.choice([0, 8, 40]),
+                        max_cpu_percent=rng.choice([0.0, 80.0]),
+                        draining=rng.random() < 0.15,
+                    )
+                    for i in range(rng.randint(0, 4))
+                ]
+                nodes.append(node(f"n{n}", *loads, draining=rng.random() < 0.2))
+            for coordinator in (on_redis, in_memory):
+                await coordinator.heartbeat(node("first"), LONG_TTL_S)  # the deployment ran before
+                for n in nodes:
+                    await coordinator.heartbeat(n, LONG_TTL_S)
+            for i in range(25):
+                room = f"r{rng.randint(0, 14)}"
+                prefer = rng.choice([None, "ghost", *(n.node_id for n in nodes)])
+                answers = []
+                for coordinator in (on_redis, in_memory):
+                    try:
+                        answers.append(await coordinator.place_room(room, prefer_node=prefer))
+                    except NoCapacity:
+                        answers.append(None)
+                assert answers[0] == answers[1], (round_, i, room, prefer, nodes)
+            assert await on_redis.nodes() == await in_memory.nodes()
+            assert await on_redis.rooms() == await in_memory.rooms()
+        finally:
+            await on_redis.close()
+            await in_memory.close()

@@ -68,7 +68,7 @@ async def test_twenty_clients_joining_one_new_room_at_once_land_in_one_room_on_o
         await close_all(clients)
 
 
-async def test_first_messages_without_a_room_are_answered_by_the_front(node):
+async def test_first_messages_without_a_room_and_bad_input_are_answered_by_the_front(node):
     async with aiohttp.ClientSession() as http, http.ws_connect(node.ws_url) as ws:
         await ws.send_str('{"type": "ping"}')
         assert (await ws.receive_json(timeout=10)) == {"type": "pong"}
@@ -77,9 +77,27 @@ async def test_first_messages_without_a_room_are_answered_by_the_front(node):
         assert msg["type"] == "error" and msg["code"] == "not-joined"
         await ws.send_str("not json")
         assert (await ws.receive_json(timeout=10))["code"] == "bad-json"
+        await ws.send_bytes(b"\x00\x01")
+        assert (await ws.receive_json(timeout=10))["code"] == "bad-json"
+        await ws.send_str('{"type": "join", "room": "no spaces allowed", "name": "x"}')
+        assert (await ws.receive_json(timeout=10))["code"] == "bad-message"
+        await ws.send_str('{"type": "ping", "pad": "' + "x" * 70000 + '"}')
+        assert (await ws.receive_json(timeout=10))["code"] == "too-large"
         await ws.send_str('{"type": "join", "room": "ok-after-all", "name": "late"}')
         msg = await ws.receive_json(timeout=20)
         assert msg["type"] == "joined" and msg["room"] == "ok-after-all"
+    async with aiohttp.ClientSession() as http:
+        # A bad token in the URL is refused before the upgrade, as by a single server.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(node.ws_url + "?token=not-a-token")
+        assert refused.value.status == 401
+        # A frame past 4 x max_message_bytes closes the socket (1009); the front goes on.
+        async with http.ws_connect(node.ws_url) as ws:
+            await ws.send_str("x" * (4 * 65536 + 10))
+            closed = await ws.receive(timeout=10)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1009
+        async with http.get(node.url + "/healthz") as r:
+            assert r.status == 200
 
 
 async def test_worker_killed_mid_call_is_restarted_its_clients_rejoin_and_the_other_room_does_not_stall(node):

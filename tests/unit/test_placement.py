@@ -30,12 +30,13 @@ def test_fewest_tracks_first_then_the_preferred_node_then_the_fewest_rooms_then_
     assert placement_order(load("c/0", tracks=2, rooms=9), "a") < placement_order(load("a/0", tracks=3), "a")
 
 
-def test_choose_worker_skips_draining_nodes_and_workers_at_their_limit():
+def test_choose_worker_skips_draining_nodes_draining_workers_and_workers_at_their_limit():
     candidates = [
         (on("a", draining=True), load("a/0")),
         (on("b"), load("b/0", tracks=8, max_tracks=8)),
         (on("c"), load("c/0", tracks=50, cpu_percent=85.0, max_cpu_percent=80.0)),
         (on("d"), load("d/0", tracks=70)),
+        (on("d"), load("d/1", tracks=0, draining=True)),
     ]
     chosen = choose_worker(candidates, prefer_node="a")
     assert chosen is not None and chosen.worker_id == "d/0"
