@@ -48,7 +48,7 @@ from .coordinator import (
     WorkerLoad,
 )
 from .internal import LOAD_PATH, SECRET_HEADER, LoadReport, WorkerSpec, worker_config, worker_id
-from .memory import MemoryCoordinator
+from .memory import MemoryCoordinator, choose_worker
 from .redis_coordinator import RedisCoordinator
 from .relay import RelayContext, RelayStats, relay_handler
 from .span import LINKS_PATH
@@ -147,7 +147,7 @@ class Node:
             is_draining=lambda: self.draining,
             on_unreachable=self._unreachable,
             local_placement=self.local_placement,
-            own_worker=self.own_worker,
+            participant_worker=self.participant_worker,
         )
 
     def local_placement(self, room: str) -> Placement | None:
@@ -157,13 +157,37 @@ class Node:
                 return Placement(room, worker.worker_id, self.node_id, worker.url)
         return None
 
-    def own_worker(self, room: str) -> Placement | None:
-        """The worker of this node with the fewest tracks (a room's shard goes there)."""
-        ready = [w for w in self.workers if w.ready and self.reports.get(w.index) is not None]
-        if not ready:
+    async def participant_worker(self, room: str, home: Placement) -> Placement | None:
+        """Where a new participant of a room placed at ``home`` goes, if not there: this node's
+        least-loaded worker when participants stay on their node (participant_placement =
+        local) and the home is elsewhere; the least-loaded worker under its limits (this node's
+        first) when the home's worker is at its limit; else None (the home: gather)."""
+        if self.config.participant_placement == "local" and home.node_id != self.node_id:
+            ready = [w for w in self.workers if w.ready and self.reports.get(w.index) is not None]
+            if ready:
+                worker = min(ready, key=lambda w: (self.reports[w.index].tracks, w.index))
+                return Placement(room, worker.worker_id, self.node_id, worker.url)
             return None
-        worker = min(ready, key=lambda w: (self.reports[w.index].tracks, w.index))
-        return Placement(room, worker.worker_id, self.node_id, worker.url)
+        limit = self.config.max_tracks_per_worker
+        if not limit:
+            return None
+        for worker in self.workers:  # the home on this node: its last report says
+            report = self.reports.get(worker.index)
+            if worker.worker_id == home.worker_id and report is not None and report.tracks < limit:
+                return None
+        try:
+            nodes = await self.coordinator.nodes()
+        except CoordinatorUnavailable:
+            return None
+        loads = {w.worker_id: w for n in nodes for w in n.workers}
+        home_load = loads.get(home.worker_id)
+        if home_load is None or home_load.under_limit():
+            return None
+        others = [(n, w) for n in nodes for w in n.workers if w.worker_id != home.worker_id]
+        chosen = choose_worker(others, prefer_node=self.node_id)
+        if chosen is None:
+            return None
+        return Placement(room, chosen.worker_id, chosen.node_id, chosen.url)
 
     # -- life -------------------------------------------------------------------------------
 

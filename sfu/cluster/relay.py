@@ -72,9 +72,10 @@ class RelayContext:
     on_unreachable: Callable[[Placement], Awaitable[None]]
     # The room's worker if it runs on this node (from the workers' last load reports), else None.
     local_placement: Callable[[str], Placement | None]
-    # participant_placement = "local": this node's least-loaded worker, for a participant of a
-    # room whose home is on another node (the room then spans both: sfu/cluster/span.py).
-    own_worker: Callable[[str], Placement | None] = field(default=lambda room: None)
+    # The worker a new participant of a room placed at this placement joins, when not the
+    # room's home (its worker is at its limit, or participant_placement = "local" keeps the
+    # participant on this node): the room then spans both (sfu/cluster/span.py). None: the home.
+    participant_worker: Callable[[str, Placement], Awaitable[Placement | None]] | None = None
 
 
 def _admission(ctx: RelayContext, address: str) -> SignalingError | None:
@@ -198,10 +199,9 @@ async def _connect(
             ctx.relays.placement_failures["no-capacity"] += 1
             raise Conflict("no-capacity", "every server is at capacity; try again later") from exc
         target, span_headers = placement, {}
-        if ctx.config.participant_placement == "local" and placement.node_id != ctx.node_id:
-            mine = ctx.own_worker(room)
-            if mine is not None:
-                target, span_headers = mine, spanning_headers(room, placement)
+        elsewhere = await ctx.participant_worker(room, placement) if ctx.participant_worker else None
+        if elsewhere is not None and elsewhere.worker_id != placement.worker_id:
+            target, span_headers = elsewhere, spanning_headers(room, placement)
         url = f"{target.url}/ws"
         if request.query_string:
             url += "?" + request.query_string

@@ -425,3 +425,37 @@ async def test_a_killed_shard_worker_s_participants_leave_the_home_and_the_home_
         assert (await links(home[1]))["links"] == [], "the link with the dead worker is gone"
     finally:
         await close_all([far, stay, pub])
+
+
+async def test_when_the_rooms_worker_is_at_its_limit_new_participants_go_to_another_worker(tmp_path):
+    node = await node_with(tmp_path, SFU_MAX_TRACKS_PER_WORKER="6")
+    pub = Participant(node.ws_url, "big", "pub")
+    first = [Participant(node.ws_url, "big", f"a{i}") for i in range(2)]
+    later = [Participant(node.ws_url, "big", f"b{i}") for i in range(2)]
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=True, video=True)
+        for p in first:
+            await p.join()
+        await eventually(lambda: all(p.received_from(pub.id, "video") > 20 for p in first), timeout=30)
+        home = (await placed(node, "big", 3))["worker"]
+
+        async def home_full():
+            view = await node.node_view()
+            return any(w["worker"] == home and w["load"]["tracks"] >= 6 for w in view["workers"])
+
+        deadline = time.monotonic() + 20
+        while not await home_full():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        for p in later:  # through the front, as any client
+            joined = await p.join()
+            assert {x["id"] for x in joined["participants"]} >= {pub.id, *(f.id for f in first)}
+        prefix = pub.id.split("-")[0]
+        assert all(p.id.split("-")[0] == prefix for p in first)
+        assert all(p.id.split("-")[0] != prefix for p in later), "past the limit: the other worker"
+        await eventually(lambda: all(p.received_from(pub.id, "video") > 20 for p in later), timeout=30)
+        await pub.wait_for(lambda m: m.get("type") == "participant-joined" and m["participant"]["id"] == later[-1].id)
+    finally:
+        await close_all([*later, *first, pub])
+        node.cleanup()
