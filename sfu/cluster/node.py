@@ -51,7 +51,7 @@ from .internal import LOAD_PATH, SECRET_HEADER, LoadReport, WorkerSpec, worker_c
 from .memory import MemoryCoordinator, choose_worker
 from .redis_coordinator import RedisCoordinator
 from .relay import RelayContext, RelayStats, relay_handler
-from .span import LINKS_PATH
+from .span_wire import LINKS_PATH
 from .supervisor import WorkerProcess
 
 logger = logging.getLogger(__name__)

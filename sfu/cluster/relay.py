@@ -32,7 +32,7 @@ from ..stats import ServerStats
 from ..tasks import spawn
 from .coordinator import Coordinator, CoordinatorUnavailable, NoCapacity, Placement
 from .internal import CLIENT_ADDRESS_HEADER, SECRET_HEADER
-from .span import spanning_headers
+from .span_wire import spanning_headers
 
 logger = logging.getLogger(__name__)
 

@@ -53,25 +53,14 @@ from ..stream import Codec, Layer
 from ..tasks import spawn
 from .internal import SECRET_HEADER
 from .media_link import Link, LinkCollector, LinkEndpoint, RelayOut
+from .span_wire import HOME_URL_HEADER, HOME_WORKER_HEADER, LINKS_PATH, ROOM_HEADER, SPAN_PATH
 
 logger = logging.getLogger(__name__)
 
-SPAN_PATH = "/internal/span/{room}"
-LINKS_PATH = "/internal/links"
-# A client's socket to a worker that is not its room's home: the room, and its home worker.
-ROOM_HEADER = "X-SFU-Room"
-HOME_URL_HEADER = "X-SFU-Room-Home"
-HOME_WORKER_HEADER = "X-SFU-Room-Home-Worker"
 CHANNEL_HEARTBEAT_S = 1.0  # a dead peer is noticed within about two of these
 CONNECT_TIMEOUT_S = 5.0
 MAX_CONTROL_BYTES = 1 << 20
 _NO_INFO = JoinInfo((), 0.0, 0)
-
-
-def spanning_headers(room: str, home: Any) -> dict[str, str]:
-    """The headers of a client's socket to a worker that is not the room's home (``home``: the
-    room's placement)."""
-    return {ROOM_HEADER: room, HOME_URL_HEADER: home.url, HOME_WORKER_HEADER: home.worker_id}
 
 
 def node_of(worker_id: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from sfu.client import Participant
 from sfu.cluster.internal import SECRET_HEADER
-from sfu.cluster.span import HOME_URL_HEADER, HOME_WORKER_HEADER, LINKS_PATH, ROOM_HEADER
+from sfu.cluster.span_wire import HOME_URL_HEADER, HOME_WORKER_HEADER, LINKS_PATH, ROOM_HEADER
 from tests.cluster_nodes import CLUSTER_SECRET, NodeProcess, admin_headers, close_all, placed
 from tests.conftest import eventually
 

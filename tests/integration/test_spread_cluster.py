@@ -9,7 +9,7 @@ import pytest
 
 from sfu.client import Participant
 from sfu.cluster.internal import SECRET_HEADER
-from sfu.cluster.span import LINKS_PATH
+from sfu.cluster.span_wire import LINKS_PATH
 from tests.cluster_nodes import CLUSTER_SECRET, NodeProcess, close_all, eventually_async, placed
 from tests.conftest import eventually
 
