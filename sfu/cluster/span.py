@@ -87,6 +87,27 @@ def _discard(msg: Any) -> None:
     pass
 
 
+class _RemoteSession:
+    """The session of a participant on another worker: a disconnect (an admin's kick, a room
+    closed) is passed to that worker, which disconnects its socket."""
+
+    def __init__(self, peer: SpanPeer, participant_id: str) -> None:
+        self.peer = peer
+        self.participant_id = participant_id
+
+    async def disconnect(self, leave_reason: str, code: str | None, message: str, close_code: int) -> None:
+        self.peer.send(
+            {
+                "type": "kick",
+                "id": self.participant_id,
+                "reason": leave_reason,
+                "code": code,
+                "message": message,
+                "close_code": close_code,
+            }
+        )
+
+
 class RemoteParticipant(Participant):
     """A participant connected to another worker of the room: it is told nothing here, and
     what it publishes comes over the link."""
@@ -100,6 +121,7 @@ class RemoteParticipant(Participant):
         self.relayed: dict[str, Producer] = {}  # by track id
         self.streams: dict[str, int] = {}  # track id -> link stream
         self.score: float | None = None  # its last speech score, from its worker
+        self.session = _RemoteSession(peer, participant_id)
 
     def producers(self) -> list[Producer]:
         return list(self.relayed.values())
@@ -439,6 +461,13 @@ class SpanRoom(Room):
             if peer is self.home:
                 speaker = msg.get("id")
                 self._set_speaker(None if speaker is None else str(speaker))
+        elif kind == "kick":
+            target = self.participants.get(str(msg["id"]))
+            if target is not None and target.session is not None:
+                code = msg.get("code")
+                await target.session.disconnect(
+                    str(msg["reason"]), None if code is None else str(code), str(msg["message"]), int(msg["close_code"])
+                )
         elif kind == "synced":
             pass
         else:

@@ -459,3 +459,26 @@ async def test_when_the_rooms_worker_is_at_its_limit_new_participants_go_to_anot
     finally:
         await close_all([*later, *first, pub])
         node.cleanup()
+
+
+async def test_an_admin_kick_through_the_front_reaches_a_participant_on_the_other_worker(node):
+    pub = Participant(node.ws_url, "kick", "pub")
+    await pub.join()
+    await pub.publish_rtp(audio=True, video=False)
+    home, other = await home_and_other(node, "kick")
+    far = placed_on(other[1], "kick", "far", home)
+    try:
+        await far.join()
+        await eventually(lambda: far.received_from(pub.id, "audio") > 10, timeout=30)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.delete(f"{node.url}/admin/rooms/kick/participants/{far.id}", headers=admin_headers()) as r,
+        ):
+            assert r.status == 200, await r.text()
+        error = await far.wait_for(lambda m: m.get("type") == "error", timeout=10)
+        assert error["code"] == "kicked"
+        await far.wait_type("socket-closed", timeout=10)
+        left = await pub.wait_for(lambda m: m.get("type") == "participant-left" and m.get("id") == far.id, timeout=10)
+        assert left["reason"] == "kicked"
+    finally:
+        await close_all([far, pub])
