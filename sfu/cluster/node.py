@@ -95,6 +95,9 @@ class WorkerState:
     report: LoadReport | None
 
 
+MAX_SHARDS_REMEMBERED = 4096
+
+
 class Node:
     """The front's state: its workers, their last load, the coordinator."""
 
@@ -109,6 +112,10 @@ class Node:
         self.stats = ServerStats()
         self.relays = RelayStats()
         self.reports: dict[int, LoadReport] = {}
+        # (room, home worker) -> the worker this front last sent a participant of it to, when
+        # not the home: the next one goes there too while it can, so a room has one shard per
+        # node rather than one per worker (bounded: oldest forgotten first).
+        self._shards: dict[tuple[str, str], Placement] = {}
         self._reported_s: dict[int, float] = {}  # when each worker's report was read (loop time)
         self.coordinator_ok = True
         self._pending_release: set[tuple[str, str]] = set()
@@ -162,8 +169,23 @@ class Node:
         least-loaded worker when participants stay on their node (participant_placement =
         local) and the home is elsewhere; the least-loaded worker under its limits (this node's
         first) when the home's worker is at its limit; else None (the home: gather)."""
+        chosen = await self._participant_worker(room, home)
+        key = (room, home.worker_id)
+        if chosen is None:
+            self._shards.pop(key, None)
+            return None
+        self._shards.pop(key, None)
+        self._shards[key] = chosen
+        while len(self._shards) > MAX_SHARDS_REMEMBERED:
+            del self._shards[next(iter(self._shards))]
+        return chosen
+
+    async def _participant_worker(self, room: str, home: Placement) -> Placement | None:
+        known = self._shards.get((room, home.worker_id))
         if self.config.participant_placement == "local" and home.node_id != self.node_id:
             ready = [w for w in self.workers if w.ready and self.reports.get(w.index) is not None]
+            if known is not None and any(w.worker_id == known.worker_id for w in ready):
+                return known
             if ready:
                 worker = min(ready, key=lambda w: (self.reports[w.index].tracks, w.index))
                 return Placement(room, worker.worker_id, self.node_id, worker.url)
@@ -183,6 +205,8 @@ class Node:
         home_load = loads.get(home.worker_id)
         if home_load is None or home_load.under_limit():
             return None
+        if known is not None and known.worker_id in loads and loads[known.worker_id].under_limit():
+            return known
         others = [(n, w) for n in nodes for w in n.workers if w.worker_id != home.worker_id]
         chosen = choose_worker(others, prefer_node=self.node_id)
         if chosen is None:

@@ -62,6 +62,7 @@ async def test_viewers_on_node_b_get_the_media_of_a_publisher_on_node_a_over_an_
             joined = await v.join()
             assert pub.id in [p["id"] for p in joined["participants"]]
         assert all(v.id.split("-")[0] != pub.id.split("-")[0] for v in viewers), "placed on node B's worker"
+        assert len({v.id.split("-")[0] for v in viewers}) == 1, "one shard on node B, not one per worker"
         await eventually(
             lambda: all(
                 v.received_from(pub.id, "video") > 50 and v.received_from(pub.id, "audio") > 20 for v in viewers
