@@ -112,11 +112,13 @@ class Node:
         self.stats = ServerStats()
         self.relays = RelayStats()
         self.reports: dict[int, LoadReport] = {}
+        self._reported_s: dict[int, float] = {}
+        # After the coordinator was unreachable: no new room is placed before this (loop time).
+        self._hold_until_s = float("-inf")  # when each worker's report was read (loop time)
         # (room, home worker) -> the worker this front last sent a participant of it to, when
         # not the home: the next one goes there too while it can, so a room has one shard per
         # node rather than one per worker (bounded: oldest forgotten first).
         self._shards: dict[tuple[str, str], Placement] = {}
-        self._reported_s: dict[int, float] = {}  # when each worker's report was read (loop time)
         self.coordinator_ok = True
         self._pending_release: set[tuple[str, str]] = set()
         self._poke = asyncio.Event()
@@ -154,8 +156,12 @@ class Node:
             is_draining=lambda: self.draining,
             on_unreachable=self._unreachable,
             local_placement=self.local_placement,
+            placement_held=self.placement_held,
             participant_worker=self.participant_worker,
         )
+
+    def placement_held(self) -> bool:
+        return asyncio.get_running_loop().time() < self._hold_until_s
 
     def local_placement(self, room: str) -> Placement | None:
         for worker in self.workers:
@@ -327,7 +333,11 @@ class Node:
                 await self.coordinator.release_room(room_name, wid)
                 self._pending_release.discard((room_name, wid))
             if not self.coordinator_ok:
-                logger.info("coordinator reachable again: registry and placements written")
+                # Redis may have come back empty, and the other nodes may not have written their
+                # running rooms back yet: placing one of those anew here would split it. Every
+                # live node heartbeats within a TTL, so new rooms wait that long.
+                self._hold_until_s = asyncio.get_running_loop().time() + ttl_s
+                logger.info("coordinator reachable again: new rooms wait %.0f s for the running ones", ttl_s)
             self.coordinator_ok = True
         except CoordinatorUnavailable as exc:
             if self.coordinator_ok:

@@ -72,6 +72,9 @@ class RelayContext:
     on_unreachable: Callable[[Placement], Awaitable[None]]
     # The room's worker if it runs on this node (from the workers' last load reports), else None.
     local_placement: Callable[[str], Placement | None]
+    # True for one node_ttl_s after the coordinator came back: rooms are only looked up, not
+    # placed, until every node has written its running rooms back.
+    placement_held: Callable[[], bool]
     # The worker a new participant of a room placed at this placement joins, when not the
     # room's home (its worker is at its limit, or participant_placement = "local" keeps the
     # participant on this node): the room then spans both (sfu/cluster/span.py). None: the home.
@@ -175,6 +178,11 @@ class _Client:
 
 
 async def _place(ctx: RelayContext, room: str) -> Placement:
+    if ctx.placement_held():
+        placement = await ctx.coordinator.placement(room)
+        if placement is None:
+            raise CoordinatorUnavailable("the shared state came back: the running rooms are being written back")
+        return placement
     return await ctx.coordinator.place_room(room, prefer_node=ctx.node_id)
 
 

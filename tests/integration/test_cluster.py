@@ -157,8 +157,9 @@ async def test_redis_stopped_mid_call_the_call_goes_on_joins_are_refused_then_wo
         deadline_s = time.monotonic() + 30
         c = await join_retrying(nodes[1].ws_url, "newcomer", "c", deadline_s)
         clients.append(c)
-        # Through the node hosting the room: it joins its own worker's room without a placement.
-        d = await join_retrying(nodes[0].ws_url, "resilient", "d", deadline_s)
+        # Through the node that does not host the room: it waits for the running rooms to be
+        # written back before placing anything, so the room is found where it runs.
+        d = await join_retrying(nodes[1].ws_url, "resilient", "d", deadline_s)
         clients.append(d)
         assert d.id.split("-")[0] == a.id.split("-")[0], "the running room was written back, not split"
         await eventually(lambda: d.received_from(a.id, "audio") > 10, timeout=20)
