@@ -40,7 +40,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..forwarding import Consumer, OutStream, Producer
 from ..media.packet_cache import PacketCache
-from ..media.rtcp import RtcpNack, RtcpPli, RtcpUnknown, pack_nack, pack_pli, parse_compound
+from ..media.rtcp import (
+    RtcpNack,
+    RtcpPli,
+    RtcpSenderReport,
+    RtcpUnknown,
+    pack_nack,
+    pack_pli,
+    parse_compound,
+)
 from ..media.rtp import MalformedPacket, is_rtcp, parse_rtp, write_header
 from ..media.seq import seq_diff
 from ..stream import Layer
@@ -297,6 +305,22 @@ class Link:
         self._last_ping_s = now_s
         self.send_rtcp(pack_ping(_PING, now_s * 1000))
 
+    def send_sender_reports(self) -> None:
+        """The publisher's last sender report of every relayed layer, on its link stream, so
+        remote subscribers keep audio/video sync (an SR pairs a wall-clock time with an RTP
+        timestamp once and for all: one every ping interval is plenty)."""
+        packets = b""
+        for out in self.outgoing.values():
+            for layer in out.producer.layers[: out.layers]:
+                if layer.sr_ntp is not None:
+                    sr = RtcpSenderReport(link_ssrc(out.stream, layer.index), layer.sr_ntp, layer.sr_rtp, 0, 0)
+                    packets += bytes(sr)
+                    if len(packets) > 1000:
+                        self.send_rtcp(packets)
+                        packets = b""
+        if packets:
+            self.send_rtcp(packets)
+
     # -- receiving ------------------------------------------------------------------------
 
     def received(self, data: bytes, now_ms: int) -> None:
@@ -350,6 +374,13 @@ class Link:
                 out = self.outgoing.get(stream)
                 if out is not None:
                     out.on_link_nack(layer, packet.lost, now_ms)
+            elif isinstance(packet, RtcpSenderReport):
+                stream, layer_index = split_ssrc(packet.ssrc)
+                relay = self.incoming.get(stream)
+                if relay is not None and layer_index < len(relay.producer.layers):
+                    relay.producer.on_sender_report(
+                        relay.producer.layers[layer_index], packet.ntp_timestamp, packet.rtp_timestamp
+                    )
             elif isinstance(packet, RtcpUnknown) and packet.packet_type == _APP:
                 ping = read_ping(packet.raw)
                 if ping is None:
@@ -475,6 +506,7 @@ class LinkEndpoint(asyncio.DatagramProtocol):
             now = time.monotonic()
             for link in list(self.links.values()):
                 link.ping(now)
+                link.send_sender_reports()
 
     def link(self, peer_worker: str, peer_node: str) -> Link:
         """The link with a peer worker (made on first use); each room holds it once."""

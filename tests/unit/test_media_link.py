@@ -180,3 +180,18 @@ async def test_the_ping_measures_the_round_trip():
         pair.ab.ping(time.monotonic())
         await until(lambda: pair.ab.rtt_ms is not None)
         assert 0 <= pair.ab.rtt_ms < 1000
+
+
+async def test_the_publishers_sender_reports_reach_the_relayed_layers():
+    async with Pair() as pair:
+        origin = producer()
+        out = pair.ab.add_out(origin)
+        remote = relayed_producer(pair, out.stream)
+        origin.on_sender_report(origin.layers[0], 0x1234567890ABCDEF, 424242)
+        pair.ab.send_sender_reports()
+        await asyncio.sleep(0.1)
+        assert remote.layers[0].sr_ntp is None, "not relayed: no demand"
+        out.set_demand(1, None)
+        pair.ab.send_sender_reports()
+        await until(lambda: remote.layers[0].sr_ntp == 0x1234567890ABCDEF)
+        assert remote.layers[0].sr_rtp == 424242
