@@ -52,7 +52,7 @@ from ..stats import RetiredTotals
 from ..stream import Codec, Layer
 from ..tasks import spawn
 from .internal import SECRET_HEADER
-from .media_link import Link, LinkCollector, LinkEndpoint, RelayOut
+from .media_link import KEY_BYTES, Link, LinkCollector, LinkEndpoint, RelayOut
 from .span_wire import HOME_URL_HEADER, HOME_WORKER_HEADER, LINKS_PATH, ROOM_HEADER, SPAN_PATH
 
 logger = logging.getLogger(__name__)
@@ -524,8 +524,8 @@ class SpanRoom(Room):
         """Make this room a shard of the room at ``home_url`` (once; later calls return at once)."""
         ctx = self.ctx
         async with self._home_lock:
-            if self.home is not None:
-                return
+            if self.home is not None or self.peers:
+                return  # a shard already, or the home of shards itself: the room is here
             if ctx.session is None:
                 raise ConnectionError("the worker is not started")
             link = ctx.endpoint.link(home_worker, node_of(home_worker))
@@ -545,7 +545,7 @@ class SpanRoom(Room):
                 welcome = await ws.receive_json(timeout=CONNECT_TIMEOUT_S)
                 if welcome.get("type") != "welcome" or welcome.get("worker") != home_worker:
                     raise ConnectionError(f"room {self.name}: {home_url} is not worker {home_worker}: {welcome!r}")
-                peer = self.attach(home_worker, ws, welcome["link"], link, home=True)
+                peer = self.attach(home_worker, ws, _link_info(welcome["link"]), link, home=True)
             except BaseException:
                 await ws.close()
                 ctx.endpoint.release(link)
@@ -582,6 +582,15 @@ class SpanRoom(Room):
         }
 
 
+def _link_info(value: Any) -> dict[str, Any]:
+    """A peer's link address and key, checked (ValueError, KeyError, TypeError otherwise)."""
+    info = dict(value)
+    host, port, key = str(info["host"]), int(info["port"]), bytes.fromhex(str(info.get("key", "")))
+    if not host or not 0 < port < 65536 or len(key) not in (0, KEY_BYTES):
+        raise ValueError(f"bad link address or key: {host!r}:{port}")
+    return {"host": host, "port": port, "key": key.hex()}
+
+
 def is_shard(room: Room) -> bool:
     """A shard of a room whose home is another worker (not reported as the room's placement)."""
     return isinstance(room, SpanRoom) and room.is_shard
@@ -601,10 +610,10 @@ async def span_handler(request: web.Request) -> web.StreamResponse:
     try:
         hello = await ws.receive_json(timeout=CONNECT_TIMEOUT_S)
         worker = str(hello["worker"])
-        link_info = dict(hello["link"])
-        if hello.get("type") != "hello" or worker == ctx.worker_id:
+        link_info = _link_info(hello["link"])
+        if hello.get("type") != "hello" or worker == ctx.worker_id or not worker:
             raise ValueError("not a hello")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, TimeoutError) as exc:
         await ws.close(code=4400, message=f"bad hello: {exc}".encode()[:120])
         return ws
     manager = request.app[ROOMS_KEY]
@@ -647,7 +656,7 @@ def span_middleware(ctx: SpanContext) -> Any:
                         await room.connect_home(home_url.rstrip("/"), home_worker)
                 except SignalingError as exc:
                     return web.json_response(Error(exc).to_wire(), status=exc.status)
-                except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError, ValueError, KeyError) as exc:
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
                     logger.warning("room %s: the home worker %s cannot be reached: %r", name, home_worker, exc)
                     lost = Conflict("unavailable", "the room's home worker cannot be reached")
                     return web.json_response(Error(lost).to_wire(), status=503)

@@ -367,6 +367,12 @@ async def test_the_span_endpoint_refuses_strangers_and_bad_input_and_the_worker_
             await ws.send_str("not json")
             msg = await ws.receive(timeout=10)
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4400
+        async with http.ws_connect(url + "/internal/span/x", headers={SECRET_HEADER: CLUSTER_SECRET}) as ws:
+            await ws.send_json(
+                {"type": "hello", "worker": "n/9", "link": {"host": "127.0.0.1", "port": 0, "key": "zz"}}
+            )
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4400
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await http.ws_connect(url + "/internal/span/bad%20name", headers={SECRET_HEADER: CLUSTER_SECRET})
         assert refused.value.status == 400
