@@ -180,6 +180,7 @@ class RtpStream:
     packets_sent: int = 0
     active: bool = True  # False: the server asked for this layer to stop (dynacast)
     keyframe_wanted: bool = False  # a PLI/FIR arrived: the next frame is a keyframe
+    keyframe_requests: int = 0  # PLIs and FIRs received for it
     frame_offset: int = 0  # clip frame played at index i: i + frame_offset
 
     # Audio: the RFC 6464 level written into every packet (-dBov, 0 loud .. 127 silent), and the
@@ -261,8 +262,11 @@ class ReceivedStream:
 class Participant:
     """One client: a WebSocket, a publish connection and a subscribe connection."""
 
-    def __init__(self, url: str, room: str, name: str, token: str | None = None) -> None:
+    def __init__(
+        self, url: str, room: str, name: str, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
+        self.headers = headers or {}  # of the WebSocket handshake
         self.room = room
         self.name = name
         self.token = token  # access token, sent in join
@@ -287,7 +291,7 @@ class Participant:
 
     async def connect(self) -> None:
         self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url, max_msg_size=0)
+        self._ws = await self._session.ws_connect(self.url, max_msg_size=0, headers=self.headers)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def send(self, msg: dict[str, Any]) -> None:
@@ -462,6 +466,7 @@ class Participant:
                 for stream in streams:
                     if stream.ssrc in wanted:
                         stream.keyframe_wanted = True
+                        stream.keyframe_requests += 1
 
         glue.install_tap(pc, ignore_rtp, on_rtcp)
         start = time.monotonic()
@@ -564,6 +569,20 @@ class Participant:
             return False
         packet = RtcpRemb(sender_ssrc=1, bitrate_bps=bitrate_bps, ssrcs=sorted(self._ssrc_mid))
         return glue.send_packet(transports[0], bytes(packet), rtcp=True)
+
+    def send_pli(self) -> bool:
+        """Ask for a keyframe of every video we receive (RTCP PLI), as a decoder does after loss."""
+        pc = self.subscribe_pc
+        transports = glue.dtls_transports(pc) if pc is not None else []
+        video = [
+            ssrc
+            for ssrc, mid in self._ssrc_mid.items()
+            if self.streams.get(mid, None) and self.streams[mid].kind == "video"
+        ]
+        if not transports or not video:
+            return False
+        packet = b"".join(bytes(RtcpPli(sender_ssrc=1, media_ssrc=ssrc)) for ssrc in video)
+        return glue.send_packet(transports[0], packet, rtcp=True)
 
     def received_from(self, participant_id: str, kind: str) -> int:
         """Packets received of ``kind`` from one participant's tracks."""

@@ -256,6 +256,25 @@ class Config:
         default=85.0,
         metadata=_doc("no new room is placed on a worker busier than this (percent of one core; 0: no ceiling)"),
     )
+    participant_placement: str = field(
+        default="gather",
+        metadata=_doc(
+            "where a participant of a running room goes: gather (on the room's worker, wherever the "
+            "client connected) or local (on a worker of the node it connected to; the room then spans "
+            "workers and nodes, its producers relayed over media links)"
+        ),
+    )
+    link_srtp: bool = field(
+        default=True,
+        metadata=_doc(
+            "encrypt media links between nodes with SRTP (keys exchanged over the internal endpoints); "
+            "false only on a trusted network (links inside one node are always plain)"
+        ),
+    )
+    link_drop_every: int = field(
+        default=0,
+        metadata=_doc("testing: drop every Nth RTP packet a media link sends (0: none), to exercise NACK repair"),
+    )
 
     # -- derived ------------------------------------------------------------------------
 
@@ -386,6 +405,10 @@ class Config:
                 f"cluster_host {self.cluster_host} is a wildcard: the workers' URLs need an address the "
                 "front processes reach (127.0.0.1 on one host; this host's cluster address otherwise)"
             )
+        if self.participant_placement not in ("gather", "local"):
+            raise ConfigError(f"participant_placement must be gather or local, got {self.participant_placement!r}")
+        if self.link_drop_every < 0:
+            raise ConfigError(f"link_drop_every must not be negative, got {self.link_drop_every}")
         workers = self.worker_count
         if workers > 1 and self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
             raise ConfigError(

@@ -340,13 +340,15 @@ class RoomManager:
         self.retired = RetiredTotals()
         self.draining = False  # shutting down: no new joins
         self.id_prefix = ""  # of participant ids: a worker's own in a cluster (unique across it)
+        # Makes the rooms: a worker's may span workers (sfu/cluster/span.py).
+        self.room_factory: Callable[[str, int, Callable[[Room], None], RetiredTotals, str], Room] = Room
 
     def get_or_create(self, name: str) -> Room:
         if self.draining:
             raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
         room = self.rooms.get(name)
         if room is None or room.closed:
-            room = Room(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
+            room = self.room_factory(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
             self.rooms[name] = room
         return room
 
