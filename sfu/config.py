@@ -129,7 +129,8 @@ class Config:
         default=32,
         metadata=_doc(
             "m-sections in one SDP: publish offers with more are refused (`too-many-m-sections`); a "
-            "subscribe offer never has more (tracks beyond it are not offered to that subscriber)"
+            "subscribe offer never has more, its data channels' m-section included (tracks beyond it "
+            "are not offered to that subscriber)"
         ),
     )
     negotiation_timeout_s: float = field(
