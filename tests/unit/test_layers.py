@@ -19,6 +19,8 @@ PURE = [
     "rtc/demux.py",
     "rtc/ice_addresses.py",
     "rtc/kernel_stamp.py",
+    "data_frame.py",
+    "data_relay.py",
 ]
 
 

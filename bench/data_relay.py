@@ -1,0 +1,182 @@
+"""What relaying data channel messages costs the server, and how long a message takes.
+
+    .venv/bin/python bench/data_relay.py [--receivers 1,4] [--messages 3000] [--rate 500]
+        [--bytes 200] [--out bench/results/data_relay.json]
+
+For each receiver count a fresh server runs as a subprocess (``python -m sfu``, loopback,
+the data rate limit raised out of the way: ``SFU_DATA_MESSAGES_PER_S``), so that its CPU time
+can be read with psutil apart from the clients. One Python participant sends ``--messages``
+frames of ``--bytes`` on its reliable channel at ``--rate`` a second (each payload carries its
+send time); the others only receive. Reported per run: the server's CPU time per message
+received and per copy delivered (after subtracting the idle CPU of the same room over the
+same time), and the latency from send to receive (same process, same clock: loopback, so it
+is the stack's cost, not a network's), median and 95th percentile. Beside them, the cost of
+the relay's own decisions (sfu/data_relay.py: rate, size, decode, encode) per message with
+fake receivers: the rest is aiortc's SCTP and DTLS, in Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sfu.client import Participant  # noqa: E402
+from sfu.data_frame import DataFrame, encode  # noqa: E402
+from sfu.data_relay import DataRelay  # noqa: E402
+
+HOST = "127.0.0.1"
+STAMP = struct.Struct("!d")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {proc.returncode}")
+            try:
+                async with session.get(f"http://{HOST}:{port}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+def cpu_s(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+async def run(receivers: int, messages: int, rate: float, size: int) -> dict[str, Any]:
+    port = free_port()
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        SFU_DATA_MESSAGES_PER_S="1000000",
+        SFU_DATA_MESSAGE_BURST="1000000",
+    )
+    cmd = [sys.executable, "-m", "sfu", "--host", HOST, "--port", str(port), "--ice-host", HOST]
+    proc = subprocess.Popen([*cmd, "--log-level", "WARNING"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    people: list[Participant] = []
+    try:
+        await wait_ready(port, proc)
+        server = psutil.Process(proc.pid)
+        url = f"ws://{HOST}:{port}/ws"
+        for i in range(receivers + 1):
+            p = Participant(url, "bench", f"p{i}")
+            await p.join()
+            await p.publish_data()
+            people.append(p)
+        for p in people:
+            await p.wait_data_open(30)
+        sender, others = people[0], people[1:]
+        await asyncio.sleep(1.0)
+        # The room's idle cost (SCTP heartbeats, RTCP timers), over as long as the run takes.
+        duration_s = messages / rate
+        idle_start = cpu_s(server)
+        await asyncio.sleep(duration_s)
+        idle_cpu_s = cpu_s(server) - idle_start
+
+        cpu_start = cpu_s(server)
+        started = time.monotonic()
+        filler = b"x" * max(0, size - STAMP.size)
+        for i in range(messages):
+            due = started + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sender.send_data(STAMP.pack(time.monotonic()) + filler, topic="bench")
+        deadline = time.monotonic() + 60
+        while any(len(o.data_received) < messages for o in others) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        elapsed_s = time.monotonic() - started
+        busy_cpu_s = cpu_s(server) - cpu_start - idle_cpu_s * elapsed_s / duration_s
+        latencies_ms = sorted(
+            (r.at_s - STAMP.unpack_from(r.frame.payload)[0]) * 1000 for o in others for r in o.data_received
+        )
+        delivered = sum(len(o.data_received) for o in others)
+        return {
+            "receivers": receivers,
+            "messages": messages,
+            "rate_per_s": rate,
+            "payload_bytes": size,
+            "delivered": delivered,
+            "server_cpu_us_per_message": round(busy_cpu_s / messages * 1e6, 1),
+            "server_cpu_us_per_delivery": round(busy_cpu_s / max(1, delivered) * 1e6, 1),
+            "latency_ms_p50": round(statistics.median(latencies_ms), 2),
+            "latency_ms_p95": round(latencies_ms[int(len(latencies_ms) * 0.95)], 2),
+        }
+    finally:
+        for p in people:
+            await p.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+class _FakeReceiver:
+    def send(self, reliable: bool, frame: bytes) -> str | None:
+        return None
+
+
+def relay_us_per_message(receivers: int, size: int, n: int = 20000) -> float:
+    """The relay's own work per message (no SCTP): CPU µs, with fake receivers."""
+    relay = DataRelay(65536, 1e12, 1 << 40)
+    frame = encode(DataFrame(b"x" * size, topic="bench"))
+    targets = {f"p{i}": _FakeReceiver() for i in range(receivers)}
+    start = time.process_time()
+    for i in range(n):
+        relay.relay("sender", True, frame, targets, lambda e: None, i * 1e-6)
+    return round((time.process_time() - start) / n * 1e6, 2)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--receivers", default="1,4")
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--bytes", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "data_relay.json")
+    args = parser.parse_args()
+    runs = []
+    for n in (int(x) for x in args.receivers.split(",")):
+        result = await run(n, args.messages, args.rate, args.bytes)
+        result["relay_decisions_us_per_message"] = relay_us_per_message(n, args.bytes)
+        print(json.dumps(result), flush=True)
+        runs.append(result)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    out = {
+        "commit": commit.stdout.strip(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "load_1m": os.getloadavg()[0],
+        "runs": runs,
+    }
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
