@@ -781,7 +781,10 @@ export class Session {
     const stream = this.localStream;
     if (!pc) return;
     if (!stream) {
-      if (this._openDataChannels()) this._negotiatePublish(); // a viewer without media can still send data
+      // No camera or microphone (denied, none): data channels alone. A viewer (publish=0)
+      // opens none (its token may not grant publish); it still receives data, and chats
+      // over the signaling socket.
+      if (this.publish && this._openDataChannels()) this._negotiatePublish();
       return;
     }
     // Microphone first, then camera: mids follow this order.
