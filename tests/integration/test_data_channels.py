@@ -8,8 +8,10 @@ import re
 import aiohttp
 import pytest
 
+from sfu.app import ROOMS_KEY
 from sfu.client import Participant
 from sfu.data_frame import DataFrame, encode
+from sfu.rtc import aiortc_glue as glue
 from tests.conftest import eventually, settled, start_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,6 +72,12 @@ async def test_text_and_binary_reach_everyone_else_on_the_channel_they_were_sent
         assert a.data_received == [], "a sender does not get its own messages back"
         assert await metric(server, "sfu_data_messages_relayed_total") == 3
         assert await metric(server, "sfu_data_deliveries_total") == 6
+        # SCTP rides on the DTLS transport: the datagram guard let every datagram of it through.
+        room = server.app[ROOMS_KEY].rooms["data-basic"]
+        for participant in room.participants.values():
+            for peer in (participant.publisher, participant.subscriber):
+                assert len(glue.dtls_transports(peer.pc)) == 1
+                assert not any(glue.transport_drops(peer.pc).values()), glue.transport_drops(peer.pc)
     finally:
         await close_all([a, b, c])
 
@@ -176,6 +184,10 @@ async def test_a_flood_over_the_rate_limit_is_refused_and_disturbs_neither_the_r
         other.send_data("after the flood", topic="after")
         await flooder.wait_data(from_(other, topic="after"), timeout=15)
         assert not [m for m in flooder.messages if m["type"] in ("error", "socket-closed")]
+        # Media and data share one bundled DTLS transport on both connections.
+        for participant in server.app[ROOMS_KEY].rooms["data-flood"].participants.values():
+            for peer in (participant.publisher, participant.subscriber):
+                assert glue.dtls_transports(peer.pc) == [peer.pc.sctp.transport]
     finally:
         await close_all(people)
         await server.runner.cleanup()
