@@ -141,7 +141,7 @@ class DataRelay:
                 self._refuse(
                     sender,
                     "unknown-participant",
-                    f"no participant {', '.join(unknown)[:200]} in the room",
+                    f"no participant {', '.join(unknown)[:200]} in the room can receive it",
                     reliable,
                     frame.ref,
                     report,
