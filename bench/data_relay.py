@@ -13,6 +13,12 @@ same time), and the latency from send to receive (same process, same clock: loop
 is the stack's cost, not a network's), median and 95th percentile. Beside them, the cost of
 the relay's own decisions (sfu/data_relay.py: rate, size, decode, encode) per message with
 fake receivers: the rest is aiortc's SCTP and DTLS, in Python.
+
+``--flood-seconds``: a participant publishing video and data floods its reliable channel as
+fast as it can (far over the default rate of 50 a second) while a viewer counts the video
+packets it receives from it: the packets per second and the longest gap, quiet and flooded.
+Server and clients share one process here (the server in-process, as in the tests), so the
+flood's client side competes with the server too.
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sfu.app import ROOMS_KEY  # noqa: E402
 from sfu.client import Participant  # noqa: E402
 from sfu.data_frame import DataFrame, encode  # noqa: E402
 from sfu.data_relay import DataRelay  # noqa: E402
+from tests.conftest import start_server  # noqa: E402
 
 HOST = "127.0.0.1"
 STAMP = struct.Struct("!d")
@@ -138,6 +146,64 @@ async def run(receivers: int, messages: int, rate: float, size: int) -> dict[str
         proc.wait(10)
 
 
+async def flood_probe(seconds: float) -> dict[str, Any]:
+    server = await start_server()
+    flooder = Participant(server.ws_url, "flood", "flooder")
+    viewer = Participant(server.ws_url, "flood", "viewer")
+    try:
+        for p in (flooder, viewer):
+            await p.join()
+            await p.publish(data=True)
+        for p in (flooder, viewer):
+            await p.wait_data_open(30)
+        await asyncio.sleep(3)
+
+        async def video(window_s: float) -> tuple[float, float]:
+            start_count = last = viewer.received_from(flooder.id, "video")
+            start = since = time.monotonic()
+            longest_gap_s = 0.0
+            while time.monotonic() - start < window_s:
+                await asyncio.sleep(0.02)
+                count, now = viewer.received_from(flooder.id, "video"), time.monotonic()
+                if count > last:
+                    last, since = count, now
+                longest_gap_s = max(longest_gap_s, now - since)
+            return (viewer.received_from(flooder.id, "video") - start_count) / window_s, longest_gap_s
+
+        quiet = await video(seconds)
+        sent = 0
+        flooding = True
+
+        async def flood() -> None:
+            nonlocal sent
+            while flooding:
+                for _ in range(50):
+                    flooder.send_data(b"x" * 200)
+                    sent += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.ensure_future(flood())
+        flooded = await video(seconds)
+        flooding = False
+        await task
+        stats = server.app[ROOMS_KEY].data_stats
+        return {
+            "seconds": seconds,
+            "sent": sent,
+            "received_by_server": stats.received,
+            "relayed": stats.relayed,
+            "refused_rate_limited": stats.dropped["rate-limited"],
+            "video_packets_per_s_quiet": round(quiet[0], 1),
+            "video_packets_per_s_flooded": round(flooded[0], 1),
+            "longest_video_gap_s_quiet": round(quiet[1], 3),
+            "longest_video_gap_s_flooded": round(flooded[1], 3),
+        }
+    finally:
+        for p in (flooder, viewer):
+            await p.close()
+        await server.runner.cleanup()
+
+
 class _FakeReceiver:
     def send(self, reliable: bool, frame: bytes) -> str | None:
         return None
@@ -160,6 +226,7 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--bytes", type=int, default=200)
+    parser.add_argument("--flood-seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "data_relay.json")
     args = parser.parse_args()
     runs = []
@@ -175,6 +242,9 @@ async def main() -> None:
         "load_1m": os.getloadavg()[0],
         "runs": runs,
     }
+    if args.flood_seconds > 0:
+        out["flood"] = await flood_probe(args.flood_seconds)
+        print(json.dumps(out["flood"]), flush=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 

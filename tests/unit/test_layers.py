@@ -14,13 +14,13 @@ PURE = [
     "forwarding.py",
     "dynacast.py",
     "speaker.py",
+    "data_frame.py",
+    "data_relay.py",
     "events.py",
     "rtc/routing.py",
     "rtc/demux.py",
     "rtc/ice_addresses.py",
     "rtc/kernel_stamp.py",
-    "data_frame.py",
-    "data_relay.py",
 ]
 
 
