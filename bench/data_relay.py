@@ -14,11 +14,10 @@ is the stack's cost, not a network's), median and 95th percentile. Beside them, 
 the relay's own decisions (sfu/data_relay.py: rate, size, decode, encode) per message with
 fake receivers: the rest is aiortc's SCTP and DTLS, in Python.
 
-``--flood-seconds``: a participant publishing video and data floods its reliable channel as
-fast as it can (far over the default rate of 50 a second) while a viewer counts the video
-packets it receives from it: the packets per second and the longest gap, quiet and flooded.
-Server and clients share one process here (the server in-process, as in the tests), so the
-flood's client side competes with the server too.
+``--flood-seconds``: a call of two (a publisher's video, a viewer) in a fresh server while a
+third participant, in a process of its own, floods its reliable channel as fast as it can (far
+over the default rate of 50 a second): the viewer's video packets per second and longest gap,
+and the server's CPU, over a quiet window and a flooded one.
 """
 
 from __future__ import annotations
@@ -43,11 +42,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sfu.app import ROOMS_KEY  # noqa: E402
 from sfu.client import Participant  # noqa: E402
 from sfu.data_frame import DataFrame, encode  # noqa: E402
 from sfu.data_relay import DataRelay  # noqa: E402
-from tests.conftest import start_server  # noqa: E402
 
 HOST = "127.0.0.1"
 STAMP = struct.Struct("!d")
@@ -146,62 +143,115 @@ async def run(receivers: int, messages: int, rate: float, size: int) -> dict[str
         proc.wait(10)
 
 
+FLOODER = """
+import asyncio, sys, time
+from sfu.client import Participant
+
+async def main(url, seconds):
+    p = Participant(url, "flood", "flooder")
+    await p.join()
+    await p.publish_data()
+    await p.wait_data_open(30)
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    sent, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(50):
+            p.send_data(b"x" * 200)
+            sent += 1
+        await asyncio.sleep(0.005)
+    print("sent", sent, flush=True)
+    await p.close()
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+"""
+
+
+async def metrics(port: int) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://{HOST}:{port}/metrics") as r:
+        text = await r.text()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("sfu_data_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 async def flood_probe(seconds: float) -> dict[str, Any]:
-    server = await start_server()
-    flooder = Participant(server.ws_url, "flood", "flooder")
-    viewer = Participant(server.ws_url, "flood", "viewer")
+    """A call of two (a publisher, a viewer) while a third participant, in a process of its
+    own, floods its reliable channel as fast as it can: the viewer's video and the server's CPU
+    over a quiet window and a flooded one."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "sfu", "--host", HOST, "--port", str(port), "--ice-host", HOST]
+    server_proc = subprocess.Popen([*cmd, "--log-level", "WARNING"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    url = f"ws://{HOST}:{port}/ws"
+    publisher = Participant(url, "flood", "publisher")
+    viewer = Participant(url, "flood", "viewer")
+    flooder: subprocess.Popen[str] | None = None
     try:
-        for p in (flooder, viewer):
+        await wait_ready(port, server_proc)
+        server = psutil.Process(server_proc.pid)
+        for p in (publisher, viewer):
             await p.join()
-            await p.publish(data=True)
-        for p in (flooder, viewer):
-            await p.wait_data_open(30)
+        await publisher.publish(audio=False)
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", FLOODER, url, str(seconds)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert flooder.stdout is not None and flooder.stdin is not None
+        ready = await asyncio.to_thread(flooder.stdout.readline)
+        assert ready.strip() == "ready", ready
         await asyncio.sleep(3)
 
-        async def video(window_s: float) -> tuple[float, float]:
-            start_count = last = viewer.received_from(flooder.id, "video")
+        async def window(window_s: float) -> dict[str, float]:
+            start_count = last = viewer.received_from(publisher.id, "video")
             start = since = time.monotonic()
+            cpu = cpu_s(server)
             longest_gap_s = 0.0
             while time.monotonic() - start < window_s:
                 await asyncio.sleep(0.02)
-                count, now = viewer.received_from(flooder.id, "video"), time.monotonic()
+                count, now = viewer.received_from(publisher.id, "video"), time.monotonic()
                 if count > last:
                     last, since = count, now
                 longest_gap_s = max(longest_gap_s, now - since)
-            return (viewer.received_from(flooder.id, "video") - start_count) / window_s, longest_gap_s
+            return {
+                "video_packets_per_s": round((viewer.received_from(publisher.id, "video") - start_count) / window_s, 1),
+                "longest_video_gap_s": round(longest_gap_s, 3),
+                "server_cpu_percent": round((cpu_s(server) - cpu) / window_s * 100, 1),
+            }
 
-        quiet = await video(seconds)
-        sent = 0
-        flooding = True
-
-        async def flood() -> None:
-            nonlocal sent
-            while flooding:
-                for _ in range(50):
-                    flooder.send_data(b"x" * 200)
-                    sent += 1
-                await asyncio.sleep(0.005)
-
-        task = asyncio.ensure_future(flood())
-        flooded = await video(seconds)
-        flooding = False
-        await task
-        stats = server.app[ROOMS_KEY].data_stats
+        quiet = await window(seconds)
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        flooded = await window(seconds)
+        sent_line = await asyncio.to_thread(flooder.stdout.readline)
+        if not sent_line.startswith("sent "):
+            raise RuntimeError(f"the flooder failed: {sent_line!r}")
+        await asyncio.sleep(1)
+        data = await metrics(port)
         return {
             "seconds": seconds,
-            "sent": sent,
-            "received_by_server": stats.received,
-            "relayed": stats.relayed,
-            "refused_rate_limited": stats.dropped["rate-limited"],
-            "video_packets_per_s_quiet": round(quiet[0], 1),
-            "video_packets_per_s_flooded": round(flooded[0], 1),
-            "longest_video_gap_s_quiet": round(quiet[1], 3),
-            "longest_video_gap_s_flooded": round(flooded[1], 3),
+            "flooder_sent": int(sent_line.split()[1]),
+            "server_received": data.get("sfu_data_messages_received_total", 0),
+            "server_relayed": data.get("sfu_data_messages_relayed_total", 0),
+            "server_refused_rate_limited": data.get('sfu_data_dropped_total{reason="rate-limited"}', 0),
+            "quiet": quiet,
+            "flooded": flooded,
         }
     finally:
-        for p in (flooder, viewer):
+        for p in (publisher, viewer):
             await p.close()
-        await server.runner.cleanup()
+        if flooder is not None:
+            flooder.kill()
+            flooder.wait(10)
+        server_proc.terminate()
+        server_proc.wait(10)
 
 
 class _FakeReceiver:
