@@ -12,6 +12,7 @@ from sfu.app import ROOMS_KEY
 from sfu.client import Participant
 from sfu.data_frame import DataFrame, encode
 from sfu.rtc import aiortc_glue as glue
+from sfu.rtc.datachannels import MAX_CLIENT_CHANNELS
 from tests.conftest import eventually, settled, start_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -206,5 +207,29 @@ async def test_a_participant_that_joins_later_receives_data_without_any_media(se
         got = await b.wait_data(from_(a, topic="nested"))
         assert got.frame.payload == encode(DataFrame(b"raw"))
         assert b.streams == {}
+    finally:
+        await close_all([a, b])
+
+
+async def test_channels_over_the_limit_are_closed_and_the_first_ones_still_relay(server):
+    a = Participant(server.ws_url, "data-many", "a")
+    b = Participant(server.ws_url, "data-many", "b")
+    try:
+        for p in (a, b):
+            await p.join()
+        await b.publish_data()
+        a.publish_pc = glue.create_peer_connection([])
+        a._open_data_channels(a.publish_pc)
+        extra = [a.publish_pc.createDataChannel(f"extra-{i}") for i in range(MAX_CLIENT_CHANNELS)]
+        await a.renegotiate_publish()
+        await a.wait_data_open(30)
+        # The server keeps the first MAX_CLIENT_CHANNELS (our two and 14 of the extra ones).
+        kept, closed = extra[: MAX_CLIENT_CHANNELS - 2], extra[MAX_CLIENT_CHANNELS - 2 :]
+        await eventually(lambda: all(c.readyState == "closed" for c in closed), 20)
+        assert all(c.readyState == "open" for c in kept)
+        publisher = server.app[ROOMS_KEY].rooms["data-many"].participants[a.id].publisher
+        assert (len(publisher.data.channels), publisher.data.refused) == (MAX_CLIENT_CHANNELS, 2)
+        a.send_data("still relayed", topic="after")
+        await b.wait_data(from_(a, topic="after"))
     finally:
         await close_all([a, b])
