@@ -125,6 +125,7 @@ async def run(receivers: int, messages: int, rate: float, size: int) -> dict[str
             (r.at_s - STAMP.unpack_from(r.frame.payload)[0]) * 1000 for o in others for r in o.data_received
         )
         delivered = sum(len(o.data_received) for o in others)
+        data = await metrics(port)
         return {
             "receivers": receivers,
             "messages": messages,
@@ -135,6 +136,8 @@ async def run(receivers: int, messages: int, rate: float, size: int) -> dict[str
             "server_cpu_us_per_delivery": round(busy_cpu_s / max(1, delivered) * 1e6, 1),
             "latency_ms_p50": round(statistics.median(latencies_ms), 2),
             "latency_ms_p95": round(latencies_ms[int(len(latencies_ms) * 0.95)], 2),
+            "delivered_per_receiver": [len(o.data_received) for o in others],
+            "server_dropped": {k: v for k, v in data.items() if k.startswith("sfu_data_dropped") and v},
         }
     finally:
         for p in people:
