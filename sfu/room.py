@@ -213,7 +213,6 @@ class Room:
         capacity: int,
         on_empty: Callable[[Room], None],
         retired: RetiredTotals | None = None,
-        data: DataRelay | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -225,7 +224,7 @@ class Room:
         self.speakers = SpeakerDetector()
         self.active_speaker: str | None = None  # participant id
         self._speaker_task: asyncio.Task[None] | None = None
-        self.data = data if data is not None else DataRelay(65536, 50.0, 100)
+        self.data = DataRelay(65536, 50.0, 100)  # the RoomManager's has the configured limits
 
     def check_capacity(self) -> None:
         if len(self.participants) >= self.capacity:
@@ -381,8 +380,9 @@ class RoomManager:
             raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
         room = self.rooms.get(name)
         if room is None or room.closed:
-            room = Room(name, self.config.room_capacity, self._remove, self.retired, self._data_relay())
+            room = Room(name, self.config.room_capacity, self._remove, self.retired)
             self.rooms[name] = room
+            room.data = self._data_relay()
         return room
 
     def _data_relay(self) -> DataRelay:
