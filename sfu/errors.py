@@ -78,6 +78,7 @@ class BadRequest(SignalingError):
         "rate-limited": 429,
         "too-many-tracks": 400,
         "too-many-m-sections": 400,
+        "unknown-participant": 400,
     }
 
 

@@ -40,6 +40,7 @@ from ..media.rtp import padding_packet, with_transport_seq
 from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
+from .datachannels import ServerChannels
 from .peer import (
     PADDING_BURSTS,
     PADDING_PACKET_BYTES,
@@ -107,6 +108,8 @@ class SubscribePeer(PeerBase):
         self._compiled_send: glue.CompiledSend | None = None  # the compiled send path, once up
         self.padding_bytes_sent = 0
         self.resend_budget = ResendBudget()
+        # The two data channels the room relays on, in the first offer (one m=application).
+        self.data = ServerChannels()
 
     def _estimate_bps(self) -> float | None:
         return self.estimator.estimate_bps
@@ -165,9 +168,11 @@ class SubscribePeer(PeerBase):
                 self._dirty = True
                 return
             self._dirty = False
-            changed = self._assign_slots()
+            # The first offer always goes: it carries the data channels.
+            changed = self._assign_slots() or self.negotiations == 0
             if not changed:
                 return
+            self.data.open(self.pc)
             offer = await self.pc.createOffer()
             # aiortc knows no transport-cc: offer it ourselves (we stamp and estimate).
             if self._transport_cc:
@@ -203,7 +208,7 @@ class SubscribePeer(PeerBase):
                 None,
             )
             if free is None:
-                if len(self.slots) >= self._max_m_sections:
+                if len(self.slots) >= self._max_m_sections - 1:  # one m-section is the data channels
                     continue  # not offered until a slot is free: the offer stays answerable
                 free = self._new_slot(producer)
             slot = free
@@ -459,6 +464,7 @@ class SubscribePeer(PeerBase):
             "probe": downlink["probe"],
             "transport_drops": glue.transport_drops(self.pc),
             "active_speaker": self.active_speaker,
+            "data_channels": self.data.describe(),
             "consumers": [
                 {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": self.priority(c).label}
                 for c in self.consumers()

@@ -86,11 +86,16 @@ def create_peer_connection(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPee
 
 
 def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    """The connection's DTLS transports: the media's, then the data channels' (SCTP) if it
+    has its own (a connection may carry data channels only)."""
     seen: list[RTCDtlsTransport] = []
     for t in pc.getTransceivers():
         transport = t.receiver.transport
         if transport not in seen:
             seen.append(transport)
+    sctp = pc.sctp
+    if sctp is not None and sctp.transport not in seen:
+        seen.append(sctp.transport)
     return seen
 
 
