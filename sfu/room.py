@@ -8,12 +8,14 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Config
 from .errors import SignalingError
 from .events import MediaEvent
 from .forwarding import Producer
+from .recording import RecordingTotals, RoomRecording
 from .rtc.publish import PublishPeer
 from .rtc.subscribe import SubscribePeer
 from .signaling.server_messages import (
@@ -26,6 +28,7 @@ from .signaling.server_messages import (
     ParticipantJoined,
     ParticipantLeft,
     PublishAnswer,
+    Recording,
     ServerMessage,
     TrackInfo,
     TrackPublished,
@@ -194,6 +197,7 @@ class Room:
         capacity: int,
         on_empty: Callable[[Room], None],
         retired: RetiredTotals | None = None,
+        recording: RoomRecording | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -205,6 +209,21 @@ class Room:
         self.speakers = SpeakerDetector()
         self.active_speaker: str | None = None  # participant id
         self._speaker_task: asyncio.Task[None] | None = None
+        self.recording = recording or RoomRecording(name, Path("recordings"), RecordingTotals())
+        self.recording.on_change = self._recording_changed
+
+    def _recording_changed(self) -> None:
+        self._broadcast(self.recording_state())
+
+    def recording_state(self) -> Recording:
+        return Recording(self.recording.active, tuple(self.recording.recorded()))
+
+    def start_recording(self, participant_ids: set[str] | None = None) -> None:
+        """Record the whole room (None) or these participants too (sfu/recording/)."""
+        self.recording.start(list(self.participants.values()), participant_ids)
+
+    def stop_recording(self, participant_ids: set[str] | None = None) -> None:
+        self.recording.stop(list(self.participants.values()), participant_ids)
 
     def check_capacity(self) -> None:
         if len(self.participants) >= self.capacity:
@@ -220,6 +239,8 @@ class Room:
         self._broadcast(ParticipantJoined(participant.info()), exclude=participant)
         if self.active_speaker is not None:
             participant.post(ActiveSpeaker(self.active_speaker))
+        if self.recording.active:
+            participant.post(self.recording_state())
         if self._speaker_task is None:
             self._speaker_task = spawn(self._detect_speakers(), name=f"speakers-{self.name}")
         # Consume everything already published.
@@ -238,6 +259,8 @@ class Room:
             self._broadcast(TrackPublished(owner.id, TrackInfo.of(producer)), exclude=owner)
         if not added and not removed:
             return
+        if self.recording.active:
+            self.recording.sync(owner)
         for other in self.participants.values():
             if other is owner or not other.can("subscribe"):
                 continue
@@ -270,6 +293,8 @@ class Room:
         del self.participants[participant.id]
         removed = participant.producers()
         self.retired.retire_participant(participant)
+        if self.recording.files or self.recording.wanted:
+            self.recording.participant_left(participant.id)
         await participant.close()
         for other in self.participants.values():
             if other.subscriber is not None and removed:
@@ -287,6 +312,8 @@ class Room:
         if self._speaker_task is not None:
             self._speaker_task.cancel()
             self._speaker_task = None
+        if not self.recording.closed:
+            spawn(self.recording.close(), name=f"recording-close-{self.name}")
         self._on_empty(self)
 
     async def close(self, reason: str = "left") -> None:
@@ -294,6 +321,7 @@ class Room:
         for participant in list(self.participants.values()):
             await self.leave(participant, reason)
         self._closed_now()
+        await self.recording.close()
 
     async def _detect_speakers(self) -> None:
         """Every INTERVAL_MS: the dominant speaker from everyone's audio levels."""
@@ -334,6 +362,7 @@ class RoomManager:
         self.config = config
         self.rooms: dict[str, Room] = {}
         self.retired = RetiredTotals()
+        self.recording_totals = RecordingTotals()
         self.draining = False  # shutting down: no new joins
 
     def get_or_create(self, name: str) -> Room:
@@ -341,8 +370,11 @@ class RoomManager:
             raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
         room = self.rooms.get(name)
         if room is None or room.closed:
-            room = Room(name, self.config.room_capacity, self._remove, self.retired)
+            recording = RoomRecording(name, self.config.recording_dir, self.recording_totals)
+            room = Room(name, self.config.room_capacity, self._remove, self.retired, recording)
             self.rooms[name] = room
+            if self.config.record_all_rooms:
+                room.start_recording()
         return room
 
     def discard_if_empty(self, room: Room) -> None:
