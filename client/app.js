@@ -179,6 +179,7 @@ session.on('remote-track-removed', (c) => {
 });
 session.on('chat', (m) => ui.addChat(m));
 session.on('active-speaker', ({ participant }) => ui.setActiveSpeaker(participant === session.id ? 'self' : participant));
+session.on('recording', ({ active, participants }) => ui.setRecording(active, participants.includes(session.id)));
 ui.on('pinChanged', () => quality.update());
 session.on('track-quality', ({ track, paused }) => {
   const c = [...session.consumers.values()].find((x) => x.track === track);
