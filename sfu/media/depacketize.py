@@ -170,19 +170,28 @@ class FrameAssembler:
         if ext < self._next or ext in self._pending:
             self.packets_late += 1
             return []
-        if self._next < 0 or (self.waiting_for_keyframe and ext > self._next and self._keyframe(payload)):
+        if self._next < 0 or (
+            self.waiting_for_keyframe and ext > self._next and self._new_keyframe(timestamp, payload)
+        ):
             if not self._keyframe(payload):
                 self.frames_dropped += marker
                 return []
             # Start, or resume after a loss, on a keyframe: what waits before it is useless.
-            for older in [s for s in self._pending if s < ext]:
-                del self._pending[older]
+            older = [s for s in self._pending if s < ext]
+            self.frames_dropped += len({self._pending[s].timestamp for s in older})
+            for s in older:
+                del self._pending[s]
             self._next = ext
         self._pending[ext] = _Packet(timestamp, marker, payload, now_ms, meta)
         out = self._release()
         if len(self._pending) > MAX_PENDING_PACKETS:
             out += self._give_up()
         return out
+
+    def _new_keyframe(self, timestamp: int, payload: bytes) -> bool:
+        """The packet begins a keyframe that none of the waiting packets belongs to (an H.264
+        keyframe has several packets that each look like a start: parameter sets, slices)."""
+        return self._keyframe(payload) and all(p.timestamp != timestamp for p in self._pending.values())
 
     def poll(self, now_ms: int) -> list[Frame]:
         """Give up on a frame whose missing packet has been awaited for ``hold_ms``."""
@@ -250,34 +259,34 @@ class FrameAssembler:
 
     def _lost(self) -> None:
         self.frames_dropped += 1
-        if not self.waiting_for_keyframe:
-            self.waiting_for_keyframe = True
-            self.keyframe_wanted = True
+        self.waiting_for_keyframe = True
+        self.keyframe_wanted = True  # (again: the one asked for may be the frame lost)
 
     def _give_up(self) -> list[Frame]:
-        """The packet at ``_next`` is not coming: drop the frame it belonged to, go on from the
-        next frame that starts after the hole (every frame until a keyframe is dropped)."""
+        """The packet at the first hole is not coming: drop the frame it belonged to and go on
+        from the next frame that starts after the hole (every frame until a keyframe is
+        dropped). Always moves ``_next`` forward."""
         pending = self._pending
         if not pending:
             return []
         self._lost()
-        later = sorted(pending)
-        # Skip the rest of the broken frame: resume at the first packet that starts a frame
-        # (its predecessor ended one, or it is a keyframe's first packet).
+        hole = self._next
+        while hole in pending:
+            hole += 1
         resume = -1
-        for ext in later:
+        for ext in sorted(s for s in pending if s > hole):
             prev = pending.get(ext - 1)
             p = pending[ext]
-            if (prev is not None and (prev.marker or prev.timestamp != p.timestamp)) or self._keyframe(p.payload):
+            if (prev is not None and (prev.marker or prev.timestamp != p.timestamp)) or (
+                self._keyframe(p.payload) and all(q.timestamp != p.timestamp for s, q in pending.items() if s < ext)
+            ):
                 resume = ext
                 break
         if resume < 0:
+            self._next = max(hole, *pending) + 1
             pending.clear()
-            self._next = later[-1] + 1
             return []
-        for ext in later:
-            if ext >= resume:
-                break
+        for ext in [s for s in pending if s < resume]:
             del pending[ext]
         self._next = resume
         return self._release()

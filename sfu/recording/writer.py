@@ -121,9 +121,13 @@ class MuxWriter:
 
     def _run(self) -> None:
         container: Any = None
+        file: Any = None
         try:
+            # Python's file I/O, not FFmpeg's: it lets go of the GIL while the disk is busy,
+            # so a slow (or stuck) disk holds up this thread and nothing else.
+            file = open(self.path, "wb")  # noqa: SIM115 (closed in finally, after the container)
             container = av.open(
-                str(self.path),
+                file,
                 "w",
                 format=self.format,
                 # Interleave within a second, and hand every packet to the OS at once, so a
@@ -155,6 +159,8 @@ class MuxWriter:
                 except Exception as exc:
                     self.error = self.error or f"{type(exc).__name__}: {exc}"
                     logger.error("recording %s: closing failed: %s", self.path, exc)
+            if file is not None:
+                file.close()
 
     def _drain(self) -> None:
         while True:

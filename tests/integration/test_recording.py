@@ -3,19 +3,16 @@ starts and stops it, every participant is told, and each publisher's file holds 
 the SFU forwards, byte for byte, muxed with their audio and playable."""
 
 import asyncio
-import hashlib
 import json
 import time
 
 import aiohttp
-import av
 
 from sfu import auth
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
-from sfu.media.depacketize import FrameAssembler
-from sfu.media.rtp import MalformedPacket, parse_rtp
 from tests.conftest import eventually, start_server
+from tests.recording import FrameWatcher, digest, read_file
 
 SECRET = "recording-secret-" + "r" * 40
 RECORD_S = 6.0
@@ -23,55 +20,6 @@ RECORD_S = 6.0
 
 def admin_headers(room: str = "*") -> dict[str, str]:
     return {"Authorization": "Bearer " + auth.mint(SECRET, "ops", room, {"admin"}, 600)}
-
-
-class FrameWatcher(Participant):
-    """A subscriber that also puts the VP8 frames it receives back together (what the SFU
-    forwarded), by track."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.assemblers: dict[str, FrameAssembler] = {}
-        self.frames: dict[str, set[str]] = {}  # track -> sha256 of each frame
-
-    async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
-        await super()._on_rtp(data, arrival_ms)
-        try:
-            view = parse_rtp(data)
-        except MalformedPacket:
-            return
-        stream = self.streams.get(self._ssrc_mid.get(view.ssrc, ""))
-        if stream is None or stream.kind != "video":
-            return
-        assembler = self.assemblers.setdefault(stream.track, FrameAssembler("VP8"))
-        payload = data[view.payload_start : view.payload_end]
-        for frame in assembler.push(view.seq, view.timestamp, view.marker, payload, arrival_ms):
-            self.frames.setdefault(stream.track, set()).add(hashlib.sha256(frame.data).hexdigest())
-
-
-def probe(path) -> dict:
-    """What the file holds: per stream its first time, duration, packets and decoded frames."""
-    out: dict = {"streams": {}}
-    with av.open(str(path)) as container:
-        out["duration_s"] = container.duration / 1_000_000 if container.duration else 0.0
-        for packet in container.demux():
-            if packet.size == 0:
-                continue
-            kind = packet.stream.type
-            s = out["streams"].setdefault(kind, {"first_s": None, "last_s": 0.0, "packets": [], "keyframes": 0})
-            t = float(packet.pts * packet.time_base)
-            s["first_s"] = t if s["first_s"] is None else min(s["first_s"], t)
-            s["last_s"] = max(s["last_s"], t)
-            s["packets"].append(bytes(packet))
-            s["keyframes"] += packet.is_keyframe
-    for kind in out["streams"]:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0] if kind == "video" else container.streams.audio[0]
-            decoded = 0
-            for frame in container.decode(stream):  # raises on a frame that does not decode
-                decoded += 1
-            out["streams"][kind]["decoded"] = decoded
-    return out
 
 
 async def test_recorded_call_has_one_playable_file_per_publisher_with_the_forwarded_frames(tmp_path):
@@ -129,23 +77,20 @@ async def test_recorded_call_has_one_playable_file_per_publisher_with_the_forwar
             path = tmp_path / entry["file"]
             assert path.suffix == ".webm" and entry["source"] == "camera"
             assert entry["participant"] in path.name and path.name.startswith("rec_")
-            info = probe(path)
-            video, audio = info["streams"]["video"], info["streams"]["audio"]
-            print(entry["file"], entry["timing"], entry["duration_s"], info["duration_s"], wall_s, entry["streams"])
-            assert video["keyframes"] >= 1 and video["packets"], "video recorded"
-            with av.open(str(path)) as c:
-                first = next(p for p in c.demux(video=0) if p.size)
-                assert first.is_keyframe, "a recording started mid-call begins with a keyframe"
-            assert video["decoded"] >= len(video["packets"]) - 2, "every frame decodes"
-            assert audio["decoded"] >= 0.9 * len(audio["packets"])
-            assert abs(video["first_s"] - audio["first_s"]) < 0.1, "audio and video start together"
-            assert abs(info["duration_s"] - wall_s) < 1.0, (info["duration_s"], wall_s)
-            assert abs(entry["duration_s"] - info["duration_s"]) < 0.2
+            content = read_file(path)
+            video, audio = content.streams["video"], content.streams["audio"]
+            print(entry["file"], entry["timing"], entry["duration_s"], content.duration_s, wall_s, entry["streams"])
+            assert video.keyframes[0], "a recording started mid-call begins with a keyframe"
+            assert video.decode_errors == [] and video.decoded >= len(video.packets) - 2, "every frame decodes"
+            assert audio.decode_errors == [] and audio.decoded >= len(audio.packets) - 2
+            assert abs(video.first_s - audio.first_s) < 0.1, "audio and video start together"
+            assert abs(content.duration_s - wall_s) < 1.0, (content.duration_s, wall_s)
+            assert abs(entry["duration_s"] - content.duration_s) < 0.2
             # No re-encoding: the file's video packets are the frames the SFU forwarded.
             track = next(s["track"] for s in entry["streams"] if s["kind"] == "video")
             forwarded = viewer.frames[track]
-            sample = video["packets"][5:-5]
-            found = sum(hashlib.sha256(p).hexdigest() in forwarded for p in sample)
+            sample = video.packets[5:-5]
+            found = sum(digest(p) in forwarded for p in sample)
             assert len(sample) > 50 and found >= 0.95 * len(sample), (found, len(sample))
         layers = {s["track"]: s["layer"] for e in sidecar["files"] for s in e["streams"] if s["kind"] == "video"}
         simulcast_track = next(t for t in layers if t.startswith(simulcast.id))
