@@ -101,16 +101,10 @@ class MuxWriter:
         if self.closed:
             return
         self.closed = True
-        while True:
-            try:
-                self._queue.put_nowait(_CLOSE)
-                return
-            except queue.Full:  # make room: the frames at the head are dropped
-                try:
-                    self._queue.get_nowait()
-                    self.frames_dropped += 1
-                except queue.Empty:
-                    pass
+        try:
+            self._queue.put_nowait(_CLOSE)
+        except queue.Full:
+            pass  # the thread ends when it has emptied the queue
 
     def join(self, timeout_s: float | None = None) -> bool:
         """Wait for the thread (blocking: call it in a thread); True when the file is done."""
@@ -136,7 +130,12 @@ class MuxWriter:
             )
             out = [self._add_stream(container, spec) for spec in self.streams]
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self.closed:
+                        break
+                    continue
                 if item is _CLOSE:
                     break
                 index, pts_ms, data, keyframe = item
@@ -164,7 +163,12 @@ class MuxWriter:
 
     def _drain(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.closed:
+                    return
+                continue
             if item is _CLOSE:
                 return
             self.frames_dropped += 1
