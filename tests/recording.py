@@ -8,7 +8,9 @@ import av
 
 from sfu.client import Participant
 from sfu.media.depacketize import FrameAssembler
+from sfu.media.rtcp import RtcpPli
 from sfu.media.rtp import MalformedPacket, parse_rtp
+from sfu.rtc import aiortc_glue as glue
 
 
 class FrameWatcher(Participant):
@@ -31,8 +33,14 @@ class FrameWatcher(Participant):
             return
         assembler = self.assemblers.setdefault(stream.track, FrameAssembler("VP8"))
         payload = data[view.payload_start : view.payload_end]
-        for frame in assembler.push(view.seq, view.timestamp, view.marker, payload, arrival_ms):
+        frames = assembler.push(view.seq, view.timestamp, view.marker, payload, arrival_ms)
+        for frame in frames + assembler.poll(arrival_ms):
             self.frames.setdefault(stream.track, set()).add(digest(frame.data))
+        if assembler.keyframe_wanted:
+            # A frame could not be completed: ask for a keyframe, as a decoder would (PLI).
+            transports = glue.dtls_transports(self.subscribe_pc) if self.subscribe_pc is not None else []
+            if transports and glue.send_packet(transports[0], bytes(RtcpPli(1, view.ssrc)), rtcp=True):
+                assembler.keyframe_asked()
 
 
 def digest(data: bytes) -> str:

@@ -89,6 +89,7 @@ class _StreamState:
     last_ts: int = 0
     first_pts_ms: int | None = None
     last_pts_ms: int = -1
+    duration_ms: int = 0  # of the last frame written
     frames: int = 0
 
 
@@ -121,6 +122,7 @@ class FileRecorder:
         self.started_at = wall_s()  # when recording was asked for (wall clock)
         self._started_mono = now_s()
         self.stopped_at: float | None = None
+        self.first_frame_at: float | None = None  # wall-clock arrival of the file's first frame
         video = next((p.codec.name for p in producers if p.kind == "video"), None)
         self.format, extension = container_format(video)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started_at))
@@ -274,7 +276,10 @@ class FileRecorder:
         writer = self.writer
         assert writer is not None
         frame = timed.frame
-        if not writer.put(state.index, pts_ms, frame.data, frame.keyframe):
+        # A frame lasts as long as the one before it (what a player shows for the last one).
+        if state.last_pts_ms >= 0 and pts_ms - state.last_pts_ms < 1000:
+            state.duration_ms = pts_ms - state.last_pts_ms
+        if not writer.put(state.index, pts_ms, frame.data, frame.keyframe, state.duration_ms):
             self.frames_dropped += 1
             self._totals.frames_dropped += 1
             if state.producer.kind == "video":
@@ -293,6 +298,8 @@ class FileRecorder:
         self._totals.frames_queued += 1
         if state.first_pts_ms is None:
             state.first_pts_ms = pts_ms
+            if self.first_frame_at is None:
+                self.first_frame_at = timed.arrival_s
         state.last_pts_ms = pts_ms
         state.frames += 1
 
@@ -321,7 +328,8 @@ class FileRecorder:
         firsts = [s.first_pts_ms for s in self.streams if s.first_pts_ms is not None]
         if not firsts:
             return 0.0
-        return (max(s.last_pts_ms for s in self.streams) - min(firsts)) / 1000
+        ends = [s.last_pts_ms + s.duration_ms for s in self.streams if s.first_pts_ms is not None]
+        return (max(ends) - min(firsts)) / 1000
 
     def describe(self) -> dict[str, object]:
         """The file's entry in the sidecar and the admin view."""
@@ -334,6 +342,7 @@ class FileRecorder:
             "format": self.format,
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
+            "first_frame_at": self.first_frame_at,
             "duration_s": round(self.duration_s(), 3),
             "timing": "sender-reports" if self._mode_sr else "arrival",
             "streams": [

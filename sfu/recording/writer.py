@@ -14,6 +14,7 @@ header (SPS, PPS) is the one the publisher sent, set after that opening.
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import logging
 import queue
@@ -80,13 +81,13 @@ class MuxWriter:
         self._thread = threading.Thread(target=self._run, name=f"recording-{path.name}", daemon=True)
         self._thread.start()
 
-    def put(self, stream_index: int, pts_ms: int, data: bytes, keyframe: bool) -> bool:
+    def put(self, stream_index: int, pts_ms: int, data: bytes, keyframe: bool, duration_ms: int = 0) -> bool:
         """Queue one frame; False (and counted) when the queue is full or the file failed."""
         if self.closed or self.error is not None:
             self.frames_dropped += 1
             return False
         try:
-            self._queue.put_nowait((stream_index, pts_ms, data, keyframe))
+            self._queue.put_nowait((stream_index, pts_ms, data, keyframe, duration_ms))
         except queue.Full:
             self.frames_dropped += 1
             return False
@@ -101,10 +102,8 @@ class MuxWriter:
         if self.closed:
             return
         self.closed = True
-        try:
+        with contextlib.suppress(queue.Full):  # full: the thread ends once it has emptied it
             self._queue.put_nowait(_CLOSE)
-        except queue.Full:
-            pass  # the thread ends when it has emptied the queue
 
     def join(self, timeout_s: float | None = None) -> bool:
         """Wait for the thread (blocking: call it in a thread); True when the file is done."""
@@ -138,11 +137,13 @@ class MuxWriter:
                     continue
                 if item is _CLOSE:
                     break
-                index, pts_ms, data, keyframe = item
+                index, pts_ms, data, keyframe, duration_ms = item
                 packet = av.Packet(data)
                 packet.stream = out[index]
                 packet.time_base = TIME_BASE
                 packet.pts = packet.dts = pts_ms
+                if duration_ms > 0:
+                    packet.duration = duration_ms
                 packet.is_keyframe = keyframe
                 container.mux(packet)
                 self.frames_written += 1

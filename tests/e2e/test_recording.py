@@ -1,6 +1,6 @@
 """A three-person Chromium call recorded for 20 s, started mid-call, while one participant
-mutes (microphone and camera, then back), one switches simulcast layers (its top encoding
-stops and comes back, and its viewer shrinks) and one, in a network namespace, loses 5 % of
+mutes (microphone and camera, then back), one switches simulcast layers (its upper encodings
+stop and come back, and its viewer shrinks) and one, in a network namespace, loses 5 % of
 the packets it sends (tests/e2e/netns.py).
 
 Every file opens with PyAV, lasts as long as the recording (within 0.5 s), begins with a
@@ -33,12 +33,13 @@ ROOM = "recall"
 RECORD_S = 20.0
 LOSS_PERCENT = 5
 MUTE_AT_S, UNMUTE_AT_S = 4.0, 10.0
-TOP_OFF_AT_S, TOP_ON_AT_S = 5.0, 12.0
+UPPER_OFF_AT_S, UPPER_ON_AT_S = 5.0, 12.0
 
-SET_TOP_LAYER_JS = """async (active) => {
+# Stop every simulcast encoding but the lowest (false), or run them all again (true).
+SET_UPPER_LAYERS_JS = """async (active) => {
   const sender = window.sfuSession.publishPc.getSenders().find((s) => s.track && s.track.kind === 'video');
   const params = sender.getParameters();
-  params.encodings[params.encodings.length - 1].active = active;
+  params.encodings.forEach((e, i) => { if (i > 0) e.active = active; });
   await sender.setParameters(params);
 }"""
 
@@ -95,7 +96,10 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
                 await eventually(
                     lambda: all(viewer.received_from(pid, "video") > 200 for pid in ids.values()), timeout=60
                 )
-                await eventually(lambda: all(v.layers[-1].height > 0 for v in videos.values()), timeout=60)
+                # The switcher sends more than its lowest layer (how many depends on Chrome's
+                # estimate and on how busy the machine is).
+                await eventually(lambda: videos["switcher"].layers[1].height > 0, timeout=60)
+                print("\nlayer heights", {name: [layer.height for layer in v.layers] for name, v in videos.items()})
                 ns.lose(LOSS_PERCENT, "up")
                 await asyncio.sleep(2.0)
 
@@ -119,13 +123,14 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
 
                     await at(MUTE_AT_S)
                     await muter.evaluate("window.sfuSession.setMicMuted(true); window.sfuSession.setCameraOff(true)")
-                    await at(TOP_OFF_AT_S)
-                    await switcher.evaluate(SET_TOP_LAYER_JS, False)
+                    await at(UPPER_OFF_AT_S)
+                    layer_before = recorders["switcher"].streams[1].consumer.current
+                    await switcher.evaluate(SET_UPPER_LAYERS_JS, False)
                     await muter.set_viewport_size({"width": 320, "height": 240})  # the switcher's viewer shrinks
                     await at(UNMUTE_AT_S)
                     await muter.evaluate("window.sfuSession.setMicMuted(false); window.sfuSession.setCameraOff(false)")
-                    await at(TOP_ON_AT_S)
-                    await switcher.evaluate(SET_TOP_LAYER_JS, True)
+                    await at(UPPER_ON_AT_S)
+                    await switcher.evaluate(SET_UPPER_LAYERS_JS, True)
                     await at(RECORD_S)
                     switched = recorders["switcher"].streams[1].consumer.layer_switches
                     async with http.delete(f"{srv.url}/admin/rooms/{ROOM}/recording", headers=admin_headers()) as r:
@@ -138,6 +143,7 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
                 await inside.close()
 
         assert dropped > 100, "the loss was applied"
+        assert layer_before >= 1, "the recording had the switcher's upper layer"
         assert switched >= 2, "the recording followed the switcher's layers down and back up"
         sidecar = json.loads(next(tmp_path.glob("*.json")).read_text())
         entries = {e["participant"]: e for e in sidecar["files"]}
@@ -150,6 +156,7 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
             recorded_s = entry["stopped_at"] - entry["started_at"]
             print(
                 f"\n{name}: {entry['file']}: {content.duration_s:.3f} s of {recorded_s:.3f} s recorded, "
+                f"first frame after {entry['first_frame_at'] - entry['started_at']:.3f} s, "
                 f"timing {entry['timing']}; video {len(video.packets)} frames from {video.first_s:.3f} s, "
                 f"audio {len(audio.packets)} from {audio.first_s:.3f} s; gaps video {video.gaps_s()} "
                 f"audio {audio.gaps_s()}; {entry['streams']}"
@@ -165,6 +172,7 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
             forwarded = viewer.frames[videos[name].id]
             sample = video.packets[10:-10:3]
             found = sum(digest(p) in forwarded for p in sample)
+            print(f"{name}: {found} of {len(sample)} sampled frames forwarded as is")
             assert len(sample) > 50 and found >= 0.8 * len(sample), (found, len(sample))
             if name == "muter":
                 # Both pause for the mute and resume together.
@@ -172,7 +180,9 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
                 assert UNMUTE_AT_S - MUTE_AT_S - 1.5 < v_on - v_off < UNMUTE_AT_S - MUTE_AT_S + 1.5
                 assert abs(a_off - v_off) < 0.5 and abs(a_on - v_on) < 0.5, (video.gaps_s(), audio.gaps_s())
             else:
-                assert video.gaps_s() == [] and audio.gaps_s() == [], "no pause in the media"
+                # At most the moment a layer switch or a loss takes (the layer that stops is left
+                # after half a second, the next one begins on a keyframe).
+                assert all(b - a < 1.5 for a, b in video.gaps_s()) and audio.gaps_s() == [], "no real pause"
             # Sync held to the end: the last audio and video frames are close together.
             assert abs(video.last_s - audio.last_s) < 0.3
     finally:
