@@ -153,13 +153,17 @@ class RoomRecording:
 
     def _finish(self, key: tuple[str, str]) -> None:
         recorder = self.files.pop(key)
-        recorder.close()
+        recorder.stop()
         self.finished.append(recorder)
         task = spawn(self._finished(recorder), name=f"recording-finish-{self.room}")
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
     async def _finished(self, recorder: FileRecorder) -> None:
+        while not recorder.closed:  # the media captured before the stop may still be coming
+            recorder.tick(time.monotonic())
+            if not recorder.closed:
+                await asyncio.sleep(0.05)
         writer = recorder.writer
         if writer is not None:
             done = await asyncio.to_thread(writer.join, FINISH_TIMEOUT_S)

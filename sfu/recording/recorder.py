@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 RECORDER_ID = "recorder"  # the subscriber id of recording consumers (admin views, logs)
 START_HOLD_S = 6.0  # longest wait for every stream's first frame and sender report
+STOP_GRACE_S = 3.0  # longest wait, after a stop, for the media captured before it
 DROP_LOG_INTERVAL_S = 5.0
 NTP_FRACTION = float(1 << 32)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -90,6 +91,7 @@ class _StreamState:
     first_pts_ms: int | None = None
     last_pts_ms: int = -1
     duration_ms: int = 0  # of the last frame written
+    ended: bool = False  # stopping, and a frame captured after the stop came
     frames: int = 0
 
 
@@ -130,6 +132,11 @@ class FileRecorder:
         self.path = directory / name
         self.writer: MuxWriter | None = None
         self.closed = False
+        # Stopping: the media captured until the stop is still taken (it may be on its way),
+        # for up to STOP_GRACE_S; what was captured after it is not.
+        self.stopping = False
+        self._stop_deadline_s = 0.0
+        self._arrival_lead_s: float | None = None  # least (arrival - capture time) seen
         self._mode_sr = False  # times from sender reports (else from arrival, server clock)
         self._origin_s = 0.0
         self._last_drop_log_s = -1e9
@@ -190,6 +197,18 @@ class FileRecorder:
                 self._ask_keyframe(state)
         if self.writer is None and not self.closed and now_s - self._started_mono >= START_HOLD_S:
             self._start()
+        if self.stopping and not self.closed:
+            ended = all(s.ended or s.consumer.closed for s in self.streams)
+            if ended or now_s >= self._stop_deadline_s:
+                self.close()
+
+    def stop(self) -> None:
+        """End the file once the media captured until now has come (``tick`` closes it)."""
+        if self.stopping or self.closed:
+            return
+        self.stopping = True
+        self.stopped_at = self._wall_s()
+        self._stop_deadline_s = self._now_s() + STOP_GRACE_S
 
     # -- timing -------------------------------------------------------------------------
 
@@ -269,6 +288,12 @@ class FileRecorder:
 
     def _write(self, state: _StreamState, timed: _Timed) -> None:
         t = self._frame_time(state, timed)
+        lead = timed.arrival_s - t  # network delay (and clock offset, with sender reports)
+        if self._arrival_lead_s is None or lead < self._arrival_lead_s:
+            self._arrival_lead_s = lead
+        if self.stopping and self.stopped_at is not None and t > self.stopped_at - (self._arrival_lead_s or 0.0):
+            state.ended = True  # captured after the stop
+            return
         pts_ms = round((t - self._origin_s) * 1000)
         if state.producer.kind == "audio" and pts_ms < -10:
             return  # before the video began: left out so that both start together
@@ -317,7 +342,8 @@ class FileRecorder:
         if self.writer is None:
             self._start()
         self.closed = True
-        self.stopped_at = self._wall_s()
+        if self.stopped_at is None:
+            self.stopped_at = self._wall_s()
         for state in self.streams:
             state.consumer.close()
         self._totals.frames_lost += self.frames_lost

@@ -161,8 +161,8 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
             print(
                 f"\n{name}: {entry['file']}: {content.duration_s:.3f} s of {recorded_s:.3f} s recorded, "
                 f"first frame after {keyframe_after_s:.3f} s, "
-                f"timing {entry['timing']}; video {len(video.packets)} frames from {video.first_s:.3f} s, "
-                f"audio {len(audio.packets)} from {audio.first_s:.3f} s; gaps video {video.gaps_s()} "
+                f"timing {entry['timing']}; video {len(video.packets)} frames {video.first_s:.3f}-{video.last_s:.3f} s, "
+                f"audio {len(audio.packets)} {audio.first_s:.3f}-{audio.last_s:.3f} s; gaps video {video.gaps_s()} "
                 f"audio {audio.gaps_s()}; {entry['streams']}"
             )
             assert entry["timing"] == "sender-reports"
