@@ -124,6 +124,12 @@ class RoomRecording:
             for producer in participant.producers():
                 if not producer.closed and supported(producer.codec.name):
                     groups.setdefault(file_group(producer), []).append(producer)
+        logger.debug(
+            "recording %s: %s publishes %s",
+            self.room,
+            participant.id,
+            [(p.id, p.codec.name, p.source, p.closed) for p in participant.producers()],
+        )
         changed = False
         for key, recorder in list(self.files.items()):
             pid, group = key
