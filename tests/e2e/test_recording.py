@@ -38,7 +38,9 @@ UPPER_OFF_AT_S, UPPER_ON_AT_S = 5.0, 12.0
 
 # Stop every simulcast encoding but the lowest (false), or run them all again (true).
 SET_UPPER_LAYERS_JS = """async (active) => {
-  const sender = window.sfuSession.publishPc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  const t = window.sfuSession.publishPc.getTransceivers().find(
+    (t) => !t.stopped && t.sender.track && t.sender.track.kind === 'video' && t.currentDirection !== 'inactive');
+  const sender = t.sender;
   const params = sender.getParameters();
   params.encodings.forEach((e, i) => { if (i > 0) e.active = active; });
   await sender.setParameters(params);
