@@ -21,8 +21,9 @@ from .vp8 import parse_descriptor
 
 ANNEX_B_START = b"\x00\x00\x00\x01"
 # How long a frame with a missing packet waits for the packet (a retransmission takes a round
-# trip and the NACK delay), and how many packets may wait at most.
-DEFAULT_HOLD_MS = 500
+# trip and the NACK delay, a retransmission lost again one more; a recording is not in a hurry),
+# and how many packets may wait at most.
+DEFAULT_HOLD_MS = 1000
 MAX_PENDING_PACKETS = 2048
 
 
