@@ -191,7 +191,9 @@ async def test_three_person_call_recorded_through_mute_layer_switch_and_loss(tmp
             sample = video.packets[5:-5:2]
             found = sum(digest(p) in forwarded for p in sample)
             print(f"{name}: {found} of {len(sample)} sampled frames forwarded as is")
-            assert len(sample) >= 20 and found >= 0.8 * len(sample), (found, len(sample))
+            # A re-encoded frame would match none; the viewer itself misses some frames (a loss on
+            # its own downlink waits for the next keyframe), so most, not all, are found.
+            assert len(sample) >= 20 and found >= max(20, 0.5 * len(sample)), (found, len(sample))
             if name == "muter":
                 # The mute is a pause in both streams, beginning at the same moment.
                 v_mute = [g for g in video.gaps_s() if g[1] - g[0] > 2.5]
