@@ -252,6 +252,15 @@ class Producer:
                 consumer.restart()
                 self.request_keyframe(now_s, max(consumer.target, 0))
 
+    def source_restarted(self) -> None:
+        """The publisher sends this stream over a new connection: every layer starts afresh,
+        and every consumer goes on with it on its next keyframe (as on a layer switch: the
+        outgoing sequence numbers and timestamps stay continuous)."""
+        for layer in self.layers:
+            layer.restart_source()
+        for consumer in self.consumers:
+            consumer.restart()
+
     def add_consumer(self, consumer: Consumer, now_s: float) -> None:
         if consumer not in self.consumers:
             self.consumers.append(consumer)

@@ -12,6 +12,7 @@ CLOSE_POLICY_VIOLATION = 1008  # kicked, room closed
 CLOSE_MESSAGE_TOO_BIG = 1009  # a frame over 4 x max_message_bytes (the WebSocket reader's own)
 CLOSE_JOIN_TIMEOUT = 4000  # no join within join_timeout_s
 CLOSE_SEND_QUEUE_FULL = 4001  # more than max_queued_bytes waiting for a client that does not read
+CLOSE_RESUMED_ELSEWHERE = 4002  # another socket resumed this socket's participant
 
 
 @dataclass(slots=True)
