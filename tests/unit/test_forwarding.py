@@ -300,3 +300,21 @@ def test_a_source_restart_goes_on_from_its_keyframe_with_continuous_output():
     assert [v.seq for v in out] == [1000, 1001, 1002, 1003]
     assert out[2].timestamp - out[1].timestamp == (2066 - 1033) * 90  # the gap on the clock
     assert out[3].timestamp - out[2].timestamp == 3000
+
+
+def test_a_stream_back_after_a_silence_resumes_on_a_keyframe_asked_for_at_once():
+    producer, consumer, sent, requests, clock = make()
+    push(producer, 10, 0, KEY, arrival_ms=1000)
+    push(producer, 11, 3000, DELTA, arrival_ms=1033)
+    asked = len(requests)
+    # Back 3 s later, with the numbers the publisher went on with meanwhile.
+    push(producer, 100, 270_000, DELTA, arrival_ms=4033)
+    assert len(sent) == 2, "a delta frame after the silence cannot be decoded: not forwarded"
+    assert len(requests) == asked + 1, "a keyframe is asked for at once"
+    push(producer, 101, 273_000, KEY, arrival_ms=4066)
+    out = [parse_rtp(p) for p in sent]
+    assert [v.seq for v in out] == [1000, 1001, 1002]  # no hole for the receiver to NACK
+    # A short gap (below the silence) is forwarded as it is.
+    push(producer, 103, 279_000, DELTA, arrival_ms=4400)
+    assert len(sent) == 4
+    assert parse_rtp(sent[-1]).seq == 1004
