@@ -2,7 +2,7 @@
 // and the randomness passed in, so that they run under node. session.js does the I/O.
 
 // The first retry after this long, doubling up to the cap; each delay is jittered ±50 %.
-export const FIRST_DELAY_MS = 250;
+export const FIRST_DELAY_MS = 100;
 export const MAX_DELAY_MS = 2000;
 // A socket that does not open within this long is given up and the next attempt started.
 export const CONNECT_TIMEOUT_MS = 2500;
@@ -13,7 +13,7 @@ export const DISCONNECTED_RENEW_MS = 2000;
 export const RECOVER_AFTER_RESUME_MS = 1000;
 // While a peer connection is disconnected, an unanswered ping means the socket is dead too
 // after this long (the network changed under both).
-export const PROBE_TIMEOUT_MS = 1000;
+export const PROBE_TIMEOUT_MS = 500;
 
 // Server error codes after which the client must not come back (it was sent away).
 export const FINAL_ERRORS = Object.freeze(['kicked', 'room-closed', 'unauthorized', 'shutting-down']);
@@ -59,4 +59,35 @@ export function needsRenewal(state, sinceMs, nowMs, afterMs = DISCONNECTED_RENEW
   if (state === 'connected' || state === 'new') return false;
   if (state === 'failed' || state === 'closed') return true;
   return sinceMs !== null && nowMs - sinceMs >= afterMs;
+}
+
+// A peer connection whose incoming bytes stop this long, after flowing steadily, is taken as
+// down before the browser says so (it notices a changed network only after several seconds).
+export const STALL_MS = 700;
+export const FLOW_SAMPLE_MS = 200;
+
+/**
+ * Watches one peer connection's received bytes (sampled every FLOW_SAMPLE_MS): `stalled` once
+ * they stop for STALL_MS after a steady flow (at least 3 increases in the second before), so that
+ * a connection that only ever carries a trickle (everyone muted) is never taken for a dead one.
+ */
+export class FlowWatch {
+  constructor() {
+    this.bytes = null;
+    this.increases = []; // times the count went up, the last second's worth
+  }
+
+  /** One sample: true while the flow is stalled. */
+  sample(nowMs, bytes) {
+    if (this.bytes !== null && bytes > this.bytes) this.increases.push(nowMs);
+    if (this.bytes === null || bytes < this.bytes) this.increases = []; // a new connection
+    this.bytes = bytes;
+    const last = this.increases.at(-1);
+    if (last === undefined) return false;
+    if (nowMs - last < STALL_MS) {
+      this.increases = this.increases.filter((t) => t > last - 1000);
+      return false;
+    }
+    return this.increases.filter((t) => t > last - 1000).length >= 3;
+  }
 }

@@ -210,7 +210,15 @@ export class Session {
       this._restartPublish();
     }
     for (const name of ['publish', 'subscribe']) {
-      this._pcDown[name] = null; // what is not connected now gets a moment to recover by itself
+      // A connection whose flow stopped with the socket is likely gone with the old network:
+      // renewed at once. What is only not connected now gets a moment to recover by itself.
+      if (this._stalled[name] && this[`${name}Pc`]) {
+        // (after one more sample: a flow that came back with the network is left alone)
+        const pc = this[`${name}Pc`];
+        setTimeout(() => pc === this[`${name}Pc`] && this._stalled[name] && this._renewPc(name), R.FLOW_SAMPLE_MS);
+        continue;
+      }
+      this._pcDown[name] = null;
       this._checkTransport(name, R.RECOVER_AFTER_RESUME_MS);
     }
   }
@@ -317,6 +325,8 @@ export class Session {
       this._candidateQueue.publish = [];
       this._endOfCandidates.publish = false;
       this._pcDown.publish = null;
+      this._flow.publish = new R.FlowWatch();
+      this._stalled.publish = false;
       for (const [t, source] of entries) {
         const stream = source === 'screen' ? this.screenStream : this.localStream;
         const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
@@ -570,6 +580,8 @@ export class Session {
     this._layers = new Map(); // own track id → {active, paused}: what the server last asked us to send
     this._layersChain = Promise.resolve(); // setParameters calls, one at a time
     this._pcDown = { publish: null, subscribe: null }; // when each left `connected`
+    this._flow = { publish: new R.FlowWatch(), subscribe: new R.FlowWatch() }; // received bytes
+    this._stalled = { publish: false, subscribe: false };
     this._pcTimers = { publish: null, subscribe: null };
     this._renewing = { publish: false, subscribe: false };
   }
@@ -804,6 +816,41 @@ export class Session {
       if (this._send(P.ping()) && this._unansweredSince === null) this._unansweredSince = Date.now();
     }, intervalMs);
     this._timers.push(this._heartbeat);
+    this._timers.push(setInterval(() => this._watchFlows(), R.FLOW_SAMPLE_MS));
+  }
+
+  /**
+   * Browsers notice a changed network (a new address, the old one gone) only seconds later:
+   * a connection whose steady flow of incoming bytes stops is taken as down at once. The
+   * socket is probed (it is likely gone too), and the connection renewed if it stays so.
+   */
+  async _watchFlows() {
+    for (const name of ['publish', 'subscribe']) {
+      const pc = this[`${name}Pc`];
+      if (!pc || pc.connectionState !== 'connected') continue;
+      let bytes = 0;
+      try {
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'transport') bytes += r.bytesReceived ?? 0;
+        });
+      } catch {
+        continue; // closed meanwhile
+      }
+      if (pc !== this[`${name}Pc`]) continue;
+      const stalled = this._flow[name].sample(Date.now(), bytes);
+      if (stalled && !this._stalled[name]) {
+        this._stalled[name] = true;
+        this._emit('pc-state', { pc: name, state: 'stalled' });
+        this._probeSocket();
+        clearTimeout(this._pcTimers[name]);
+        this._pcTimers[name] = setTimeout(() => {
+          if (pc === this[`${name}Pc`] && this._stalled[name]) this._renewPc(name);
+        }, R.DISCONNECTED_RENEW_MS);
+      } else if (!stalled && this._stalled[name]) {
+        this._stalled[name] = false;
+        this._emit('pc-state', { pc: name, state: 'flowing' });
+      }
+    }
   }
 
   /** A peer connection went down: is the socket still alive? (A changed network takes both.) */
@@ -1082,6 +1129,8 @@ export class Session {
       this._candidateQueue.subscribe = [];
       this._endOfCandidates.subscribe = false;
       this._pcDown.subscribe = null;
+      this._flow.subscribe = new R.FlowWatch();
+      this._stalled.subscribe = false;
     }
     if (m.restart) this._renewing.subscribe = false;
     if (!this.subscribePc) {

@@ -391,6 +391,15 @@ class Consumer:
         """Resume on the next keyframe (video) or the next packet (audio)."""
         self._must_restart = True
 
+    def resync(self, now_ms: int) -> None:
+        """The subscriber's connection (re)connected: start again on a keyframe asked for now,
+        not held back by the request throttle (one asked for while it was connecting went
+        into a connection that could not carry it)."""
+        self.restart()
+        if self._video:
+            self.producer.layers[max(self.target, 0)].last_keyframe_request_s = -1e9
+        self.select(now_ms)
+
     def set_preferences(self, max_height: int | None, paused: bool, now_ms: int) -> None:
         if paused and not self.paused:
             self.restart()

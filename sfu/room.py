@@ -381,13 +381,15 @@ class Room:
             task.cancel()
         removed = participant.producers()
         self.retired.retire_participant(participant)
-        await participant.close()
-        for other in self.participants.values():
+        # The others are told first: closing the connections of a participant whose network is
+        # gone may take a while (bounded by negotiation_timeout_s).
+        for other in list(self.participants.values()):
             if other.subscriber is not None and removed:
                 for producer in removed:
                     other.subscriber.unconsume(producer)
                 other.renegotiate()
         self._broadcast(ParticipantLeft(participant.id, reason))
+        await participant.close()
         if not self.participants:
             self._closed_now()
 

@@ -8,13 +8,13 @@ test('backoff doubles up to its cap, with ±50 % jitter', () => {
   const mid = () => 0.5; // no jitter
   assert.deepEqual(
     [0, 1, 2, 3, 4, 10].map((a) => R.backoffMs(a, mid)),
-    [250, 500, 1000, 2000, 2000, 2000],
+    [100, 200, 400, 800, 1600, 2000],
   );
-  assert.equal(R.backoffMs(0, () => 0), 125);
-  assert.equal(R.backoffMs(3, () => 0.999999), 3000);
+  assert.equal(R.backoffMs(0, () => 0), 50);
+  assert.equal(R.backoffMs(5, () => 0.999999), 3000);
   for (let i = 0; i < 100; i++) {
     const d = R.backoffMs(2);
-    assert.ok(d >= 500 && d <= 1500, d);
+    assert.ok(d >= 200 && d <= 600, d);
   }
 });
 
@@ -86,4 +86,20 @@ test('the server messages of reconnecting parse', () => {
   const offer = P.parse('{"type":"offer","pc":"subscribe","sdp":"v=0","restart":true,"consumers":[]}');
   assert.equal(offer.restart, true);
   assert.equal(P.parse('{"type":"offer","pc":"subscribe","sdp":"v=0"}').restart, false);
+});
+
+test('a steady flow that stops is a stall; a trickle never is', () => {
+  const w = new R.FlowWatch();
+  let bytes = 0;
+  for (let t = 0; t <= 2000; t += 100) assert.equal(w.sample(t, (bytes += 500)), false);
+  assert.equal(w.sample(2000 + R.STALL_MS - 100, bytes), false);
+  assert.equal(w.sample(2000 + R.STALL_MS, bytes), true);
+  assert.equal(w.sample(3000, bytes + 100), false); // flowing again
+  const trickle = new R.FlowWatch();
+  for (let t = 0; t <= 10_000; t += 100) {
+    assert.equal(trickle.sample(t, Math.floor(t / 1000) * 60), false, t); // one RTCP packet a second
+  }
+  const fresh = new R.FlowWatch();
+  assert.equal(fresh.sample(0, 0), false);
+  assert.equal(fresh.sample(5000, 0), false); // never flowed: not a stall
 });

@@ -369,8 +369,7 @@ class SubscribePeer(PeerBase):
 
     def on_connected(self) -> None:
         for consumer in self.consumers():
-            consumer.restart()
-            consumer.select(self._now_ms())
+            consumer.resync(self._now_ms())
 
     def set_preferences(self, track_id: str, max_height: int | None, paused: bool, pinned: bool = False) -> None:
         """What the subscriber wants of one track: a height cap, or nothing at all (paused);
