@@ -63,7 +63,8 @@ export function needsRenewal(state, sinceMs, nowMs, afterMs = DISCONNECTED_RENEW
 
 // A peer connection whose incoming bytes stop this long, after flowing steadily, is taken as
 // down before the browser says so (it notices a changed network only after several seconds).
-export const STALL_MS = 700;
+// (A false alarm costs a ping: the connection is renewed only if it stays so.)
+export const STALL_MS = 500;
 export const FLOW_SAMPLE_MS = 200;
 
 /**

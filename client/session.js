@@ -209,13 +209,17 @@ export class Session {
       // The answer to our last publish offer may have been lost with the socket.
       this._restartPublish();
     }
+    this._checkTransportsAfterResume();
+  }
+
+  async _checkTransportsAfterResume() {
+    // One more look at the flows first: one that came back with the network is left alone.
+    await this._watchFlows();
     for (const name of ['publish', 'subscribe']) {
       // A connection whose flow stopped with the socket is likely gone with the old network:
       // renewed at once. What is only not connected now gets a moment to recover by itself.
       if (this._stalled[name] && this[`${name}Pc`]) {
-        // (after one more sample: a flow that came back with the network is left alone)
-        const pc = this[`${name}Pc`];
-        setTimeout(() => pc === this[`${name}Pc`] && this._stalled[name] && this._renewPc(name), R.FLOW_SAMPLE_MS);
+        this._renewPc(name);
         continue;
       }
       this._pcDown[name] = null;
