@@ -76,11 +76,20 @@ export class FlowWatch {
   constructor() {
     this.bytes = null;
     this.increases = []; // times the count went up, the last second's worth
+    this.lastIncreaseMs = null;
+  }
+
+  /** How long no byte came (null: none ever did). */
+  idleMs(nowMs) {
+    return this.lastIncreaseMs === null ? null : nowMs - this.lastIncreaseMs;
   }
 
   /** One sample: true while the flow is stalled. */
   sample(nowMs, bytes) {
-    if (this.bytes !== null && bytes > this.bytes) this.increases.push(nowMs);
+    if (this.bytes !== null && bytes > this.bytes) {
+      this.increases.push(nowMs);
+      this.lastIncreaseMs = nowMs;
+    }
     if (this.bytes === null || bytes < this.bytes) this.increases = []; // a new connection
     this.bytes = bytes;
     const last = this.increases.at(-1);

@@ -216,9 +216,10 @@ export class Session {
     // One more look at the flows first: one that came back with the network is left alone.
     await this._watchFlows();
     for (const name of ['publish', 'subscribe']) {
-      // A connection whose flow stopped with the socket is likely gone with the old network:
-      // renewed at once. What is only not connected now gets a moment to recover by itself.
-      if (this._stalled[name] && this[`${name}Pc`]) {
+      // A connection whose flow stopped with the socket (or that has had nothing since) is
+      // likely gone with the old network: renewed at once. What is only not connected now gets a moment to recover by itself.
+      const idleMs = this._flow[name].idleMs(Date.now());
+      if (this[`${name}Pc`] && (this._stalled[name] || (idleMs !== null && idleMs >= R.STALL_MS))) {
         this._renewPc(name);
         continue;
       }

@@ -94,7 +94,9 @@ test('a steady flow that stops is a stall; a trickle never is', () => {
   for (let t = 0; t <= 2000; t += 100) assert.equal(w.sample(t, (bytes += 500)), false);
   assert.equal(w.sample(2000 + R.STALL_MS - 100, bytes), false);
   assert.equal(w.sample(2000 + R.STALL_MS, bytes), true);
+  assert.equal(w.idleMs(2000 + R.STALL_MS), R.STALL_MS);
   assert.equal(w.sample(3000, bytes + 100), false); // flowing again
+  assert.equal(w.idleMs(3000), 0);
   const trickle = new R.FlowWatch();
   for (let t = 0; t <= 10_000; t += 100) {
     assert.equal(trickle.sample(t, Math.floor(t / 1000) * 60), false, t); // one RTCP packet a second
@@ -102,4 +104,5 @@ test('a steady flow that stops is a stall; a trickle never is', () => {
   const fresh = new R.FlowWatch();
   assert.equal(fresh.sample(0, 0), false);
   assert.equal(fresh.sample(5000, 0), false); // never flowed: not a stall
+  assert.equal(fresh.idleMs(5000), null);
 });

@@ -293,6 +293,7 @@ async def test_a_changed_address_renews_the_transports_and_media_comes_back(lab_
     moving = room.participants[call.ids["moving"]]
     publisher, subscriber = moving.publisher, moving.subscriber
     old_pcs = (publisher.pc, subscriber.pc)
+    await asyncio.sleep(2)  # a call under way
     changed_ms = time.time() * 1000
     call.ns.move_address()
     try:
