@@ -304,6 +304,7 @@ class Participant:
         self._final = False  # left, kicked, room closed, shut down: never reconnect
         self._reconnect_task: asyncio.Task[None] | None = None
         self._published: tuple[bool, bool, dict[str, Any]] | None = None  # publish()'s arguments
+        self._published_rtp: tuple[bool, bool, bool, bool] | None = None  # publish_rtp()'s
         self._restarting_publish = False
         self.resumes = 0  # sessions taken back with resume
         self.rejoins = 0  # joined again as a new participant after the grace
@@ -455,6 +456,8 @@ class Participant:
         if self._published is not None:
             audio, video, opts = self._published
             await self.publish(audio, video, **opts)
+        elif self._published_rtp is not None:
+            await self.publish_rtp(*self._published_rtp)
 
     async def renew_lost_connections(self) -> None:
         """Replace each peer connection that is no longer connected (new ones for the same
@@ -468,8 +471,8 @@ class Participant:
         """A new publish connection for the tracks we publish (its first offer has
         ``restart``); the server keeps the tracks, their ids and the others' consumers."""
         old = self.publish_pc
-        if old is None or self._restarting_publish:
-            return
+        if old is None or self._restarting_publish or self.rtp_streams:
+            return  # (RTP written by us, publish_rtp: not renewed; a rejoin publishes it again)
         self._restarting_publish = True
         try:
             senders = [t.sender for t in old.getTransceivers() if t.sender.track is not None]
@@ -545,6 +548,9 @@ class Participant:
     ) -> None:
         """Publish pre-encoded clips as RTP written by us: optionally as three simulcast layers
         (RIDs q, h, f at 160x90, 320x180, 640x360), with send-time trailers in video frames."""
+        self._published_rtp = (audio, video, simulcast, trailer)
+        if self._rtp_task is not None:  # publishing again after a rejoin
+            self._rtp_task.cancel()
         pc = self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
         transceivers = []
         ssrcs: dict[str, int] = {}

@@ -411,6 +411,7 @@ class Session:
             lost = (
                 self.leave_reason in ("disconnected", "timeout")
                 and not self.closed_deliberately
+                and not self._dropped  # dropped by us for not reading: no second chance
                 and not self.rooms.draining
             )
             if not (lost and participant.room.suspend(participant)):
