@@ -4,8 +4,10 @@
 // The first retry after this long, doubling up to the cap; each delay is jittered ±50 %.
 export const FIRST_DELAY_MS = 100;
 export const MAX_DELAY_MS = 2000;
-// A socket that does not open within this long is given up and the next attempt started.
+// A socket that does not open within this long is given up and the next attempt started; one
+// that opened gets this long for the answer to its first message.
 export const CONNECT_TIMEOUT_MS = 2500;
+export const ANSWER_TIMEOUT_MS = 5000;
 // A peer connection that stays `disconnected` this long is renewed (`failed`: at once).
 export const DISCONNECTED_RENEW_MS = 2000;
 // After a resume, a connection that is not `connected` gets this long to recover by itself

@@ -174,19 +174,21 @@ export class Session {
       lostAtMs: this._reconnect.lostAtMs,
       nowMs: Date.now(),
     });
+    // A socket that does not open, or whose resume is not answered, is given up.
+    const giveUp = (ms) => {
+      clearTimeout(this._attemptTimer);
+      this._attemptTimer = setTimeout(() => {
+        if (ws === this.ws && this.state === 'reconnecting') this._startReconnect('no answer');
+      }, ms);
+    };
     const ws = this._openSocket(() => {
-      if (how === 'resume') {
-        this._send(P.resume(this.room, this.resumeToken, this.id));
-        this.resumeToken = null; // spent, whatever the answer
-      } else {
-        this._rejoinAsNew();
-      }
+      giveUp(R.ANSWER_TIMEOUT_MS);
+      // The token is kept until the answer: if it never comes, the next attempt sends it again
+      // (the server answers resume-failed if it did spend it).
+      if (how === 'resume') this._send(P.resume(this.room, this.resumeToken, this.id));
+      else this._rejoinAsNew();
     });
-    // A socket that does not open, or a resume that is not answered, is given up.
-    clearTimeout(this._attemptTimer);
-    this._attemptTimer = setTimeout(() => {
-      if (ws === this.ws && this.state === 'reconnecting') this._startReconnect('no answer');
-    }, R.CONNECT_TIMEOUT_MS);
+    giveUp(R.CONNECT_TIMEOUT_MS);
   }
 
   /** `resumed`: the session is ours again; bring the room up to date and check the transports. */
@@ -846,6 +848,11 @@ export class Session {
       if (stalled && !this._stalled[name]) {
         this._stalled[name] = true;
         this._emit('pc-state', { pc: name, state: 'stalled' });
+        if (this._stalled.publish && this._stalled.subscribe && this.state === 'joined') {
+          // Both at once: the network changed or went away, and the socket with it, most
+          // likely. A new one (and a resume) now costs little if the old one was fine.
+          this._startReconnect('both connections stalled');
+        }
         this._probeSocket();
         clearTimeout(this._pcTimers[name]);
         this._pcTimers[name] = setTimeout(() => {
@@ -960,6 +967,7 @@ export class Session {
     if (m.request === 'resume' && this.state === 'reconnecting') {
       // The session is over (the grace passed): come back as a new participant.
       clearTimeout(this._attemptTimer);
+      this.resumeToken = null;
       return this._rejoinAsNew();
     }
     const fatal = this.state === 'joining' && this._rejoining === null; // e.g. room-full: we never got in

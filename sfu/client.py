@@ -424,8 +424,9 @@ class Participant:
     async def _resume(self) -> bool:
         """Send ``resume``; True when the session is back (its lost connections renewed)."""
         since = len(self.messages)
+        # The token is kept until the answer: if none comes, the next attempt sends it again
+        # (and gets resume-failed if the server did spend it).
         await self.send({"type": "resume", "room": self.room, "token": self.resume_token, "id": self.id})
-        self.resume_token = None  # spent, whatever the answer
 
         def answer(m: dict[str, Any]) -> bool:
             return m.get("type") in ("resumed", "socket-closed") or (
@@ -436,6 +437,7 @@ class Participant:
         if msg["type"] == "socket-closed":
             raise ConnectionError("the socket closed before the resume was answered")
         if msg["type"] == "error":
+            self.resume_token = None
             return False
         self._took(msg)
         self.resumes += 1

@@ -121,8 +121,7 @@ class Participant:
             return
         logger.info("participant %s: publish connection %s", self.id, self.publisher.connection_state)
         if not self.reconnecting:  # else the client renews it when it resumes
-            self.transport_renewals += 1
-            self.post(RenewPublish())
+            self.post(RenewPublish())  # (counted when its restart offer comes)
 
     def _subscribe_lost(self) -> None:
         """The subscribe connection is gone: a new one is offered (restart) at once, or when

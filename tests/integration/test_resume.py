@@ -1,6 +1,7 @@
 """Sessions that survive a lost socket or a lost peer connection, over a real server, with the
 Python participant (sfu/client.py) on both ends: resume, token rules, transport renewal."""
 
+import asyncio
 import json
 import time
 
@@ -9,6 +10,7 @@ import pytest
 
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
+from sfu.signaling.http import disconnect_participant
 from tests.conftest import eventually, start_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -199,5 +201,28 @@ async def test_renewed_transports_keep_the_producers_and_the_consumers():
         assert not types(watcher, "participant-left", "track-unpublished")
     finally:
         await pub.close()
+        await watcher.close()
+        await server.runner.cleanup()
+
+
+async def test_a_kicked_client_does_not_come_back():
+    server = await start_server(heartbeat_interval_s=1.0, resume_grace_s=10.0)
+    bot = Participant(server.ws_url, "kick", "bot", reconnect=True)
+    watcher = Participant(server.ws_url, "kick", "watcher")
+    try:
+        await bot.join()
+        await watcher.join()
+        room = server.app[ROOMS_KEY].rooms["kick"]
+        await disconnect_participant(room.participants[bot.id], "kicked", "kicked", "an administrator removed you")
+        left = await watcher.wait_type("participant-left")
+        assert left["id"] == bot.id and left["reason"] == "kicked"
+        closed = await bot.wait_type("socket-closed")
+        assert closed["code"] == 1008
+        await asyncio.sleep(3)  # several reconnect attempts' worth
+        assert bot.resumes == 0 and bot.rejoins == 0
+        assert set(room.participants) == {watcher.id}
+        assert not types(watcher, "participant-joined")
+    finally:
+        await bot.close()
         await watcher.close()
         await server.runner.cleanup()
