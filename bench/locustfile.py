@@ -239,7 +239,7 @@ class LoadPeer(Participant):
     """A participant that counts what it receives, cheaply (no per-packet sets or logging)."""
 
     def __init__(self, url: str, room: str, name: str, layout: str) -> None:
-        super().__init__(url, room, name)
+        super().__init__(url, room, name, reconnect=True)  # survives a blip: resumes, or rejoins
         self.layout = layout
         self.counters: dict[int, StreamCounter] = {}  # by SSRC
         self.latencies_ms: list[float] = []

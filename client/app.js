@@ -202,6 +202,19 @@ session.on('error', ({ code, message, fatal }) => {
 
 session.on('connection-lost', ({ reason }) => showFailure(`Connection lost: ${reason}`, 'connection-lost'));
 
+// Reconnecting by itself: the call stays on screen (local preview included) under an overlay.
+session.on('reconnecting', () => ui.setReconnecting('Reconnecting…'));
+session.on('resumed', () => ui.setReconnecting(null));
+session.on('rejoined', () => {
+  ui.setReconnecting(null);
+  ui.showBanner('The connection was lost for too long: you are back in the call as a new participant.', {
+    kind: 'warning',
+    code: 'rejoined',
+  });
+});
+session.on('participant-reconnecting', ({ id }) => ui.setParticipantReconnecting(id, true));
+session.on('participant-resumed', ({ id }) => ui.setParticipantReconnecting(id, false));
+
 session.on('left', () => {
   if (statsOn) toggleStats();
   ui.hideBanner();

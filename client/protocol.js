@@ -46,10 +46,26 @@ export function join(room, name) {
   return { type: 'join', room, name };
 }
 
-/** `sources` maps mid → "microphone" | "camera" | "screen"; omitted when empty. */
-export function offer(sdp, sources) {
+/** Take back a lost session on a new socket (its first message); `id` is our participant id. */
+export function resume(room, token, id = null) {
+  if (!isValidRoom(room)) throw new ProtocolError('room must be 1–64 characters of A-Z a-z 0-9 _ - .');
+  requireString(token, 'token');
+  const msg = { type: 'resume', room, token };
+  if (id) msg.id = id;
+  return msg;
+}
+
+/** Ask the server for a new subscribe connection (it answers with an offer, restart: true). */
+export const renew = () => ({ type: 'renew', pc: 'subscribe' });
+
+/**
+ * `sources` maps mid → "microphone" | "camera" | "screen"; omitted when empty. `restart`: the
+ * first offer of a new publish connection that replaces a lost one (the tracks stay).
+ */
+export function offer(sdp, sources, restart = false) {
   requireString(sdp, 'sdp');
   const msg = { type: 'offer', pc: 'publish', sdp };
+  if (restart) msg.restart = true;
   if (sources && Object.keys(sources).length) {
     for (const [mid, source] of Object.entries(sources)) {
       if (!SOURCES.includes(source)) throw new ProtocolError(`bad source ${source} for mid ${mid}`);
@@ -146,6 +162,20 @@ const SERVER_MESSAGES = {
     m.ice_servers = m.ice_servers == null ? [] : requireArray(m.ice_servers, 'ice_servers');
     m.heartbeat_interval_s = positiveNumber(m.heartbeat_interval_s, DEFAULT_HEARTBEAT_INTERVAL_S);
     m.max_message_bytes = positiveNumber(m.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+    m.resume_token = typeof m.resume_token === 'string' && m.resume_token !== '' ? m.resume_token : null;
+    m.resume_grace_s = typeof m.resume_grace_s === 'number' && m.resume_grace_s > 0 ? m.resume_grace_s : 0;
+  },
+  resumed(m) {
+    SERVER_MESSAGES.joined(m);
+  },
+  'participant-reconnecting'(m) {
+    requireString(m.id, 'id');
+  },
+  'participant-resumed'(m) {
+    requireString(m.id, 'id');
+  },
+  renew(m) {
+    requirePc(m, 'publish');
   },
   'participant-joined'(m) {
     checkParticipant(m.participant);
@@ -168,6 +198,7 @@ const SERVER_MESSAGES = {
   offer(m) {
     requirePc(m, 'subscribe');
     requireString(m.sdp, 'sdp');
+    m.restart = m.restart === true;
     m.consumers = m.consumers == null ? [] : requireArray(m.consumers, 'consumers');
     for (const c of m.consumers) {
       if (!isObject(c)) throw new ProtocolError('consumer is not an object');
@@ -232,6 +263,7 @@ function checkParticipant(p) {
   if (typeof p.name !== 'string') p.name = '';
   p.tracks = p.tracks == null ? [] : requireArray(p.tracks, 'participant.tracks');
   p.tracks.forEach(checkTrack);
+  p.reconnecting = p.reconnecting === true;
 }
 
 function checkTrack(t) {

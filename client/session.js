@@ -1,8 +1,15 @@
 // Session: one participant's connection to the SFU. It owns the WebSocket, the
 // `publish` and `subscribe` RTCPeerConnections, the local media and the heartbeat,
 // and reports everything through events (see `on`). It touches no DOM.
+//
+// It survives the network (docs/protocol.md, Reconnecting): a lost socket is reconnected with
+// backoff and jitter (state `reconnecting`) and the session taken back with `resume`; a peer
+// connection that fails, or stays disconnected, is replaced by a new one for the same tracks;
+// once the server has let the session go it joins again as a new participant (`rejoined`).
+// Local media is kept throughout. A leave, a kick, a closed room or a shutdown end it.
 
 import * as P from './protocol.js';
+import * as R from './reconnect.js';
 
 export const MEDIA_CONSTRAINTS = Object.freeze({
   audio: true,
@@ -42,6 +49,11 @@ export class Session {
     this._muted = { microphone: false, camera: false }; // kept across rejoins
     this.state = 'idle';
     this._reset();
+  }
+
+  /** Whether we are in a room (joined, or reconnecting to it). */
+  get inRoom() {
+    return this.state === 'joined' || this.state === 'reconnecting';
   }
 
   // ----- events ------------------------------------------------------------
@@ -102,22 +114,250 @@ export class Session {
     joined.catch(() => {}); // callers that ignore the promise rely on events instead
 
     this._mediaReady = this.publish ? this._acquireMedia(gen) : Promise.resolve();
+    this._openSocket(() => this._send(joinMsg));
+    this._timers.push(setTimeout(() => this.state === 'joining' && this._lost('the server did not answer'), JOIN_TIMEOUT_MS));
+    return joined;
+  }
+
+  /** A new signaling socket; `onOpen` sends its first message. */
+  _openSocket(onOpen) {
     const ws = new WebSocket(this.wsUrl);
     this.ws = ws;
-    ws.onopen = () => this._send(joinMsg);
-    this._timers.push(setTimeout(() => this.state === 'joining' && this._lost('the server did not answer'), JOIN_TIMEOUT_MS));
-    ws.onmessage = (ev) => this._onFrame(ev.data);
-    ws.onclose = (ev) => {
-      if (ws !== this.ws) return;
-      const why = `WebSocket closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`;
-      this._lost(this.state === 'joining' ? `could not join: ${why}` : why);
+    ws.onopen = () => ws === this.ws && onOpen();
+    ws.onmessage = (ev) => ws === this.ws && this._onFrame(ev.data);
+    ws.onclose = (ev) => ws === this.ws && this._socketClosed(ev);
+    return ws;
+  }
+
+  _socketClosed(ev) {
+    const why = `WebSocket closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`;
+    const again = R.shouldReconnect({
+      joined: this.inRoom || this._rejoining !== null,
+      left: false,
+      closeCode: ev.code,
+      lastError: this._lastError,
+      shutdown: this._shutdown,
+    });
+    if (again) return this._startReconnect(why);
+    this._lost(this.state === 'joining' ? `could not join: ${why}` : why);
+  }
+
+  // ----- reconnecting ------------------------------------------------------------
+
+  /** The socket is lost (or an attempt failed): try again after a backoff. */
+  _startReconnect(reason) {
+    if (this.state !== 'reconnecting') {
+      this._reconnect = { attempt: 0, lostAtMs: Date.now() };
+      this._setState('reconnecting');
+      this._emit('reconnecting', { reason, graceS: this.resumeGraceS });
+    }
+    this._abandonSocket();
+    clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = setTimeout(() => this._tryReconnect(), R.backoffMs(this._reconnect.attempt++));
+  }
+
+  /** Drop the current socket without a word to the server (it may be dead already). */
+  _abandonSocket() {
+    const ws = this.ws;
+    this.ws = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    try {
+      if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(R.CLOSE_RECONNECTING);
+    } catch {
+      // closing a dead socket may throw in some browsers
+    }
+  }
+
+  _tryReconnect() {
+    if (this.state !== 'reconnecting') return;
+    const how = R.comeBackWith({
+      token: this.resumeToken,
+      graceS: this.resumeGraceS,
+      lostAtMs: this._reconnect.lostAtMs,
+      nowMs: Date.now(),
+    });
+    // A socket that does not open, or whose resume is not answered, is given up.
+    const giveUp = (ms) => {
+      clearTimeout(this._attemptTimer);
+      this._attemptTimer = setTimeout(() => {
+        if (ws === this.ws && this.state === 'reconnecting') this._startReconnect('no answer');
+      }, ms);
     };
-    return joined;
+    const ws = this._openSocket(() => {
+      giveUp(R.ANSWER_TIMEOUT_MS);
+      // The token is kept until the answer: if it never comes, the next attempt sends it again
+      // (the server answers resume-failed if it did spend it).
+      if (how === 'resume') this._send(P.resume(this.room, this.resumeToken, this.id));
+      else this._rejoinAsNew();
+    });
+    giveUp(R.CONNECT_TIMEOUT_MS);
+  }
+
+  /** `resumed`: the session is ours again; bring the room up to date and check the transports. */
+  _onResumed(m) {
+    if (this.state !== 'reconnecting') return;
+    clearTimeout(this._attemptTimer);
+    this.resumeToken = m.resume_token;
+    this.resumeGraceS = m.resume_grace_s;
+    this.iceServers = m.ice_servers;
+    this.heartbeatIntervalS = m.heartbeat_interval_s;
+    this.maxMessageBytes = m.max_message_bytes;
+    this._unansweredSince = null;
+    this._syncRoster(m.participants);
+    this._setState('joined');
+    this._emit('resumed', { id: this.id, afterMs: Date.now() - this._reconnect.lostAtMs });
+    this._reportMutes();
+    for (const [track, s] of this._subscriptions) this._send(P.subscription(track, s.maxHeight, s.paused, s.pinned));
+    this._renewing.subscribe = false; // a request sent while the socket was down may be lost
+    if (this._pub.busy) {
+      // The answer to our last publish offer may have been lost with the socket.
+      this._restartPublish();
+    }
+    this._checkTransportsAfterResume();
+  }
+
+  async _checkTransportsAfterResume() {
+    // One more look at the flows first: one that came back with the network is left alone.
+    await this._watchFlows();
+    for (const name of ['publish', 'subscribe']) {
+      // A connection whose flow stopped with the socket (or that has had nothing since) is
+      // likely gone with the old network: renewed at once. What is only not connected now gets a moment to recover by itself.
+      const idleMs = this._flow[name].idleMs(Date.now());
+      if (this[`${name}Pc`] && (this._stalled[name] || (idleMs !== null && idleMs >= R.STALL_MS))) {
+        this._renewPc(name);
+        continue;
+      }
+      this._pcDown[name] = null;
+      this._checkTransport(name, R.RECOVER_AFTER_RESUME_MS);
+    }
+  }
+
+  /** The room as `resumed` tells it: who left, who came, which tracks changed meanwhile. */
+  _syncRoster(participants) {
+    const now = new Map(participants.map((p) => [p.id, p]));
+    for (const id of [...this.participants.keys()]) {
+      if (!now.has(id)) this._onParticipantLeft({ id, reason: 'left' });
+    }
+    for (const p of participants) {
+      const known = this.participants.get(p.id);
+      if (!known) {
+        this._onParticipantJoined(p);
+      } else {
+        const tracks = new Map(p.tracks.map((t) => [t.id, t]));
+        for (const id of [...known.tracks.keys()]) {
+          if (!tracks.has(id)) this._onTrackUnpublished({ participant: p.id, track: id });
+        }
+        for (const t of p.tracks) {
+          const old = known.tracks.get(t.id);
+          if (!old) this._onTrackPublished({ participant: p.id, track: t });
+          else if (old.muted !== t.muted) this._onMute({ participant: p.id, track: t.id, muted: t.muted });
+        }
+      }
+      this._setReconnecting(p.id, p.reconnecting);
+    }
+  }
+
+  _setReconnecting(id, reconnecting) {
+    const p = this.participants.get(id);
+    if (!p || Boolean(p.reconnecting) === reconnecting) return;
+    p.reconnecting = reconnecting;
+    this._emit(reconnecting ? 'participant-reconnecting' : 'participant-resumed', { id, participant: p });
+  }
+
+  /**
+   * The server let the old session go (or we came back too late): join again as a new
+   * participant on this socket, with the same local media.
+   */
+  _rejoinAsNew() {
+    const previousId = this.id;
+    for (const pc of [this.publishPc, this.subscribePc]) {
+      if (pc && pc.signalingState !== 'closed') pc.close();
+    }
+    for (const id of [...this.participants.keys()]) this._onParticipantLeft({ id, reason: 'timeout' });
+    for (const mid of [...this.consumers.keys()]) this._detach(mid);
+    if (this.screenStream) {
+      this.screenStream.getTracks().forEach((t) => t.stop());
+      this.screenStream = null;
+      this._emit('local-screen', { stream: null });
+    }
+    this.publishPc = this.subscribePc = null;
+    this._resetConnections();
+    this._subscriptions = new Map();
+    this._rejoining = previousId;
+    this._setState('joining');
+    const msg = P.join(this.room, this.name);
+    if (this.token) msg.token = this.token;
+    this._send(msg);
+  }
+
+  /**
+   * Renew a peer connection that is down: at once when it failed, else when it has been
+   * down for `afterMs` (it may come back by itself once the network does).
+   */
+  _checkTransport(name, afterMs = R.DISCONNECTED_RENEW_MS) {
+    const pc = this[`${name}Pc`];
+    if (!pc || this.state !== 'joined') return;
+    const state = pc.connectionState;
+    if (state === 'connected') {
+      this._pcDown[name] = null;
+      return;
+    }
+    this._pcDown[name] ??= Date.now();
+    if (R.needsRenewal(state, this._pcDown[name], Date.now(), afterMs)) return this._renewPc(name);
+    if (state !== 'new') {
+      clearTimeout(this._pcTimers[name]);
+      this._pcTimers[name] = setTimeout(() => pc === this[`${name}Pc`] && this._checkTransport(name, afterMs), afterMs);
+    }
+  }
+
+  _renewPc(name) {
+    if (this.state !== 'joined') return; // after a resume
+    this._emit('pc-renew', { pc: name });
+    if (name === 'publish') return this._restartPublish();
+    if (this._renewing.subscribe) return;
+    this._renewing.subscribe = true;
+    this._send(P.renew());
+  }
+
+  /** A new publish connection for the tracks we publish (its first offer has `restart`). */
+  async _restartPublish() {
+    const old = this.publishPc;
+    if (!old || this._renewing.publish) return;
+    this._renewing.publish = true;
+    try {
+      const entries = [...this._pub.sources].filter(([t]) => !t.stopped && t.sender.track && t.direction === 'sendonly');
+      const pc = this._createPc('publish');
+      this.publishPc = pc; // the old one's events are ignored from now on
+      this._pub = newPublishState();
+      this._pub.restart = true;
+      this._signalled.publish = false;
+      this._candidateQueue.publish = [];
+      this._endOfCandidates.publish = false;
+      this._pcDown.publish = null;
+      this._flow.publish = new R.FlowWatch();
+      this._stalled.publish = false;
+      for (const [t, source] of entries) {
+        const stream = source === 'screen' ? this.screenStream : this.localStream;
+        const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
+        if (source === 'camera' && this.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+        const nt = pc.addTransceiver(t.sender.track, init);
+        if (source !== 'microphone') this._preferCodec(nt, 'video');
+        this._pub.sources.set(nt, source);
+      }
+      const hadData = !!this._data.out.reliable;
+      this._data.out = {}; // the old channels close with the old connection
+      const data = hadData && this._openDataChannels(); // after the transceivers, in the same offer
+      if (old.signalingState !== 'closed') old.close();
+      if (this._pub.sources.size || data) await this._negotiatePublish();
+    } finally {
+      this._renewing.publish = false;
+    }
   }
 
   /** Leave the room: tells the server, closes both connections, stops local media. */
   leave() {
-    if (this.state !== 'joining' && this.state !== 'joined') return;
+    if (this.state !== 'joining' && !this.inRoom) return;
     this._send(P.leave());
     this._cleanup('left the room');
     this._setState('left');
@@ -360,29 +600,44 @@ export class Session {
     this.localStream = null; // microphone + camera
     this.screenStream = null;
     this.mediaError = null;
+    this._resetConnections();
+    this._statsPrev = new Map();
+    this._sendStatsPrev = new Map();
+    this._timers = [];
+    this._heartbeat = null;
+    this._unansweredSince = null; // when the oldest unanswered ping was sent
+    this._probeTimer = null;
+    this._joinWaiter = null;
+    this._mediaReady = Promise.resolve();
+    // Reconnecting.
+    this.resumeToken = null; // for the next `resume` (spent by it)
+    this.resumeGraceS = 0;
+    this._reconnect = { attempt: 0, lostAtMs: 0 };
+    this._reconnectTimer = null;
+    this._attemptTimer = null;
+    this._rejoining = null; // our previous participant id while joining again as a new one
+    this._lastError = null; // the last error code from the server
+    this._shutdown = false; // server-shutdown received
+  }
+
+  /** What belongs to the peer connections of one participant (reset to join as a new one). */
+  _resetConnections() {
     /** mid → {mid, participant, track, kind, source, mediaTrack}: remote tracks attached to tiles */
     this.consumers = new Map();
     this._offered = new Map(); // mid → consumer, from the latest subscribe offer
-    this._pub = {
-      sources: new Map(), // RTCRtpTransceiver → source
-      busy: false, // an offer is outstanding
-      again: false, // renegotiate once the answer is in
-      offeredMids: new Set(),
-      answered: new Set(), // mids the server accepted as tracks
-    };
+    this._pub = newPublishState();
     this._reportedMute = new Map(); // own track id → muted, as last told to the server
     this._signalled = { publish: false, subscribe: false }; // candidates may flow
     this._candidateQueue = { publish: [], subscribe: [] };
     this._endOfCandidates = { publish: false, subscribe: false };
     this._subscribeChain = Promise.resolve();
-    this._statsPrev = new Map();
-    this._sendStatsPrev = new Map();
     this._layers = new Map(); // own track id → {active, paused}: what the server last asked us to send
     this._layersChain = Promise.resolve(); // setParameters calls, one at a time
-    this._timers = [];
-    this._unansweredSince = null; // when the oldest unanswered ping was sent
-    this._joinWaiter = null;
-    this._mediaReady = Promise.resolve();
+    this._pcDown = { publish: null, subscribe: null }; // when each left `connected`
+    this._flow = { publish: new R.FlowWatch(), subscribe: new R.FlowWatch() }; // received bytes
+    this._stalled = { publish: false, subscribe: false };
+    this._pcTimers = { publish: null, subscribe: null };
+    this._renewing = { publish: false, subscribe: false };
     // Data channels: ours on the publish connection, the server's on the subscribe one.
     this._data = { out: {}, in: {}, typingSentAt: 0 };
   }
@@ -392,6 +647,10 @@ export class Session {
     this._gen++;
     this._timers.forEach(clearInterval);
     this._timers = [];
+    this._heartbeat = null;
+    for (const t of [this._reconnectTimer, this._attemptTimer, this._probeTimer, ...Object.values(this._pcTimers)]) {
+      clearTimeout(t);
+    }
     if (this.ws) {
       const ws = this.ws;
       ws.onopen = ws.onmessage = ws.onclose = null;
@@ -412,7 +671,7 @@ export class Session {
   }
 
   _lost(reason) {
-    if (this.state !== 'joining' && this.state !== 'joined') return;
+    if (this.state !== 'joining' && !this.inRoom) return;
     const waiter = this._joinWaiter;
     this._joinWaiter = null;
     this._cleanup(reason);
@@ -528,6 +787,14 @@ export class Session {
     switch (msg.type) {
       case 'joined':
         return this._onJoined(msg);
+      case 'resumed':
+        return this._onResumed(msg);
+      case 'participant-reconnecting':
+        return this._setReconnecting(msg.id, true);
+      case 'participant-resumed':
+        return this._setReconnecting(msg.id, false);
+      case 'renew':
+        return this._renewPc('publish');
       case 'participant-joined':
         return this._onParticipantJoined(msg.participant);
       case 'participant-left':
@@ -564,6 +831,7 @@ export class Session {
       case 'pong':
         return;
       case 'server-shutdown':
+        this._shutdown = true;
         return this._emit('server-shutdown', { grace_s: msg.grace_s });
     }
   }
@@ -575,11 +843,18 @@ export class Session {
     this.iceServers = m.ice_servers;
     this.heartbeatIntervalS = m.heartbeat_interval_s;
     this.maxMessageBytes = m.max_message_bytes;
+    this.resumeToken = m.resume_token;
+    this.resumeGraceS = m.resume_grace_s;
     for (const p of m.participants) this._addParticipant(p);
     this._startHeartbeat();
     this.publishPc = this._createPc('publish');
     this._setState('joined');
     this._emit('joined', { id: m.id, room: m.room, participants: [...this.participants.values()] });
+    if (this._rejoining !== null) {
+      clearTimeout(this._attemptTimer);
+      this._emit('rejoined', { id: m.id, previousId: this._rejoining });
+      this._rejoining = null;
+    }
     this._joinWaiter?.resolve(m);
     this._joinWaiter = null;
     const gen = this._gen;
@@ -624,20 +899,75 @@ export class Session {
   }
 
   _startHeartbeat() {
+    if (this._heartbeat !== null) return; // one for the whole session, across reconnects
     const intervalMs = this.heartbeatIntervalS * 1000;
     // The server's own liveness check uses WebSocket pings, which JS cannot see,
     // but it answers every `ping`: a ping unanswered for this long means the link
-    // is dead. Timed from the ping, not from the last message, so that a
-    // background tab whose timers are throttled is not taken for a dead link.
-    const timeoutMs = Math.max(10_000, 5 * intervalMs);
-    this._timers.push(
-      setInterval(() => {
-        if (this._unansweredSince !== null && Date.now() - this._unansweredSince > timeoutMs) {
-          return this._lost('the server stopped answering');
+    // is dead (and we reconnect). Timed from the ping, not from the last message, so
+    // that a background tab whose timers are throttled is not taken for a dead link.
+    const timeoutMs = Math.max(3000, 3 * intervalMs);
+    this._heartbeat = setInterval(() => {
+      if (this.state !== 'joined') return;
+      if (this._unansweredSince !== null && Date.now() - this._unansweredSince > timeoutMs) {
+        return this._startReconnect('the server stopped answering');
+      }
+      if (this._send(P.ping()) && this._unansweredSince === null) this._unansweredSince = Date.now();
+    }, intervalMs);
+    this._timers.push(this._heartbeat);
+    this._timers.push(setInterval(() => this._watchFlows(), R.FLOW_SAMPLE_MS));
+  }
+
+  /**
+   * Browsers notice a changed network (a new address, the old one gone) only seconds later:
+   * a connection whose steady flow of incoming bytes stops is taken as down at once. The
+   * socket is probed (it is likely gone too), and the connection renewed if it stays so.
+   */
+  async _watchFlows() {
+    for (const name of ['publish', 'subscribe']) {
+      const pc = this[`${name}Pc`];
+      if (!pc || pc.connectionState !== 'connected') continue;
+      let bytes = 0;
+      try {
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'transport') bytes += r.bytesReceived ?? 0;
+        });
+      } catch {
+        continue; // closed meanwhile
+      }
+      if (pc !== this[`${name}Pc`]) continue;
+      const stalled = this._flow[name].sample(Date.now(), bytes);
+      if (stalled && !this._stalled[name]) {
+        this._stalled[name] = true;
+        this._emit('pc-state', { pc: name, state: 'stalled' });
+        if (this._stalled.publish && this._stalled.subscribe && this.state === 'joined') {
+          // Both at once: the network changed or went away, and the socket with it, most
+          // likely. A new one (and a resume) now costs little if the old one was fine.
+          this._startReconnect('both connections stalled');
         }
-        if (this._send(P.ping()) && this._unansweredSince === null) this._unansweredSince = Date.now();
-      }, intervalMs),
-    );
+        this._probeSocket();
+        clearTimeout(this._pcTimers[name]);
+        this._pcTimers[name] = setTimeout(() => {
+          if (pc === this[`${name}Pc`] && this._stalled[name]) this._renewPc(name);
+        }, R.DISCONNECTED_RENEW_MS);
+      } else if (!stalled && this._stalled[name]) {
+        this._stalled[name] = false;
+        this._emit('pc-state', { pc: name, state: 'flowing' });
+      }
+    }
+  }
+
+  /** A peer connection went down: is the socket still alive? (A changed network takes both.) */
+  _probeSocket() {
+    if (this.state !== 'joined' || this._probeTimer !== null) return;
+    const sentAt = Date.now();
+    if (!this._send(P.ping())) return;
+    this._unansweredSince ??= sentAt;
+    this._probeTimer = setTimeout(() => {
+      this._probeTimer = null;
+      if (this.state === 'joined' && this._unansweredSince !== null && this._unansweredSince <= sentAt) {
+        this._startReconnect('the server stopped answering');
+      }
+    }, R.PROBE_TIMEOUT_MS);
   }
 
   _addParticipant(p) {
@@ -724,7 +1054,14 @@ export class Session {
   }
 
   _onServerError(m) {
-    const fatal = this.state === 'joining'; // e.g. room-full: we never got in
+    this._lastError = m.code;
+    if (m.request === 'resume' && this.state === 'reconnecting') {
+      // The session is over (the grace passed): come back as a new participant.
+      clearTimeout(this._attemptTimer);
+      this.resumeToken = null;
+      return this._rejoinAsNew();
+    }
+    const fatal = this.state === 'joining' && this._rejoining === null; // e.g. room-full: we never got in
     this._emit('error', { code: m.code, message: m.message, request: m.request ?? null, fatal });
     if (fatal) {
       const waiter = this._joinWaiter;
@@ -753,8 +1090,10 @@ export class Session {
     pc.onicecandidate = (ev) => this._onLocalCandidate(name, ev.candidate);
     pc.onconnectionstatechange = () => {
       if (pc !== this[`${name}Pc`]) return;
-      this._emit('pc-state', { pc: name, state: pc.connectionState });
-      if (pc.connectionState === 'failed') this._lost(`${name} connection failed`);
+      const state = pc.connectionState;
+      this._emit('pc-state', { pc: name, state });
+      if (state === 'disconnected' || state === 'failed') this._probeSocket();
+      this._checkTransport(name);
     };
     return pc;
   }
@@ -848,7 +1187,8 @@ export class Session {
         sources[t.mid] = source;
         if (t.direction === 'sendonly' && t.sender.track) pub.offeredMids.add(t.mid);
       }
-      if (!this._send(P.offer(pc.localDescription.sdp, sources))) throw new Error('could not send the offer');
+      if (!this._send(P.offer(pc.localDescription.sdp, sources, pub.restart))) throw new Error('could not send the offer');
+      pub.restart = false;
       this._markSignalled('publish');
     } catch (e) {
       pub.busy = false;
@@ -868,6 +1208,8 @@ export class Session {
     pub.answered = pub.offeredMids;
     pub.busy = false;
     this._reportMutes();
+    // A new connection starts with every encoding on: apply what dynacast last asked.
+    for (const [track, want] of this._layers) this._onLayers({ track, ...want });
     this._emit('published', { tracks: this.publishedTracks });
     if (pub.again) this._negotiatePublish();
   }
@@ -889,6 +1231,21 @@ export class Session {
   async _onSubscribeOffer(m) {
     const gen = this._gen;
     if (this.state !== 'joined') return;
+    if (m.restart && this.subscribePc) {
+      // The server renewed the subscribe connection: answer on a new one.
+      const old = this.subscribePc;
+      this.subscribePc = null;
+      if (old.signalingState !== 'closed') old.close();
+      for (const mid of [...this.consumers.keys()]) this._detach(mid);
+      this._signalled.subscribe = false;
+      this._candidateQueue.subscribe = [];
+      this._endOfCandidates.subscribe = false;
+      this._pcDown.subscribe = null;
+      this._flow.subscribe = new R.FlowWatch();
+      this._stalled.subscribe = false;
+      this._data.in = {}; // the server opens its channels again on the new connection
+    }
+    if (m.restart) this._renewing.subscribe = false;
     if (!this.subscribePc) {
       this.subscribePc = this._createPc('subscribe');
       this.subscribePc.ontrack = (ev) => this._attach(ev.transceiver);
@@ -949,6 +1306,17 @@ export class Session {
     this.consumers.delete(mid);
     this._emit('remote-track-removed', cur);
   }
+}
+
+function newPublishState() {
+  return {
+    sources: new Map(), // RTCRtpTransceiver → source
+    busy: false, // an offer is outstanding
+    again: false, // renegotiate once the answer is in
+    restart: false, // the next offer is the first of a new connection
+    offeredMids: new Set(),
+    answered: new Set(), // mids the server accepted as tracks
+  };
 }
 
 /** Whether an encoding should be sent under the server's request `want` ({active, paused}). */

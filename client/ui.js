@@ -195,6 +195,7 @@ export class UI {
 
   /** Remove every tile and chat message of the previous call. */
   clearCall() {
+    this.setReconnecting(null);
     $('grid').replaceChildren();
     this.remote.clear();
     this.screens.clear();
@@ -372,6 +373,17 @@ export class UI {
     this.remote.get(id)?.setFlags(flags);
   }
 
+  /** A remote participant lost its connection (its tiles freeze) or is back. */
+  setParticipantReconnecting(id, reconnecting) {
+    for (const map of [this.remote, this.screens]) map.get(id)?.el.toggleAttribute('data-reconnecting', reconnecting);
+  }
+
+  /** "Reconnecting…" over the call (ours is being re-established); `null` hides it. */
+  setReconnecting(text) {
+    $('reconnecting-text').textContent = text ?? '';
+    $('reconnecting').hidden = text === null;
+  }
+
   enableSound() {
     for (const tile of [...this.remote.values(), ...this.screens.values()]) {
       tile.video.muted = false;
@@ -381,7 +393,8 @@ export class UI {
   }
 
   _updateCount() {
-    const n = this.remote.size + (document.body.dataset.state === 'joined' ? 1 : 0);
+    const state = document.body.dataset.state;
+    const n = this.remote.size + (state === 'joined' || state === 'reconnecting' ? 1 : 0);
     $('participant-count').textContent = n ? `${n} in call` : '';
   }
 

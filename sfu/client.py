@@ -6,6 +6,12 @@ encoder running), and receives media without decoding: incoming RTP is counted b
 tap the server uses, before aiortc's jitter buffer and decoder. It sends and receives data
 channel messages (text or binary, a topic, destinations) in the server's frame
 (sfu/data_frame.py).
+
+With ``reconnect=True`` (bots, the load generator) it survives a lost socket as the browser
+client does: it reconnects with backoff and jitter, sends ``resume`` with its token, renews a
+peer connection that failed, and joins again as a new participant (publishing what it
+published) once the server has let the old one go. ``leave``, a kick, a closed room or a
+server shutdown end it for good.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ from .media.rtcp import RtcpFir, RtcpPli, RtcpRemb, parse_compound
 from .media.rtp import MalformedPacket, one_byte_extensions, parse_rtp, write_header_flags
 from .rtc import aiortc_glue as glue
 from .speaker import AUDIO_LEVEL_URI
+from .tasks import spawn
+
+# Reconnecting: the first retry after this long, doubling up to the cap, each with +-50 % jitter.
+RECONNECT_FIRST_DELAY_S = 0.25
+RECONNECT_MAX_DELAY_S = 2.0
+CONNECT_TIMEOUT_S = 3.0
+# Errors and close codes after which a client must not come back (docs/protocol.md, Reconnecting).
+FINAL_ERRORS = frozenset({"kicked", "room-closed", "unauthorized", "shutting-down"})
+FINAL_CLOSE_CODES = frozenset({1001, 1008, 4002})
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -275,7 +290,13 @@ class Participant:
     """One client: a WebSocket, a publish connection and a subscribe connection."""
 
     def __init__(
-        self, url: str, room: str, name: str, token: str | None = None, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        room: str,
+        name: str,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        reconnect: bool = False,
     ) -> None:
         self.url = url
         self.headers = headers or {}  # of the WebSocket handshake
@@ -305,13 +326,38 @@ class Participant:
         self.malformed_data = 0
         self._new_data = asyncio.Condition()
         self.closed = False
+        # Reconnecting (docs/protocol.md, Reconnecting).
+        self.reconnect = reconnect
+        self.resume_token: str | None = None
+        self.resume_grace_s = 0.0
+        self._final = False  # left, kicked, room closed, shut down: never reconnect
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._published: tuple[bool, bool, dict[str, Any]] | None = None  # publish()'s arguments
+        self._published_rtp: tuple[bool, bool, bool, bool] | None = None  # publish_rtp()'s
+        self._published_data = False  # publish() opened the data channels
+        self._restarting_publish = False
+        self.resumes = 0  # sessions taken back with resume
+        self.rejoins = 0  # joined again as a new participant after the grace
+        self.renewals = 0  # peer connections replaced
+        self.lost_at_s: float | None = None  # when the socket was last lost (monotonic)
 
     # -- signaling ------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url, max_msg_size=0, headers=self.headers)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        # A reconnecting client checks liveness itself: WebSocket pings, the socket dropped
+        # when the pong is late (as the server does).
+        heartbeat = None
+        if self.reconnect:
+            heartbeat = float(self.joined["heartbeat_interval_s"]) if self.joined else 2.0
+        self._ws = await self._session.ws_connect(
+            self.url,
+            max_msg_size=0,
+            headers=self.headers,
+            heartbeat=heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_TIMEOUT_S)
+        )
+        self._reader = asyncio.get_running_loop().create_task(self._read(self._ws))
 
     async def send(self, msg: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -321,9 +367,8 @@ class Participant:
         assert self._ws is not None
         await self._ws.send_str(text)
 
-    async def _read(self) -> None:
-        assert self._ws is not None
-        async for raw in self._ws:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for raw in ws:
             if raw.type != aiohttp.WSMsgType.TEXT:
                 break
             msg = json.loads(raw.data)
@@ -335,16 +380,22 @@ class Participant:
                 self.messages.append(msg)
                 self._new_message.notify_all()
         async with self._new_message:
-            self.messages.append({"type": "socket-closed"})
+            self.messages.append({"type": "socket-closed", "code": ws.close_code})
             self._new_message.notify_all()
+        if ws.close_code in FINAL_CLOSE_CODES:
+            self._final = True
+        if ws is self._ws and self.reconnect and not self.closed and not self._final and self.id is not None:
+            self.lost_at_s = time.monotonic()
+            self._reconnect_task = spawn(self._reconnect(), name="client-reconnect")
 
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
-        """The first message (already received or future) for which predicate(msg) holds."""
+    async def wait_for(self, predicate: Any, timeout: float = 10.0, since: int = 0) -> dict[str, Any]:
+        """The first message (already received or future, from index ``since`` on) for which
+        predicate(msg) holds."""
 
         async def find() -> dict[str, Any]:
             async with self._new_message:
                 while True:
-                    for msg in self.messages:
+                    for msg in self.messages[since:]:
                         if predicate(msg):
                             return msg
                     await self._new_message.wait()
@@ -360,13 +411,121 @@ class Participant:
         join: dict[str, Any] = {"type": "join", "room": self.room, "name": self.name}
         if self.token is not None:
             join["token"] = self.token
+        since = len(self.messages)
         await self.send(join)
-        msg = await self.wait_for(lambda m: m.get("type") in ("joined", "error"))
+        msg = await self.wait_for(lambda m: m.get("type") in ("joined", "error", "socket-closed"), since=since)
+        if msg["type"] == "socket-closed":
+            raise ConnectionError("the socket closed before the join was answered")
         if msg["type"] == "error":
             raise RuntimeError(f"join failed: {msg['code']}: {msg['message']}")
+        self._took(msg)
+        return msg
+
+    def _took(self, msg: dict[str, Any]) -> None:
+        """A ``joined`` or ``resumed``: who we are, and the token for the next resume."""
         self.joined = msg
         self.id = msg["id"]
-        return msg
+        self.resume_token = msg.get("resume_token")
+        self.resume_grace_s = float(msg.get("resume_grace_s") or 0.0)
+
+    # -- reconnecting -----------------------------------------------------------------------
+
+    async def _reconnect(self) -> None:
+        """Get the session back after the socket was lost: ``resume`` on a new socket while
+        the server may still hold it, retried with backoff and jitter; a new join after that."""
+        lost_at = self.lost_at_s or time.monotonic()
+        attempt = 0
+        while not self.closed and not self._final:
+            delay = min(RECONNECT_FIRST_DELAY_S * 2**attempt, RECONNECT_MAX_DELAY_S) * (0.5 + random.random())
+            attempt += 1
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self.connect(), CONNECT_TIMEOUT_S)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+            in_grace = time.monotonic() - lost_at < self.resume_grace_s
+            try:
+                if self.resume_token is not None and in_grace and await self._resume():
+                    return
+                await self._rejoin()
+                return
+            except (aiohttp.ClientError, ConnectionError, OSError, TimeoutError, RuntimeError):
+                if self._ws is not None and not self._ws.closed:
+                    await self._ws.close()
+                continue
+
+    async def _resume(self) -> bool:
+        """Send ``resume``; True when the session is back (its lost connections renewed)."""
+        since = len(self.messages)
+        # The token is kept until the answer: if none comes, the next attempt sends it again
+        # (and gets resume-failed if the server did spend it).
+        await self.send({"type": "resume", "room": self.room, "token": self.resume_token, "id": self.id})
+
+        def answer(m: dict[str, Any]) -> bool:
+            return m.get("type") in ("resumed", "socket-closed") or (
+                m.get("type") == "error" and m.get("request") == "resume"
+            )
+
+        msg = await self.wait_for(answer, CONNECT_TIMEOUT_S * 2, since=since)
+        if msg["type"] == "socket-closed":
+            raise ConnectionError("the socket closed before the resume was answered")
+        if msg["type"] == "error":
+            self.resume_token = None
+            return False
+        self._took(msg)
+        self.resumes += 1
+        await self.renew_lost_connections()
+        return True
+
+    async def _rejoin(self) -> None:
+        """The server let the old participant go: join as a new one, publish again."""
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                await pc.close()
+        self.publish_pc = self.subscribe_pc = None
+        self.streams.clear()
+        self._ssrc_mid.clear()
+        self.id = None
+        await self.join()
+        self.rejoins += 1
+        if self._published is not None:
+            audio, video, opts = self._published
+            await self.publish(audio, video, self._published_data, **opts)
+        elif self._published_rtp is not None:
+            await self.publish_rtp(*self._published_rtp)
+
+    async def renew_lost_connections(self) -> None:
+        """Replace each peer connection that is no longer connected (new ones for the same
+        tracks: aiortc has no ICE restart)."""
+        if self.publish_pc is not None and self.publish_pc.connectionState != "connected":
+            await self.restart_publish()
+        if self.subscribe_pc is not None and self.subscribe_pc.connectionState != "connected":
+            await self.send({"type": "renew", "pc": "subscribe"})
+
+    async def restart_publish(self) -> None:
+        """A new publish connection for the tracks we publish (its first offer has
+        ``restart``); the server keeps the tracks, their ids and the others' consumers."""
+        old = self.publish_pc
+        if old is None or self._restarting_publish or self.rtp_streams:
+            return  # (RTP written by us, publish_rtp: not renewed; a rejoin publishes it again)
+        self._restarting_publish = True
+        try:
+            senders = [t.sender for t in old.getTransceivers() if t.sender.track is not None]
+            tracks = [sender.track for sender in senders]
+            for sender in senders:  # the tracks feed the new connection only
+                await sender.stop()
+            pc = self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
+            for track in tracks:
+                pc.addTransceiver(track, direction="sendonly")
+            if self.data_channels:  # after the transceivers (sfu/rtc/datachannels.py says why)
+                self._open_data_channels(pc)
+            self.renewals += 1
+            answer = await self._offer_publish(restart=True)
+            await pc.setRemoteDescription(RTCSessionDescription(await asyncio.wait_for(answer, 15), "answer"))
+        finally:
+            self._restarting_publish = False
+            # Closed once the server answered on its new connection (it ignores the old one then).
+            await old.close()
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -377,6 +536,10 @@ class Participant:
             await self._on_subscribe_offer(msg)
         elif kind == "layers":
             self._on_layers(msg)
+        elif kind == "renew" and msg.get("pc") == "publish" and self.reconnect:
+            spawn(self.restart_publish(), name="client-restart-publish")
+        elif (kind == "error" and msg.get("code") in FINAL_ERRORS) or kind == "server-shutdown":
+            self._final = True
 
     def _on_layers(self, msg: dict[str, Any]) -> None:
         """Dynacast: stop or restart the RTP publisher's video layers as the server asks.
@@ -389,6 +552,8 @@ class Participant:
 
     async def publish(self, audio: bool = True, video: bool = True, data: bool = False, **video_opts: Any) -> None:
         """Publish the pre-encoded clips through aiortc (and open the data channels: ``data``)."""
+        self._published = (audio, video, video_opts)
+        self._published_data = data
         self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
         if audio:
             self.publish_pc.addTransceiver(PreEncodedTrack(load_clip("audio")), direction="sendonly")
@@ -396,19 +561,28 @@ class Participant:
             self.publish_pc.addTransceiver(PreEncodedTrack(load_clip("video", **video_opts)), direction="sendonly")
         if data:  # after the transceivers (sfu/rtc/datachannels.py says why)
             self._open_data_channels(self.publish_pc)
-        await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
-        self._answer = asyncio.get_running_loop().create_future()
-        await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
+        since = len(self.messages)
+        answer = await self._offer_publish()
         error: asyncio.Future[Any] = asyncio.ensure_future(
-            self.wait_for(lambda m: m.get("type") == "error" and m.get("request") == "offer", 30)
+            self.wait_for(lambda m: m.get("type") == "error" and m.get("request") == "offer", 30, since=since)
         )
         try:
-            done, _ = await asyncio.wait([self._answer, error], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([answer, error], timeout=15, return_when=asyncio.FIRST_COMPLETED)
         finally:
             error.cancel()
-        if self._answer not in done:
+        if answer not in done:
             raise RuntimeError(f"publish failed: {[d.result() for d in done if not d.cancelled()]}")
-        await self.publish_pc.setRemoteDescription(RTCSessionDescription(self._answer.result(), "answer"))
+        await self.publish_pc.setRemoteDescription(RTCSessionDescription(answer.result(), "answer"))
+
+    async def _offer_publish(self, restart: bool = False) -> asyncio.Future[str]:
+        """Send the publish connection's offer; the future gets the answer's SDP."""
+        await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
+        answer = self._answer = asyncio.get_running_loop().create_future()
+        offer = {"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp}
+        if restart:
+            offer["restart"] = True
+        await self.send(offer)
+        return answer
 
     async def publish_rtp(
         self, audio: bool = True, video: bool = True, simulcast: bool = False, trailer: bool = True, data: bool = False
@@ -416,6 +590,9 @@ class Participant:
         """Publish pre-encoded clips as RTP written by us: optionally as three simulcast layers
         (RIDs q, h, f at 160x90, 320x180, 640x360), with send-time trailers in video frames;
         ``data``: and open the data channels on the same connection."""
+        self._published_rtp = (audio, video, simulcast, trailer)
+        if self._rtp_task is not None:  # publishing again after a rejoin
+            self._rtp_task.cancel()
         pc = self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
         transceivers = []
         ssrcs: dict[str, int] = {}
@@ -613,6 +790,12 @@ class Participant:
     # -- subscribing ----------------------------------------------------------------------
 
     async def _on_subscribe_offer(self, msg: dict[str, Any]) -> None:
+        if msg.get("restart") and self.subscribe_pc is not None:
+            # The server renewed the subscribe connection: answer on a new one.
+            old, self.subscribe_pc = self.subscribe_pc, None
+            await old.close()
+            self._ssrc_mid.clear()
+            self.renewals += 1
         if self.subscribe_pc is None:
             self.subscribe_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
             self.subscribe_pc.on("datachannel", self._on_server_channel)
@@ -692,6 +875,9 @@ class Participant:
         if self.closed:
             return
         self.closed = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            await asyncio.gather(self._reconnect_task, return_exceptions=True)
         if leave and self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ConnectionError):
                 await self.send({"type": "leave"})
@@ -711,7 +897,7 @@ class Participant:
 
 async def _run_cli(args: Any) -> None:
     glue.set_host_addresses(args.ice_host or None)
-    p = Participant(args.url, args.room, args.name)
+    p = Participant(args.url, args.room, args.name, reconnect=True)
     await p.join()
     print(json.dumps({"event": "joined", "id": p.id}), flush=True)
     if args.publish:

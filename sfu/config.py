@@ -80,7 +80,18 @@ class Config:
     max_message_bytes: int = field(default=65536, metadata=_doc("largest signaling message"))
     heartbeat_interval_s: float = field(
         default=2.0,
-        metadata=_doc("WebSocket ping interval; a client whose pong has not come by the next ping is removed"),
+        metadata=_doc(
+            "WebSocket ping interval; a client whose pong has not come by the next ping has lost its socket "
+            "(it is kept for resume_grace_s)"
+        ),
+    )
+    resume_grace_s: float = field(
+        default=15.0,
+        metadata=_doc(
+            "how long a participant whose socket or connections were lost is kept (its tracks stay, the "
+            "others see it reconnecting) for it to come back with `resume`; then it leaves (reason timeout). "
+            "0: removed at once"
+        ),
     )
     publisher_bitrate_bps: int = field(
         default=2_500_000, metadata=_doc("REMB the server sends publishers for their video (0: none)")
@@ -339,6 +350,8 @@ class Config:
             raise ConfigError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
         if not 0 < self.heartbeat_interval_s <= 60:
             raise ConfigError(f"heartbeat_interval_s must be in (0, 60], got {self.heartbeat_interval_s}")
+        if not 0 <= self.resume_grace_s <= 3600:
+            raise ConfigError(f"resume_grace_s must be in [0, 3600], got {self.resume_grace_s}")
         if self.max_connections < 1 or self.max_connections_per_address < 1:
             raise ConfigError("max_connections and max_connections_per_address must be at least 1")
         if not 0 < self.join_timeout_s <= 3600:

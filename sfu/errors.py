@@ -85,7 +85,12 @@ class BadRequest(SignalingError):
 class NotAuthorised(SignalingError):
     """The client may not do this (token, grants, an administrator's decision)."""
 
-    CODES: ClassVar[Mapping[str, int]] = {"unauthorized": 401, "forbidden": 403, "kicked": 403}
+    CODES: ClassVar[Mapping[str, int]] = {
+        "unauthorized": 401,
+        "forbidden": 403,
+        "kicked": 403,
+        "resume-failed": 401,
+    }
 
 
 class Conflict(SignalingError):

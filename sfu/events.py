@@ -37,6 +37,7 @@ class SubscribeOfferReady:
 
     sdp: str
     consumers: tuple[ConsumerBound, ...]
+    restart: bool = False  # the first offer of a renewed connection
 
 
 @dataclass(frozen=True, slots=True)

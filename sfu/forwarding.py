@@ -38,6 +38,9 @@ _pack_header = PLAIN_HEADER.pack  # media.rtp.write_header, without the call
 # Send a NACK to the publisher for these extended sequence numbers of a layer.
 SendNackFn = Callable[["Producer", "Layer", list[int]], None]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
+# A stream silent this long (the publisher's network went away and came back) resumes at its
+# consumers on a keyframe, as after a layer switch: what was lost meanwhile is not asked for.
+SOURCE_RESUME_MS = 1000
 # A subscriber NACK asks for at most this many packets (the rest is ignored).
 MAX_NACK_SEQS = 256
 # A cached packet is resent at most once per RTT (this long while the RTT is unknown).
@@ -124,8 +127,11 @@ class Producer:
             self.packets_dropped += 1  # e.g. RTX or padding on a PT we do not forward
             return
         highest = layer.stats.highest_ext_seq
+        silent_ms = arrival_ms - layer.last_arrival_ms
+        if silent_ms >= SOURCE_RESUME_MS and layer.last_arrival_ms > 0:
+            self._resumed_after_silence(layer)
         ext_seq = layer.stats.update(view.seq, view.timestamp, arrival_ms, len(data))
-        started = arrival_ms - layer.last_arrival_ms >= LAYER_TIMEOUT_MS
+        started = silent_ms >= LAYER_TIMEOUT_MS
         late = ext_seq <= highest
         if not late:
             layer.last_timestamp = view.timestamp
@@ -161,6 +167,17 @@ class Producer:
                 consumer.layer_started(index, keyframe, arrival_ms)
         for consumer in self.consumers:
             consumer.forward(index, ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
+
+    def _resumed_after_silence(self, layer: Layer) -> None:
+        """The layer sends again after a silence: its consumers restart on a keyframe (asked
+        for at once) instead of forwarding frames that cannot be decoded, and the packets lost
+        meanwhile are not NACKed (they are long late)."""
+        if layer.nack is not None:
+            layer.nack.reset()
+        for consumer in self.consumers:
+            if consumer.current == layer.index:
+                consumer.restart()
+        layer.last_keyframe_request_s = -1e9  # the request goes out now, not after the throttle
 
     def on_rtx(self, layer: Layer, data: bytes, view: RtpView, arrival_ms: int) -> None:
         """A packet of the layer's RTX stream: forward the original if it fills a hole."""
@@ -252,6 +269,15 @@ class Producer:
             for consumer in self.consumers:
                 consumer.restart()
                 self.request_keyframe(now_s, max(consumer.target, 0))
+
+    def source_restarted(self) -> None:
+        """The publisher sends this stream over a new connection: every layer starts afresh,
+        and every consumer goes on with it on its next keyframe (as on a layer switch: the
+        outgoing sequence numbers and timestamps stay continuous)."""
+        for layer in self.layers:
+            layer.restart_source()
+        for consumer in self.consumers:
+            consumer.restart()
 
     def add_consumer(self, consumer: Consumer, now_s: float) -> None:
         if consumer not in self.consumers:
@@ -365,6 +391,15 @@ class Consumer:
     def restart(self) -> None:
         """Resume on the next keyframe (video) or the next packet (audio)."""
         self._must_restart = True
+
+    def resync(self, now_ms: int) -> None:
+        """The subscriber's connection (re)connected: start again on a keyframe asked for now,
+        not held back by the request throttle (one asked for while it was connecting went
+        into a connection that could not carry it)."""
+        self.restart()
+        if self._video:
+            self.producer.layers[max(self.target, 0)].last_keyframe_request_s = -1e9
+        self.select(now_ms)
 
     def set_preferences(self, max_height: int | None, paused: bool, now_ms: int) -> None:
         if paused and not self.paused:

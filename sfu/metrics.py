@@ -134,6 +134,9 @@ class SfuCollector(Collector):
         )
         yield CounterMetricFamily("sfu_joins", "Successful joins", value=self.stats.joins)
         yield CounterMetricFamily(
+            "sfu_resumes", "Lost sessions taken back with resume (same participant)", value=self.stats.resumes
+        )
+        yield CounterMetricFamily(
             "sfu_auth_failures", "Joins and requests refused for a bad or missing token", value=self.stats.auth_failures
         )
         yield CounterMetricFamily("sfu_kicks", "Participants removed by an admin", value=self.stats.kicks)

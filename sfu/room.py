@@ -17,6 +17,7 @@ from .errors import SignalingError
 from .events import MediaEvent
 from .forwarding import Producer
 from .recording import RecordingTotals, RoomRecording
+from .resume import ResumeTokens
 from .rtc.publish import PublishPeer
 from .rtc.subscribe import SubscribePeer
 from .signaling.server_messages import (
@@ -28,8 +29,12 @@ from .signaling.server_messages import (
     ParticipantInfo,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantReconnecting,
+    ParticipantResumed,
     PublishAnswer,
     Recording,
+    RenewPublish,
+    Resumed,
     ServerMessage,
     TrackInfo,
     TrackPublished,
@@ -49,6 +54,9 @@ class SessionHandle(Protocol):
     """The signaling session that owns a participant (sfu/signaling/ws.py ``Session``)."""
 
     async def disconnect(self, leave_reason: str, code: str | None, message: str, close_code: int) -> None: ...
+
+    def release(self) -> None:
+        """Another socket resumed the participant: this one lets go of it and closes."""
 
 
 _counter = itertools.count(1)
@@ -71,7 +79,11 @@ class Participant:
         self.subscriber: SubscribePeer | None = None
         self.closed = False
         self.joined_at = time.time()
-        self.on_transport_failed: Callable[[Participant], None] | None = None
+        # Its socket was lost and it may come back with `resume` (Room.suspend): it keeps its
+        # tracks and consumers, and messages for it are dropped until then.
+        self.reconnecting = False
+        self.reconnected = 0  # times it resumed
+        self.transport_renewals = 0  # connections renewed (by either side) while its socket was up
         # Who joined and what they may do (from the access token; open rooms grant
         # publish and subscribe). The signaling session that owns this participant.
         self.identity = ""
@@ -82,7 +94,9 @@ class Participant:
         return grant in self.grants
 
     def info(self) -> ParticipantInfo:
-        return ParticipantInfo(self.id, self.name, tuple(TrackInfo.of(p) for p in self.producers()))
+        return ParticipantInfo(
+            self.id, self.name, tuple(TrackInfo.of(p) for p in self.producers()), reconnecting=self.reconnecting
+        )
 
     def describe(self) -> dict[str, Any]:
         """The wire's participant object."""
@@ -92,27 +106,60 @@ class Participant:
         return list(self.publisher.producers.values()) if self.publisher else []
 
     def post(self, msg: ServerMessage) -> None:
-        """Queue a message for this participant; messages keep their order."""
-        if not self.closed:
+        """Queue a message for this participant; messages keep their order. While it is
+        reconnecting they are dropped: ``resumed`` tells it the room as it is then."""
+        if not self.closed and not self.reconnecting:
             self._post(msg)
+
+    def attach(self, post: PostFn, session: SessionHandle) -> None:
+        """The socket that speaks for this participant from now on."""
+        self._post = post
+        self.session = session
 
     async def media_event(self, event: MediaEvent) -> None:
         """The peers' event sink: the message that tells the client about a media event."""
         self.post(from_event(event))
 
-    def _failed(self) -> None:
-        if not self.closed and self.on_transport_failed is not None:
-            self.on_transport_failed(self)
+    def _publish_lost(self) -> None:
+        """aiortc gave the publish connection up (failed, or closed by the other end): the
+        client is asked for a new one (its tracks and their consumers stay)."""
+        if self.closed or self.publisher is None:
+            return
+        logger.info("participant %s: publish connection %s", self.id, self.publisher.connection_state)
+        if not self.reconnecting:  # else the client renews it when it resumes
+            self.post(RenewPublish())  # (counted when its restart offer comes)
+
+    def _subscribe_lost(self) -> None:
+        """The subscribe connection is gone: a new one is offered (restart) at once, or when
+        the participant resumes."""
+        if self.closed or self.subscriber is None:
+            return
+        logger.info("participant %s: subscribe connection %s", self.id, self.subscriber.connection_state)
+        if not self.reconnecting:
+            self.transport_renewals += 1
+            spawn(self.subscriber.renew(), name=f"renew-subscriber-{self.id}")
+
+    async def renew_subscriber(self) -> None:
+        """The client asks for a new subscribe connection (its own failed, or it resumed)."""
+        if self.subscriber is None:
+            raise SignalingError("wrong-state", "no subscribe connection yet")
+        self.transport_renewals += 1
+        await self.subscriber.renew()
 
     # -- publishing -----------------------------------------------------------------------
 
-    async def handle_publish_offer(self, sdp: str, sources: dict[str, str]) -> None:
+    async def handle_publish_offer(self, sdp: str, sources: dict[str, str], restart: bool = False) -> None:
+        """Apply a publish offer; ``restart``: the first offer of the client's new connection
+        for the tracks it publishes (they stay, fed from the new connection)."""
+        if restart and self.publisher is not None:
+            self.transport_renewals += 1
+            self.publisher.renew()
         first = self.publisher is None
         if self.publisher is None:
             self.publisher = PublishPeer(
                 self.id,
                 list(self._config.ice_servers),
-                self._failed,
+                self._publish_lost,
                 self._config.publisher_bitrate_bps,
                 events=self.media_event,
                 dynacast=self._config.dynacast,
@@ -176,7 +223,7 @@ class Participant:
             self.subscriber = SubscribePeer(
                 self.id,
                 list(self._config.ice_servers),
-                self._failed,
+                self._subscribe_lost,
                 self.media_event,
                 transport_cc=self._config.transport_cc,
                 max_m_sections=self._config.max_m_sections_per_sdp,
@@ -220,6 +267,7 @@ class Room:
         retired: RetiredTotals | None = None,
         id_prefix: str = "",
         recording: RoomRecording | None = None,
+        tokens: ResumeTokens | None = None,
     ) -> None:
         self.name = name
         self.id_prefix = id_prefix  # of its participants' ids
@@ -232,6 +280,9 @@ class Room:
         self.speakers = SpeakerDetector()
         self.active_speaker: str | None = None  # participant id
         self._speaker_task: asyncio.Task[None] | None = None
+        # Resume tokens (shared by the server's rooms); grace 0: a lost participant leaves at once.
+        self.tokens = tokens if tokens is not None else ResumeTokens(0.0)
+        self._grace_tasks: dict[str, asyncio.Task[None]] = {}  # participant id -> its grace timer
         self.data = DataRelay(65536, 50.0, 100)  # the RoomManager's has the configured limits
         self.recording = recording or RoomRecording(name, Path("recordings"), RecordingTotals())
         self.recording.on_change = self._recording_changed
@@ -269,7 +320,8 @@ class Room:
         self.check_capacity()
         others = list(self.participants.values())
         self.participants[participant.id] = participant
-        participant.post(Joined(participant.id, self.name, tuple(p.info() for p in others), info))
+        token = self.tokens.issue(self.name, participant.id) if self.tokens.grace_s > 0 else None
+        participant.post(Joined(participant.id, self.name, tuple(p.info() for p in others), info, token))
         self._broadcast(ParticipantJoined(participant.info()), exclude=participant)
         if self.active_speaker is not None:
             participant.post(ActiveSpeaker(self.active_speaker))
@@ -338,22 +390,82 @@ class Room:
     def chat(self, sender: Participant, text: str) -> None:
         self._broadcast(ChatRelayed(sender.id, sender.name, text, int(time.time() * 1000)))
 
+    # -- lost and resumed ---------------------------------------------------------------------
+
+    def suspend(self, participant: Participant) -> bool:
+        """The participant's socket is lost: keep it for the grace (tracks and consumers stay,
+        the others are told it is reconnecting), then it leaves with reason ``timeout``.
+        False (nothing done) when the server keeps no lost sessions or it is not here."""
+        grace_s = self.tokens.grace_s
+        if grace_s <= 0 or self.participants.get(participant.id) is not participant or participant.closed:
+            return False
+        participant.reconnecting = True
+        participant.session = None
+        self.tokens.lost(participant.id, time.monotonic())
+        old = self._grace_tasks.pop(participant.id, None)
+        if old is not None:
+            old.cancel()
+        self._grace_tasks[participant.id] = spawn(self._grace(participant, grace_s), name=f"grace-{participant.id}")
+        self._broadcast(ParticipantReconnecting(participant.id), exclude=participant)
+        logger.info("participant %s lost its socket: kept %g s for a resume", participant.id, grace_s)
+        return True
+
+    async def _grace(self, participant: Participant, grace_s: float) -> None:
+        await asyncio.sleep(grace_s)
+        self._grace_tasks.pop(participant.id, None)
+        if participant.reconnecting:
+            logger.info("participant %s did not resume within %g s", participant.id, grace_s)
+            await self.leave(participant, "timeout")
+
+    def resume(self, participant: Participant, post: PostFn, session: SessionHandle, info: JoinInfo) -> None:
+        """A new socket takes the participant back: same id, tracks, consumers, preferences
+        and identity. It is told the room as it is now (``resumed``, with a new token), the
+        subscribe offer it may have missed, and what dynacast asks of its videos."""
+        old = participant.session
+        if old is not None and old is not session:
+            old.release()  # the previous socket was still open (the client gave it up first)
+        task = self._grace_tasks.pop(participant.id, None)
+        if task is not None:
+            task.cancel()
+        was_reconnecting = participant.reconnecting
+        participant.reconnecting = False
+        participant.reconnected += 1
+        participant.attach(post, session)
+        others = tuple(p.info() for p in self.participants.values() if p is not participant)
+        token = self.tokens.issue(self.name, participant.id)
+        participant.post(Resumed(participant.id, self.name, others, info, token))
+        if self.active_speaker is not None:
+            participant.post(ActiveSpeaker(self.active_speaker))
+        subscriber = participant.subscriber
+        if subscriber is not None and subscriber.offer_outstanding and subscriber.last_offer is not None:
+            participant.post(from_event(subscriber.last_offer))
+        if participant.publisher is not None:
+            participant.publisher.repeat_layer_requests()
+        if was_reconnecting:
+            self._broadcast(ParticipantResumed(participant.id), exclude=participant)
+
     async def leave(self, participant: Participant, reason: str) -> None:
         if self.participants.get(participant.id) is not participant:
             return
         del self.participants[participant.id]
         self.data.forget(participant.id)
+        self.tokens.revoke(participant.id)
+        task = self._grace_tasks.pop(participant.id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
         removed = participant.producers()
         self.retired.retire_participant(participant)
         if self.recording.files or self.recording.wanted:
             self.recording.participant_left(participant.id)
-        await participant.close()
-        for other in self.participants.values():
+        # The others are told first: closing the connections of a participant whose network is
+        # gone may take a while (bounded by negotiation_timeout_s).
+        for other in list(self.participants.values()):
             if other.subscriber is not None and removed:
                 for producer in removed:
                     other.subscriber.unconsume(producer)
                 other.renegotiate()
         self._broadcast(ParticipantLeft(participant.id, reason))
+        await participant.close()
         if not self.participants:
             self._closed_now()
 
@@ -420,6 +532,7 @@ class RoomManager:
         self.id_prefix = ""  # of participant ids: a worker's own in a cluster (unique across it)
         # Makes the rooms: a worker's may span workers (sfu/cluster/span.py).
         self.room_factory: Callable[[str, int, Callable[[Room], None], RetiredTotals, str], Room] = Room
+        self.tokens = ResumeTokens(config.resume_grace_s)
 
     def get_or_create(self, name: str) -> Room:
         if self.draining:
@@ -427,6 +540,7 @@ class RoomManager:
         room = self.rooms.get(name)
         if room is None or room.closed:
             room = self.room_factory(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
+            room.tokens = self.tokens
             self.rooms[name] = room
             room.data = self._data_relay()
             room.use_recording(RoomRecording(name, self.config.recording_dir, self.recording_totals))
@@ -442,6 +556,16 @@ class RoomManager:
         return DataRelay(
             c.max_data_message_bytes, c.data_messages_per_s, c.data_message_burst, self.data_stats, schedule
         )
+
+    def find_resumable(self, room_name: str, token: str, participant_id: str | None) -> Participant:
+        """The participant a resume token gives back (the token is spent), or NotAuthorised
+        ``resume-failed``."""
+        pid = self.tokens.take(token, room_name, time.monotonic(), participant_id)
+        room = self.rooms.get(room_name)
+        participant = room.participants.get(pid) if room is not None and not room.closed else None
+        if participant is None or participant.closed:
+            raise SignalingError("resume-failed", "the session is over (it left or timed out)")
+        return participant
 
     def discard_if_empty(self, room: Room) -> None:
         if not room.participants:

@@ -29,6 +29,7 @@ class ServerStats:
     """Counters of the signaling layer (plain integers, bumped where things happen)."""
 
     joins: int = 0
+    resumes: int = 0  # lost sessions taken back with `resume`
     auth_failures: int = 0
     kicks: int = 0
     errors_by_code: Counter[str] = field(default_factory=Counter)

@@ -77,6 +77,21 @@ class Layer:
         self._measured_at_ms = 0
         self._measured_bytes = 0
 
+    def restart_source(self) -> None:
+        """The publisher's stream starts anew (a new connection: new SSRC, sequence numbers and
+        timestamps): forget what was learnt of the old one; size and bitrate stay as estimates."""
+        self.ssrc = None
+        self.stats = ReceiveStats(self.stats.clock_rate)
+        self.last_arrival_ms = 0
+        self.last_timestamp = None
+        self.sr_ntp = None
+        self.sr_rtp = 0
+        self.last_keyframe_request_s = -1e9
+        if self.nack is not None:
+            self.nack = NackGenerator()
+        self._measured_at_ms = 0
+        self._measured_bytes = 0
+
     def measure(self, now_ms: int) -> int:
         """The layer's incoming bitrate, re-measured at most every 500 ms (0 when stopped)."""
         elapsed = now_ms - self._measured_at_ms

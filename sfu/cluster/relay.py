@@ -25,7 +25,13 @@ from aiohttp import WSMsgType, web
 from .. import auth
 from ..config import Config
 from ..errors import BadRequest, Conflict, NotAuthorised, SignalingError
-from ..signaling.limits import CLOSE_JOIN_TIMEOUT, CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER, TokenBucket
+from ..signaling.limits import (
+    CLOSE_CLIENT_LOST,
+    CLOSE_JOIN_TIMEOUT,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TRY_AGAIN_LATER,
+    TokenBucket,
+)
 from ..signaling.messages import ROOM_RE, Ping, parse
 from ..signaling.server_messages import Error, Pong, ServerMessage
 from ..stats import ServerStats
@@ -262,8 +268,8 @@ async def _pipe_client_to_worker(ws: web.WebSocketResponse, upstream: aiohttp.Cl
             return
         elif msg.type == WSMsgType.CLOSING:  # we are closing it (the worker's side ended)
             return
-        else:  # CLOSED, ERROR: the client's connection is gone
-            await upstream.close()
+        else:  # CLOSED, ERROR: the client's connection broke: not a leave (it may resume)
+            await upstream.close(code=CLOSE_CLIENT_LOST, message=b"client connection lost")
             return
 
 

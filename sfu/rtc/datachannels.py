@@ -48,6 +48,12 @@ class ClientChannels:
         self.refused = 0  # channels over MAX_CLIENT_CHANNELS, closed at once
         self._on_message = on_message
         self._on_first_open = on_first_open
+        self.watch(pc)
+
+    def watch(self, pc: RTCPeerConnection) -> None:
+        """Take the channels the client opens on this connection (a renewed connection's
+        replace the old one's, which closed with it)."""
+        self.channels = []
 
         @pc.on("datachannel")
         def on_channel(channel: RTCDataChannel) -> None:

@@ -93,7 +93,7 @@ class PeerBase:
         negotiation_timeout_s: float = 10.0,
         max_rtcp_bps: int = 500_000,
     ) -> None:
-        self.pc = glue.create_peer_connection(ice_servers)
+        self._ice_servers = ice_servers
         self._now_s = now_s  # the one clock of the media path (monotonic seconds)
         self.negotiation_timeout_s = negotiation_timeout_s
         self.max_rtcp_bps = max_rtcp_bps
@@ -103,14 +103,37 @@ class PeerBase:
         self._on_failed = on_failed
         self._transport: Any = None
         self._rtcp_task: asyncio.Task[None] | None = None
+        self.renewals = 0  # connections that replaced a lost one (renew_connection)
+        self.pc = self._connect()
 
-        @self.pc.on("connectionstatechange")
+    def _connect(self) -> Any:
+        """A new aiortc connection; its state changes count only while it is the current one."""
+        pc = glue.create_peer_connection(self._ice_servers)
+
+        @pc.on("connectionstatechange")
         def on_state() -> None:
-            state = self.pc.connectionState
+            if pc is not self.pc:
+                return  # a connection we replaced
+            state = pc.connectionState
             if state == "connected":
                 self.on_connected()
             elif state in ("failed", "closed") and not self.closed:
                 self._on_failed()
+
+        return pc
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.pc.connectionState)
+
+    def renew_connection(self) -> None:
+        """A new connection in place of the current one, for the same producers or consumers
+        (aiortc has no ICE restart); the old one is closed in the background."""
+        old = self.pc
+        self.pc = self._connect()
+        self._transport = None
+        self.renewals += 1
+        spawn(self._close_connection(old), name=f"close-replaced-{type(self).__name__}")
 
     def on_connected(self) -> None:
         pass
@@ -224,10 +247,13 @@ class PeerBase:
         self._close_children()
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
+        await self._close_connection(self.pc)
+
+    async def _close_connection(self, pc: Any) -> None:
         try:
             # Bounded: a participant leaving must not wait on aiortc for ever.
             async with asyncio.timeout(self.negotiation_timeout_s):
-                await self.pc.close()
+                await pc.close()
         except TimeoutError:
             logger.warning("closing a peer connection took over %g s; abandoned", self.negotiation_timeout_s)
         except Exception:

@@ -112,6 +112,21 @@ class PublishPeer(PeerBase):
         self._twcc_ext_id: int | None = None
         self.feedback = FeedbackGenerator(self.rtcp_ssrc)
         self._feedback_task: asyncio.Task[None] | None = None
+        self._arrivals_pc: Any = None  # the connection whose arrival times are tracked
+
+    def renew(self) -> None:
+        """A new connection for the same producers (the client lost the old one): the next
+        offer, the client's first on its new connection, is answered on it. The producers and
+        their consumers stay; each stream goes on from the first keyframe that comes over the
+        new connection (new SSRCs, learnt again from MID/RID or the offer)."""
+        self.renew_connection()
+        self.data.watch(self.pc)
+        self._sections = []  # a new connection: the offer is not held to the old one's m-sections
+        self.router.forget_ssrcs()
+        self._lsr.clear()
+        self.feedback = FeedbackGenerator(self.rtcp_ssrc)
+        for producer in self.producers.values():
+            producer.source_restarted()
 
     async def handle_offer(self, sdp: str, sources: dict[str, str]) -> tuple[str, list[Producer], list[Producer]]:
         """Apply an offer; returns (answer SDP, producers added, producers removed)."""
@@ -150,8 +165,10 @@ class PublishPeer(PeerBase):
             self._ext_ids.get(MID_URI), self._ext_ids.get(RID_URI), self._ext_ids.get(REPAIRED_RID_URI)
         )
         self._twcc_ext_id = self._ext_ids.get(TWCC_URI)
-        if self._twcc_ext_id is not None and self._feedback_task is None:
+        if self._twcc_ext_id is not None and self._arrivals_pc is not self.pc:
             glue.track_arrival_times(self.pc)
+            self._arrivals_pc = self.pc
+        if self._twcc_ext_id is not None and self._feedback_task is None:
             self._feedback_task = spawn(self._run_feedback(), name=f"twcc-feedback-{self.participant_id}")
         return answer_sdp, added, removed
 
@@ -317,6 +334,17 @@ class PublishPeer(PeerBase):
         self.layer_changes_sent += 1
         event = LayersNeeded(producer.id, tuple(active), paused=need.active == 0)
         spawn(deliver(self._emit, event), name=f"layers-{self.participant_id}")
+
+    def repeat_layer_requests(self) -> None:
+        """Tell the publisher again which layers of each video dynacast asks for (after a
+        resume: what was sent while its socket was down is lost)."""
+        if self._emit is None:
+            return
+        for producer, need in self._layer_needs.items():
+            rids = [layer.rid for layer in producer.layers]
+            active = tuple(rid for rid in rids[: need.active] if rid is not None)
+            event = LayersNeeded(producer.id, active, paused=need.active == 0)
+            spawn(deliver(self._emit, event), name=f"layers-{self.participant_id}")
 
     def _send_pli(self, producer: Producer, layer: Layer) -> None:
         if layer.ssrc is not None:

@@ -79,6 +79,14 @@ class SsrcRouter:
         self._unroutable.clear()
         return producer
 
+    def forget_ssrcs(self) -> None:
+        """The publisher's streams come over a new connection: keep the producers, learn their
+        SSRCs anew."""
+        self._by_ssrc.clear()
+        self._rtx_by_ssrc.clear()
+        self._unroutable.clear()
+        self.fid.clear()
+
     def clear(self) -> None:
         self.producers.clear()
         self._by_ssrc.clear()

@@ -110,6 +110,43 @@ class SubscribePeer(PeerBase):
         self.resend_budget = ResendBudget()
         # The two data channels the room relays on, in the first offer (one m=application).
         self.data = ServerChannels()
+        # The next offer is the first of a renewed connection (the client starts a new one).
+        self._restart_offer = False
+        self.last_offer: SubscribeOfferReady | None = None
+
+    @property
+    def offer_outstanding(self) -> bool:
+        return self._offer_outstanding
+
+    async def renew(self) -> None:
+        """A new connection for the same consumers (the client lost the old one, or asked):
+        each slot gets an m-section on it again, with the same SSRCs, and an offer with
+        ``restart`` goes out; every consumer goes on from a keyframe once it connects."""
+        async with self._lock:
+            if self.closed:
+                return
+            self.renew_connection()
+            self._offer_outstanding = False
+            self._dirty = False
+            self._twcc_ext_id = None
+            self._restart_offer = True
+            self._compiled_send = None  # the new connection has its own SRTP keys
+            self.data = ServerChannels()  # opened on the new connection with its first offer
+            kept: list[Slot] = []
+            self._by_ssrc.clear()
+            for slot in self.slots:
+                if slot.producer is None:
+                    self._free(slot)
+                    continue  # an idle m-section is not carried over
+                slot.transceiver = self._add_transceiver(slot.kind, slot.codec)
+                glue.prepare_forwarding_sender(
+                    slot.transceiver, slot.producer.participant_id, slot.producer.id, (slot.out.ssrc, slot.rtx_ssrc)
+                )
+                slot.mid = None
+                kept.append(slot)
+                self._by_ssrc[slot.out.ssrc] = slot
+            self.slots = kept
+        await self.negotiate()
 
     def _estimate_bps(self) -> float | None:
         return self.estimator.estimate_bps
@@ -169,7 +206,7 @@ class SubscribePeer(PeerBase):
                 return
             self._dirty = False
             # The first offer always goes: it carries the data channels.
-            changed = self._assign_slots() or self.negotiations == 0
+            changed = self._assign_slots() or self.negotiations == 0 or self._restart_offer
             if not changed:
                 return
             self.data.open(self.pc)
@@ -184,7 +221,10 @@ class SubscribePeer(PeerBase):
             self._offer_outstanding = True
             self.negotiations += 1
             sdp = self.pc.localDescription.sdp
-        await self._emit(SubscribeOfferReady(sdp, bound))
+            offer_ready = SubscribeOfferReady(sdp, bound, restart=self._restart_offer)
+            self._restart_offer = False
+            self.last_offer = offer_ready
+        await self._emit(offer_ready)
 
     def _assign_slots(self) -> bool:
         """Update transceiver directions for the producers we want; True if anything changed."""
@@ -225,13 +265,13 @@ class SubscribePeer(PeerBase):
                 changed = True
         return changed
 
-    def _new_slot(self, producer: Producer) -> Slot:
-        transceiver = self.pc.addTransceiver(producer.kind, direction="sendonly")
+    def _add_transceiver(self, kind: str, codec: Codec) -> RTCRtpTransceiver:
+        transceiver: RTCRtpTransceiver = self.pc.addTransceiver(kind, direction="sendonly")
         prefs = [
             c
-            for c in RTCRtpSender.getCapabilities(producer.kind).codecs
-            if c.mimeType.lower() == f"{producer.kind}/rtx"
-            or producer.codec.matches(
+            for c in RTCRtpSender.getCapabilities(kind).codecs
+            if c.mimeType.lower() == f"{kind}/rtx"
+            or codec.matches(
                 Codec(
                     c.mimeType.split("/", 1)[1],
                     c.clockRate,
@@ -240,6 +280,10 @@ class SubscribePeer(PeerBase):
             )
         ]
         transceiver.setCodecPreferences(prefs)
+        return transceiver
+
+    def _new_slot(self, producer: Producer) -> Slot:
+        transceiver = self._add_transceiver(producer.kind, producer.codec)
         ssrc, rtx = glue.prepare_forwarding_sender(transceiver, producer.participant_id, producer.id)
         out = OutStream(ssrc, random.getrandbits(15), random.getrandbits(32))
         slot = Slot(transceiver=transceiver, kind=producer.kind, codec=producer.codec, out=out, rtx_ssrc=rtx)
@@ -333,8 +377,7 @@ class SubscribePeer(PeerBase):
 
     def on_connected(self) -> None:
         for consumer in self.consumers():
-            consumer.restart()
-            consumer.select(self._now_ms())
+            consumer.resync(self._now_ms())
 
     def set_preferences(self, track_id: str, max_height: int | None, paused: bool, pinned: bool = False) -> None:
         """What the subscriber wants of one track: a height cap, or nothing at all (paused);

@@ -77,6 +77,10 @@ def describe_participant(participant: Participant) -> dict[str, Any]:
         "name": participant.name,
         "grants": sorted(participant.grants),
         "joined_at": participant.joined_at,
+        # Its socket is lost and it may resume; how often it resumed, connections renewed.
+        "reconnecting": participant.reconnecting,
+        "resumes": participant.reconnected,
+        "connections_renewed": participant.transport_renewals,
         "tracks": [p.describe(detail=True) for p in participant.producers()],
         # The downlink estimate and what is forwarded to this participant, with reasons.
         "subscriber": participant.subscriber.describe() if participant.subscriber else None,

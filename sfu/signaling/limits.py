@@ -14,6 +14,8 @@ CLOSE_SERVICE_RESTART = 1012  # the worker process hosting the room went away: j
 CLOSE_TRY_AGAIN_LATER = 1013  # no placement for the room now (unavailable, no-capacity)
 CLOSE_JOIN_TIMEOUT = 4000  # no join within join_timeout_s
 CLOSE_SEND_QUEUE_FULL = 4001  # more than max_queued_bytes waiting for a client that does not read
+CLOSE_RESUMED_ELSEWHERE = 4002  # another socket resumed this socket's participant
+CLOSE_CLIENT_LOST = 4003  # a front's relay: the client's connection broke without a close frame
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ SOURCES = frozenset({"camera", "microphone", "screen"})
 MAX_SDP_CHARS = 60000
 MAX_CHAT_CHARS = 2000
 MAX_TOKEN_CHARS = 4096
+MAX_RESUME_TOKEN_CHARS = 128
 MAX_NAME_CHARS = 64
 MAX_TRACK_CHARS = 128
 MAX_CANDIDATE_CHARS = 1024
@@ -39,10 +40,29 @@ class Join:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """The first message of a new socket that takes a lost session back."""
+
+    TYPE: ClassVar[str] = "resume"
+    room: str
+    token: str
+    participant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PublishOffer:
     TYPE: ClassVar[str] = "offer"
     sdp: str
     sources: Mapping[str, str]
+    restart: bool = False  # the first offer of a new publish connection for the same tracks
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """Ask for a new subscribe connection (the server answers with an offer, restart: true)."""
+
+    TYPE: ClassVar[str] = "renew"
+    pc: PcName
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +120,9 @@ class Leave:
     TYPE: ClassVar[str] = "leave"
 
 
-ClientMessage = Join | PublishOffer | SubscribeAnswer | Candidate | Mute | Subscription | Chat | Ping | Leave
+ClientMessage = (
+    Join | Resume | Renew | PublishOffer | SubscribeAnswer | Candidate | Mute | Subscription | Chat | Ping | Leave
+)
 
 
 def _bad(message: str) -> BadRequest:
@@ -139,6 +161,20 @@ def _join(msg: Mapping[str, Any]) -> Join:
     return Join(room, name, token)
 
 
+def _resume(msg: Mapping[str, Any]) -> Resume:
+    room = _str(msg, "room", 64)
+    if not ROOM_RE.fullmatch(room):
+        raise _bad("'room' may contain only A-Z a-z 0-9 _ - .")
+    token = _str(msg, "token", MAX_RESUME_TOKEN_CHARS)
+    participant_id = None if msg.get("id") is None else _str(msg, "id", MAX_TRACK_CHARS)
+    return Resume(room, token, participant_id)
+
+
+def _renew(msg: Mapping[str, Any]) -> Renew:
+    _pc(msg, "subscribe")
+    return Renew("subscribe")
+
+
 def _offer(msg: Mapping[str, Any]) -> PublishOffer:
     _pc(msg, "publish")
     sdp = _str(msg, "sdp", MAX_SDP_CHARS)
@@ -151,7 +187,7 @@ def _offer(msg: Mapping[str, Any]) -> PublishOffer:
         or not all(isinstance(k, str) and isinstance(v, str) and v in SOURCES for k, v in sources.items())
     ):
         raise _bad("'sources' must map mids to camera/microphone/screen")
-    return PublishOffer(sdp, dict(sources))
+    return PublishOffer(sdp, dict(sources), _bool(msg, "restart", False))
 
 
 def _answer(msg: Mapping[str, Any]) -> SubscribeAnswer:
@@ -200,6 +236,8 @@ def _chat(msg: Mapping[str, Any]) -> Chat:
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], ClientMessage]] = {
     "join": _join,
+    "resume": _resume,
+    "renew": _renew,
     "offer": _offer,
     "answer": _answer,
     "candidate": _candidate,

@@ -47,9 +47,13 @@ class ParticipantInfo:
     id: str
     name: str
     tracks: tuple[TrackInfo, ...]
+    reconnecting: bool = False  # its socket was lost; it may resume
 
     def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "tracks": [t.to_wire() for t in self.tracks]}
+        d: dict[str, Any] = {"id": self.id, "name": self.name, "tracks": [t.to_wire() for t in self.tracks]}
+        if self.reconnecting:
+            d["reconnecting"] = True
+        return d
 
 
 class ServerMessage:
@@ -73,6 +77,7 @@ class JoinInfo:
     ice_servers: tuple[Mapping[str, Any], ...]
     heartbeat_interval_s: float
     max_message_bytes: int
+    resume_grace_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,7 @@ class Joined(ServerMessage):
     room: str
     participants: tuple[ParticipantInfo, ...]
     info: JoinInfo
+    resume_token: str | None = None  # None: the server keeps no lost session (resume_grace_s 0)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -93,7 +99,45 @@ class Joined(ServerMessage):
             "ice_servers": [dict(s) for s in self.info.ice_servers],
             "heartbeat_interval_s": self.info.heartbeat_interval_s,
             "max_message_bytes": self.info.max_message_bytes,
+            "resume_token": self.resume_token,
+            "resume_grace_s": self.info.resume_grace_s,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed(Joined):
+    """The answer to ``resume``: ``joined``'s fields as they are now (same participant id), with
+    a new resume token; the old one is spent."""
+
+    TYPE: ClassVar[str] = "resumed"
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantReconnecting(ServerMessage):
+    TYPE: ClassVar[str] = "participant-reconnecting"
+    participant_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.participant_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantResumed(ServerMessage):
+    TYPE: ClassVar[str] = "participant-resumed"
+    participant_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.participant_id}
+
+
+@dataclass(frozen=True, slots=True)
+class RenewPublish(ServerMessage):
+    """The server lost the publish connection: the client should offer a new one (restart)."""
+
+    TYPE: ClassVar[str] = "renew"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "pc": "publish"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +193,14 @@ class SubscribeOffer(ServerMessage):
     TYPE: ClassVar[str] = "offer"
     sdp: str
     consumers: tuple[ConsumerBound, ...]
+    restart: bool = False  # the first offer of a new subscribe connection
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "type": self.TYPE,
             "pc": "subscribe",
             "sdp": self.sdp,
+            "restart": self.restart,
             "consumers": [
                 {"mid": c.mid, "participant": c.participant_id, "track": c.track_id, "kind": c.kind, "source": c.source}
                 for c in self.consumers
@@ -286,7 +332,11 @@ class DataError(ServerMessage):
 
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Joined,
+    Resumed,
     ParticipantJoined,
+    ParticipantReconnecting,
+    ParticipantResumed,
+    RenewPublish,
     ParticipantLeft,
     TrackPublished,
     TrackUnpublished,
@@ -311,8 +361,8 @@ def from_event(event: MediaEvent) -> ServerMessage:
     match event:
         case LayersNeeded(track_id=track, active_rids=rids, paused=paused):
             return Layers(track, rids, paused)
-        case SubscribeOfferReady(sdp=sdp, consumers=consumers):
-            return SubscribeOffer(sdp, consumers)
+        case SubscribeOfferReady(sdp=sdp, consumers=consumers, restart=restart):
+            return SubscribeOffer(sdp, consumers, restart)
         case TrackQualityChanged(track_id=track, paused=paused, reason=reason, estimate_bps=estimate):
             return TrackQuality(track, paused, reason, estimate)
     raise TypeError(f"not a media event: {event!r}")

@@ -36,6 +36,8 @@ from .messages import (
     Mute,
     Ping,
     PublishOffer,
+    Renew,
+    Resume,
     SubscribeAnswer,
     Subscription,
     parse,
@@ -105,6 +107,7 @@ class Session:
         self._dropped = False
         self._over_rate = False
         self._ever_joined = False
+        self.closed_deliberately = False  # the client sent a close frame with code 1000 or 1001
 
     @property
     def joined(self) -> bool:
@@ -187,7 +190,15 @@ class Session:
 
     async def read_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        async for msg in self.ws:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type == WSMsgType.CLOSE:
+                # A close frame: 1000 (normal) or 1001 (going away) is the client's decision to
+                # go, any other code (or none, a connection that just broke) a lost socket.
+                self.closed_deliberately = msg.data in (1000, 1001)
+                break
+            if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
             if msg.type == WSMsgType.PONG:
                 self._pong.set()
                 continue
@@ -253,13 +264,18 @@ class Session:
             case Join(room=room, name=name, token=token):
                 await self.join(room, name, token)
                 return
+            case Resume(room=room, token=token, participant_id=participant_id):
+                await self.resume(room, token, participant_id)
+                return
         participant = self.participant
         if participant is None or participant.closed:
             raise BadRequest("not-joined", f"'{msg.TYPE}' before 'join'")
         match msg:
-            case PublishOffer(sdp=sdp, sources=sources):
+            case PublishOffer(sdp=sdp, sources=sources, restart=restart):
                 self._need(participant, "publish", msg.TYPE)
-                await participant.handle_publish_offer(sdp, dict(sources))
+                await participant.handle_publish_offer(sdp, dict(sources), restart)
+            case Renew():
+                await participant.renew_subscriber()
             case SubscribeAnswer(sdp=sdp):
                 if participant.subscriber is None:
                     raise BadRequest("wrong-state", "no subscribe offer is outstanding")
@@ -319,25 +335,39 @@ class Session:
             participant = Participant(room, claims.name or name, self.post, self.config)
             participant.identity = claims.identity or participant.id
             participant.grants = claims.grants
-            info = JoinInfo(
-                tuple(turn.ice_servers_for(self.config, participant.identity)),
-                self.config.heartbeat_interval_s,
-                self.config.max_message_bytes,
-            )
-            room.join(participant, info)
+            room.join(participant, self._join_info(participant))
         finally:
             if not room.participants:
                 self.rooms.discard_if_empty(room)
         self.participant = participant
         self._ever_joined = True
         self.stats.joins += 1
-        participant.on_transport_failed = self._transport_failed
         participant.session = self
 
-    def _transport_failed(self, participant: Participant) -> None:
-        logger.info("participant %s: peer connection failed", participant.id)
-        self.leave_reason = "disconnected"
-        spawn(self.ws.close(), name=f"close-{participant.id}")
+    def _join_info(self, participant: Participant) -> JoinInfo:
+        return JoinInfo(
+            tuple(turn.ice_servers_for(self.config, participant.identity)),
+            self.config.heartbeat_interval_s,
+            self.config.max_message_bytes,
+            self.config.resume_grace_s,
+        )
+
+    async def resume(self, room_name: str, token: str, participant_id: str | None) -> None:
+        """Take back a participant whose socket was lost (``resume``, the first message of
+        this socket); the token is spent whatever happens."""
+        if self._ever_joined:
+            raise BadRequest("already-joined", "resume must be the first message of a socket")
+        participant = self.rooms.find_resumable(room_name, token, participant_id)
+        self.participant = participant
+        self._ever_joined = True
+        self.stats.resumes += 1
+        participant.room.resume(participant, self.post, self, self._join_info(participant))
+
+    def release(self) -> None:
+        """Another socket resumed our participant: let go of it and close this socket."""
+        self.participant = None
+        self.leave_reason = "left"
+        self._enqueue(_Close(limits.CLOSE_RESUMED_ELSEWHERE))
 
     # -- liveness and deadlines ---------------------------------------------------------------
 
@@ -376,7 +406,16 @@ class Session:
     async def finish(self) -> None:
         participant, self.participant = self.participant, None
         if participant is not None:
-            await participant.room.leave(participant, self.leave_reason)
+            # A socket lost without a `leave` (closed, or no pong): the participant is kept for
+            # resume_grace_s, for a `resume` on a new socket; else it leaves now.
+            lost = (
+                self.leave_reason in ("disconnected", "timeout")
+                and not self.closed_deliberately
+                and not self._dropped  # dropped by us for not reading: no second chance
+                and not self.rooms.draining
+            )
+            if not (lost and participant.room.suspend(participant)):
+                await participant.room.leave(participant, self.leave_reason)
         self._outbox.append(None)
         self._wake.set()
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 import aiohttp
+import pytest
 
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
@@ -172,7 +173,11 @@ async def test_rooms_are_removed_when_empty(server):
         assert health["rooms"] == 0
 
 
-async def test_vanished_client_is_removed_within_heartbeat_timeout(server):
+@pytest.mark.timeout(90)
+async def test_vanished_client_is_reconnecting_within_heartbeat_timeout_and_leaves_after_the_default_grace(server):
+    # The default resume_grace_s (15 s): the others see the participant reconnecting once its
+    # pong is late, its tracks stay for the grace, and only then it leaves with reason timeout.
+    assert server.config.resume_grace_s == 15.0
     watcher = await joined_publishing(server, "liveness", "watcher")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -197,10 +202,16 @@ async def test_vanished_client_is_removed_within_heartbeat_timeout(server):
         # The network goes away: the process freezes without closing anything.
         os.kill(proc.pid, signal.SIGSTOP)
         t0 = time.monotonic()
-        left = await watcher.wait_for(lambda m: m["type"] == "participant-left" and m["id"] == ghost_id, timeout=10)
+        await watcher.wait_for(lambda m: m["type"] == "participant-reconnecting" and m["id"] == ghost_id, timeout=10)
+        lost_after = time.monotonic() - t0
+        assert lost_after < 10
+        assert not [m for m in watcher.messages if m["type"] in ("participant-left", "track-unpublished")]
+        ghost = server.app[ROOMS_KEY].rooms["liveness"].participants[ghost_id]
+        assert ghost.reconnecting and ghost.producers()
+        left = await watcher.wait_for(lambda m: m["type"] == "participant-left" and m["id"] == ghost_id, timeout=30)
         elapsed = time.monotonic() - t0
         assert left["reason"] == "timeout"
-        assert elapsed < 10
+        assert lost_after + 15 - 1 <= elapsed < lost_after + 15 + 5, (lost_after, elapsed)
         # the watcher's subscribe connection drops the ghost's m-sections
         await watcher.wait_for(lambda m: m["type"] == "offer" and m["consumers"] == [], timeout=5)
     finally:

@@ -204,6 +204,8 @@ LIMITS = dict(
     message_burst=40,
     max_message_bytes=8192,
     max_queued_bytes=16384,
+    # A client that misses its pong is kept this long for a resume before it is removed.
+    resume_grace_s=1.0,
 )
 
 
@@ -268,8 +270,8 @@ async def test_strangers_hit_every_limit_while_the_call_next_door_never_stalls()
         assert (await flooder.receive_json(timeout=5))["type"] == "pong"
         await flooder.close()
 
-        # Sending without ever answering a ping: removed for a missed pong (incoming
-        # messages are no proof of liveness).
+        # Sending without ever answering a ping: lost for a missed pong (incoming messages
+        # are no proof of liveness), and removed once the resume grace is over.
         silent = await http.ws_connect(srv.ws_url, autoping=False)
         await silent.send_str(json.dumps({"type": "join", "room": "silent", "name": "s"}))
         assert (await silent.receive_json(timeout=10))["type"] == "joined"

@@ -231,3 +231,27 @@ async def test_a_new_room_past_every_workers_limit_gets_no_capacity_and_running_
     finally:
         await close_all(clients)
         node.cleanup()
+
+
+async def test_a_socket_lost_between_client_and_front_resumes_the_same_participant(node):
+    # The front's relay closes its hop to the worker as "client lost" (not a leave), so the
+    # worker keeps the participant for the grace and the reconnecting client resumes it through
+    # the front (the resume message carries the room, as join does).
+    pub = Participant(node.ws_url, "resume", "pub", reconnect=True)
+    watcher = Participant(node.ws_url, "resume", "watcher")
+    try:
+        await pub.join()
+        await pub.publish()
+        await watcher.join()
+        await eventually(lambda: watcher.received_from(pub.id, "video") > 10, timeout=30)
+        old_id = pub.id
+        pub._ws._conn.transport.abort()  # the TCP connection vanishes: no close frame
+        await watcher.wait_for(lambda m: m["type"] == "participant-reconnecting" and m["id"] == old_id, 20)
+        await eventually(lambda: pub.resumes == 1, timeout=20)
+        assert pub.id == old_id
+        await watcher.wait_for(lambda m: m["type"] == "participant-resumed" and m["id"] == old_id, 20)
+        before = watcher.received_from(pub.id, "video")
+        await eventually(lambda: watcher.received_from(pub.id, "video") > before + 30, timeout=20)
+        assert not [m for m in watcher.messages if m.get("type") == "participant-left"]
+    finally:
+        await close_all([pub, watcher])

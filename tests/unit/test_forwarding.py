@@ -275,3 +275,46 @@ def test_layer_switch_across_output_picture_id_wraparound():
     rows = out_fields(sent)
     assert rows[-1][2] < 100  # wrapped past 32767
     assert_continuous(rows)
+
+
+def test_a_source_restart_goes_on_from_its_keyframe_with_continuous_output():
+    # The publisher's stream comes over a new connection: new sequence numbers and timestamps
+    # far from the old ones. The consumer waits for a keyframe, as on a layer switch, and its
+    # output goes on where it stopped, with no NACK storm for the jump.
+    producer, consumer, sent, requests, clock = make()
+    producer.layers[0].nack = None
+    push(producer, 10, 0, KEY, arrival_ms=1000)
+    push(producer, 11, 3000, DELTA, arrival_ms=1033)
+    assert len(sent) == 2
+    producer.source_restarted()
+    assert producer.layers[0].ssrc is None and producer.layers[0].stats.highest_ext_seq < 0
+    producer.layers[0].ssrc = 1111  # learnt again by the router from the new connection
+    clock.t += 1.0
+    asked = len(requests)
+    push(producer, 40000, 7_000_000, DELTA, arrival_ms=2033)
+    assert len(sent) == 2  # not a keyframe: dropped, and one asked for
+    assert len(requests) == asked + 1
+    push(producer, 40001, 7_003_000, KEY, arrival_ms=2066)
+    push(producer, 40002, 7_006_000, DELTA, arrival_ms=2100)
+    out = [parse_rtp(p) for p in sent]
+    assert [v.seq for v in out] == [1000, 1001, 1002, 1003]
+    assert out[2].timestamp - out[1].timestamp == (2066 - 1033) * 90  # the gap on the clock
+    assert out[3].timestamp - out[2].timestamp == 3000
+
+
+def test_a_stream_back_after_a_silence_resumes_on_a_keyframe_asked_for_at_once():
+    producer, consumer, sent, requests, clock = make()
+    push(producer, 10, 0, KEY, arrival_ms=1000)
+    push(producer, 11, 3000, DELTA, arrival_ms=1033)
+    asked = len(requests)
+    # Back 3 s later, with the numbers the publisher went on with meanwhile.
+    push(producer, 100, 270_000, DELTA, arrival_ms=4033)
+    assert len(sent) == 2, "a delta frame after the silence cannot be decoded: not forwarded"
+    assert len(requests) == asked + 1, "a keyframe is asked for at once"
+    push(producer, 101, 273_000, KEY, arrival_ms=4066)
+    out = [parse_rtp(p) for p in sent]
+    assert [v.seq for v in out] == [1000, 1001, 1002]  # no hole for the receiver to NACK
+    # A short gap (below the silence) is forwarded as it is.
+    push(producer, 103, 279_000, DELTA, arrival_ms=4400)
+    assert len(sent) == 4
+    assert parse_rtp(sent[-1]).seq == 1004

@@ -5,7 +5,7 @@ import pytest
 from sfu.errors import BadRequest, Conflict, NotAuthorised, ServerError, SignalingError
 from sfu.events import ConsumerBound, LayersNeeded, SubscribeOfferReady, TrackQualityChanged
 from sfu.signaling import server_messages as sm
-from sfu.signaling.messages import Candidate, IceCandidate, Join, Subscription, parse
+from sfu.signaling.messages import Candidate, IceCandidate, Join, PublishOffer, Renew, Resume, Subscription, parse
 
 
 def code(text):
@@ -56,6 +56,14 @@ def test_valid_join_is_normalised():
         ('{"type": "subscription", "track": "t", "max_height": true}', "bad-message"),
         ('{"type": "subscription", "track": "t", "pinned": 1}', "bad-message"),
         ('{"type": "offer", "pc": "publish", "sdp": "v=0", "sources": {"0": ["camera"]}}', "bad-message"),
+        ('{"type": "offer", "pc": "publish", "sdp": "v=0", "restart": "yes"}', "bad-message"),
+        ('{"type": "resume", "room": "r"}', "bad-message"),
+        ('{"type": "resume", "room": "a b", "token": "t"}', "bad-message"),
+        ('{"type": "resume", "room": "r", "token": ""}', "bad-message"),
+        ('{"type": "resume", "room": "r", "token": "' + "t" * 129 + '"}', "bad-message"),
+        ('{"type": "resume", "room": "r", "token": "t", "id": 5}', "bad-message"),
+        ('{"type": "renew", "pc": "publish"}', "bad-message"),
+        ('{"type": "renew"}', "bad-message"),
     ],
 )
 def test_every_error_path_has_a_typed_code(text, expected):
@@ -81,6 +89,11 @@ def test_valid_messages_pass():
         assert kind == msg["type"]
     candidate = parse('{"type": "candidate", "pc": "publish", "candidate": {"candidate": "c", "sdp_mid": "0"}}')
     assert candidate == Candidate("publish", IceCandidate("c", "0", None))
+    assert parse('{"type": "resume", "room": "demo", "token": "abc"}') == Resume("demo", "abc", None)
+    assert parse('{"type": "resume", "room": "demo", "token": "abc", "id": "p1"}') == Resume("demo", "abc", "p1")
+    assert parse('{"type": "renew", "pc": "subscribe"}') == Renew("subscribe")
+    offer = parse('{"type": "offer", "pc": "publish", "sdp": "v=0", "restart": true}')
+    assert isinstance(offer, PublishOffer) and offer.restart
     sub = parse('{"type": "subscription", "track": "p1-1", "max_height": 360}')
     assert sub == Subscription("p1-1", 360, paused=False, pinned=False)
 
@@ -137,7 +150,26 @@ def test_server_messages_keep_the_wire_format():
         "ice_servers": [],
         "heartbeat_interval_s": 2.0,
         "max_message_bytes": 65536,
+        "resume_token": None,
+        "resume_grace_s": 0.0,
     }
+    info = sm.JoinInfo((), 2.0, 65536, 15.0)
+    lost = sm.ParticipantInfo("p1", "Ada", (), reconnecting=True)
+    assert sm.Resumed("p2", "demo", (lost,), info, "tok").to_wire() == {
+        "type": "resumed",
+        "protocol": 1,
+        "id": "p2",
+        "room": "demo",
+        "participants": [{"id": "p1", "name": "Ada", "tracks": [], "reconnecting": True}],
+        "ice_servers": [],
+        "heartbeat_interval_s": 2.0,
+        "max_message_bytes": 65536,
+        "resume_token": "tok",
+        "resume_grace_s": 15.0,
+    }
+    assert sm.ParticipantReconnecting("p1").to_wire() == {"type": "participant-reconnecting", "id": "p1"}
+    assert sm.ParticipantResumed("p1").to_wire() == {"type": "participant-resumed", "id": "p1"}
+    assert sm.RenewPublish().to_wire() == {"type": "renew", "pc": "publish"}
     assert sm.ServerShutdown(5.0).to_wire() == {"type": "server-shutdown", "grace_s": 5.0}
     assert json.loads(sm.ChatRelayed("p1", "Ada", "hi", 7).encode()) == {
         "type": "chat",
@@ -160,8 +192,11 @@ def test_media_events_map_to_their_messages():
         "type": "offer",
         "pc": "subscribe",
         "sdp": "v=0\r\n",
+        "restart": False,
         "consumers": [{"mid": "0", "participant": "p1", "track": "p1-0", "kind": "audio", "source": "microphone"}],
     }
+    restart = SubscribeOfferReady("v=0\r\n", (), restart=True)
+    assert sm.from_event(restart).to_wire()["restart"] is True
     assert sm.from_event(TrackQualityChanged("p1-1", True, "bandwidth", 90000)).to_wire() == {
         "type": "track-quality",
         "track": "p1-1",

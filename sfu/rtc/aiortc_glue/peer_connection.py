@@ -280,16 +280,21 @@ def detach_receivers(pc: RTCPeerConnection) -> None:
         setattr(receiver, TAPPED, True)
 
 
-def prepare_forwarding_sender(transceiver: RTCRtpTransceiver, stream_id: str, track_id: str) -> tuple[int, int]:
+def prepare_forwarding_sender(
+    transceiver: RTCRtpTransceiver, stream_id: str, track_id: str, ssrcs: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """Turn an aiortc sender into a pure negotiation object; returns (ssrc, rtx_ssrc).
 
-    ``stream_id``/``track_id`` become the m-section's ``a=msid``. The sender's RTP loop (which
+    ``stream_id``/``track_id`` become the m-section's ``a=msid``; ``ssrcs`` (media, RTX), when
+    given, replace the sender's own (a renewed connection keeps a slot's outgoing streams). The sender's RTP loop (which
     would pull frames and encode them) and its RTCP loop (which would send sender reports
     that know nothing of our packets) are replaced by tasks that just wait to be cancelled.
     """
     sender = transceiver.sender
     sender._stream_id = stream_id
     sender._track_id = track_id
+    if ssrcs is not None:
+        sender._ssrc, sender._rtx_ssrc = ssrcs
     if not getattr(sender, TAPPED, False):
 
         def idle(started: str, exited: str) -> Callable[..., Awaitable[None]]:
