@@ -355,7 +355,8 @@ class Participant:
             self.url,
             max_msg_size=0,
             headers=self.headers,
-            heartbeat=heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_TIMEOUT_S)
+            heartbeat=heartbeat,
+            timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_TIMEOUT_S),
         )
         self._reader = asyncio.get_running_loop().create_task(self._read(self._ws))
 

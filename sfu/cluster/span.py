@@ -107,6 +107,9 @@ class _RemoteSession:
             }
         )
 
+    def release(self) -> None:
+        """Never called: a participant is resumed on the worker its socket reaches."""
+
 
 class RemoteParticipant(Participant):
     """A participant connected to another worker of the room: it is told nothing here, and
