@@ -78,6 +78,11 @@ class BadRequest(SignalingError):
         "rate-limited": 429,
         "too-many-tracks": 400,
         "too-many-m-sections": 400,
+        # WHIP/WHEP (HTTP only): a body that is not application/sdp (or trickle-ice-sdpfrag),
+        # a PATCH without If-Match, a PATCH that would restart ICE.
+        "unsupported-media-type": 415,
+        "precondition-required": 428,
+        "ice-restart-unsupported": 422,
     }
 
 
@@ -97,6 +102,8 @@ class Conflict(SignalingError):
         "too-many-connections": 503,
         "join-timeout": 408,
         "negotiation-timeout": 408,
+        # WHIP/WHEP: a PATCH whose If-Match names another version of the session (RFC 9725).
+        "precondition-failed": 412,
     }
 
 

@@ -103,11 +103,13 @@ class PeerBase:
         self._on_failed = on_failed
         self._transport: Any = None
         self._rtcp_task: asyncio.Task[None] | None = None
+        self.connected = False  # the connection has been established (ICE and DTLS) once
 
         @self.pc.on("connectionstatechange")
         def on_state() -> None:
             state = self.pc.connectionState
             if state == "connected":
+                self.connected = True
                 self.on_connected()
             elif state in ("failed", "closed") and not self.closed:
                 self._on_failed()

@@ -22,10 +22,16 @@ from .limits import CLOSE_POLICY_VIOLATION
 from .server_messages import Error
 
 
-def refuse(request: web.Request, exc: SignalingError) -> web.Response:
-    """The one HTTP error answer: the error's wire body with its status; counted."""
+def refuse(
+    request: web.Request, exc: SignalingError, plain: bool = False, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The one HTTP error answer, with the error's status; counted. The body is the error's
+    wire object as JSON, or with ``plain`` a short ``text/plain`` reason (``<code>: <message>``,
+    what WHIP and WHEP clients show)."""
     request.app[STATS_KEY].count_error(exc.code)
-    return web.json_response(Error(exc).to_wire(), status=exc.status)
+    if plain:
+        return web.Response(text=f"{exc.code}: {exc.message}\n", status=exc.status, headers=headers)
+    return web.json_response(Error(exc).to_wire(), status=exc.status, headers=headers)
 
 
 def _fail(request: web.Request, exc: SignalingError) -> web.Response:
@@ -120,6 +126,8 @@ async def get_room(request: web.Request) -> web.Response:
         {
             "name": room.name,
             "participants": [describe_participant(p) for p in list(room.participants.values())],
+            # WHEP players: hidden from the participants, each with the one it plays.
+            "viewers": [{**describe_participant(v), "pinned": v.pinned_source} for v in list(room.viewers.values())],
             # The dominant speaker and each participant's recent speech score.
             "active_speaker": room.active_speaker,
             "speaker_scores": room.speakers.describe(),
