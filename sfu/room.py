@@ -82,6 +82,9 @@ class Participant:
         # participant (id), or following the active speaker (None).
         self.viewer = False
         self.pinned_source: str | None = None
+        # Signalled over HTTP (WHIP, WHEP): nothing can be said to it after its answer, so no
+        # dynacast (it could not be told which layers to send); it answers as the DTLS server.
+        self.over_http = False
 
     def can(self, grant: str) -> bool:
         return grant in self.grants
@@ -121,7 +124,7 @@ class Participant:
                 self._failed,
                 self._config.publisher_bitrate_bps,
                 events=self.media_event,
-                dynacast=self._config.dynacast,
+                dynacast=self._config.dynacast and not self.over_http,
                 transport_cc=self._config.transport_cc,
                 max_ssrcs=self._config.max_ssrcs_per_transport,
                 max_tracks=self._config.max_tracks_per_publisher,
@@ -129,6 +132,7 @@ class Participant:
                 negotiation_timeout_s=self._config.negotiation_timeout_s,
                 max_rtcp_bps=self._config.max_rtcp_bps,
             )
+            self.publisher.dtls_server = self.over_http
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
         except SignalingError as exc:

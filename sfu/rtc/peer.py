@@ -104,6 +104,8 @@ class PeerBase:
         self._transport: Any = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self.connected = False  # the connection has been established (ICE and DTLS) once
+        # Answer a=setup:passive where the offer lets us choose (aiortc_glue.answer_as_dtls_server).
+        self.dtls_server = False
 
         @self.pc.on("connectionstatechange")
         def on_state() -> None:

@@ -289,3 +289,20 @@ def check_direction(description: aiortc_sdp.SessionDescription, sending: bool) -
     if not any(m.kind in ("audio", "video") and m.port != 0 and m.direction in wanted for m in description.media):
         what = "sends" if sending else "receives"
         raise SignalingError("bad-sdp", f"the offer has no audio or video m-section that {what} media")
+
+
+def live_bundle_only(sdp: str) -> str:
+    """Give every ``a=bundle-only`` m-section with port 0 the port 9 (RFC 8843 section 6):
+    such a section is live, on the BUNDLE group's transport, not rejected. GStreamer's
+    webrtcbin offers this way with ``max-bundle``; aiortc and the offer checks read port 0 as
+    a stopped m-section."""
+    sections = _sections(sdp)
+    out: list[str] = list(sections[0])
+    for lines in sections[1:]:
+        if lines and "a=bundle-only" in lines:
+            fields = lines[0].split(" ")
+            if len(fields) > 1 and fields[1] == "0":
+                fields[1] = "9"
+                lines = [" ".join(fields), *lines[1:]]
+        out.extend(lines)
+    return "\r\n".join(out) + "\r\n"

@@ -328,6 +328,8 @@ class SubscribePeer(PeerBase):
                 if self._transport_cc:
                     glue.accept_header_extensions(self.pc, offer, (TWCC_URI,))
                     glue.accept_rtcp_feedback(self.pc, offer, "transport-cc")
+                # Players are offerers: as the DTLS server we accept RSA clients too.
+                glue.answer_as_dtls_server(self.pc)
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
             except SignalingError:
                 raise

@@ -23,7 +23,14 @@ from .. import auth, turn
 from ..errors import BadRequest, NotAuthorised, SignalingError
 from ..media_sessions import Kind, MediaSession
 from ..room import Participant, Room
-from ..rtc.sdp import check_direction, check_publish_offer, ice_credentials, parse_sdp, parse_sdp_fragment
+from ..rtc.sdp import (
+    check_direction,
+    check_publish_offer,
+    ice_credentials,
+    live_bundle_only,
+    parse_sdp,
+    parse_sdp_fragment,
+)
 from ..state import CONFIG_KEY, MEDIA_SESSIONS_KEY, ROOMS_KEY, STATS_KEY
 from .http import refuse
 from .server_messages import JoinInfo, ServerMessage
@@ -124,7 +131,7 @@ async def _whip_post(request: web.Request) -> web.Response:
     claims, with_token = _claims(request, room_name)
     if not claims.can("publish"):
         raise NotAuthorised("forbidden", "the token does not grant publish")
-    sdp = await _body(request, SDP_TYPE)
+    sdp = live_bundle_only(await _body(request, SDP_TYPE))
     # Checked before the room sees a participant: a bad offer is no join and leave.
     offer = parse_sdp(sdp)
     check_direction(offer, sending=True)
@@ -132,6 +139,7 @@ async def _whip_post(request: web.Request) -> web.Response:
     room = rooms.get_or_create(room_name)
     participant = Participant(room, _name(request, claims, "whip"), _discard, config)
     participant.identity = claims.identity or participant.id
+    participant.over_http = True
     # It publishes and never receives: without the grant nothing is ever consumed for it.
     participant.grants = claims.grants - {"subscribe"}
     info = JoinInfo(
@@ -171,7 +179,7 @@ async def _whep_post(request: web.Request) -> web.Response:
     claims, with_token = _claims(request, room_name)
     if not claims.can("subscribe"):
         raise NotAuthorised("forbidden", "the token does not grant subscribe")
-    sdp = await _body(request, SDP_TYPE)
+    sdp = live_bundle_only(await _body(request, SDP_TYPE))
     offer = parse_sdp(sdp)
     check_direction(offer, sending=False)
     if rooms.draining:
@@ -187,6 +195,7 @@ async def _whep_post(request: web.Request) -> web.Response:
             raise BadRequest("not-found", f"no participant {pinned!r} in room {room_name!r}")
     viewer = Participant(room, _name(request, claims, "whep"), _discard, config)
     viewer.identity = claims.identity or viewer.id
+    viewer.over_http = True
     viewer.grants = claims.grants & {"subscribe"}
     viewer.pinned_source = source.id if source is not None else None
     room.add_viewer(viewer)
