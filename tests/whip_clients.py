@@ -26,9 +26,8 @@ class Reply:
 
 
 async def request(method: str, url: str, body: str | bytes = "", headers: dict[str, str] | None = None) -> Reply:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, url, data=body, headers=headers or {}) as response:
-            return Reply(response.status, response.headers, await response.text())
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=body, headers=headers or {}) as response:
+        return Reply(response.status, response.headers, await response.text())
 
 
 async def publish_offer(audio: bool = True, video: bool = True) -> tuple[Any, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page
 
 from sfu.app import ROOMS_KEY
-from tests.conftest import RunningServer, eventually
+from tests.conftest import RunningServer
 from tests.e2e.netns import HOST_IP, NS
 
 WHIP_DIR = Path(__file__).resolve().parent / "whip"
