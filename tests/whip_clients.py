@@ -61,6 +61,7 @@ class Session:
     ssrcs: dict[int, str] = field(default_factory=dict)  # ssrc -> kind
     first_ssrc: dict[str, set[int]] = field(default_factory=lambda: {"audio": set(), "video": set()})
     last_packet_s: float = 0.0
+    video_seqs: list[int] = field(default_factory=list)
 
     @property
     def location(self) -> str:
@@ -112,6 +113,8 @@ async def whep_play(base: str, path: str, token: str | None = None) -> Session:
         if kind is not None:
             session.packets[kind] += 1
             session.last_packet_s = time.monotonic()
+            if kind == "video":
+                session.video_seqs.append(view.seq)
 
     async def on_rtcp(data: bytes) -> None:
         return None

@@ -1,0 +1,277 @@
+"""WHIP ingest and WHEP playback through the real server, with aiortc clients that speak the
+HTTP side as RFC 9725 has it; and every status a client gets when it gets something wrong."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sfu import auth
+from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY
+from sfu.client import Participant
+from sfu.media.seq import seq_diff
+from tests.conftest import eventually, start_server
+from tests.whip_clients import play_offer, publish_offer, request, settle_connected, whep_play, whip_publish
+
+SECRET = "whip-secret-" + "w" * 40
+
+
+def token(identity: str, room: str, grants: set[str], name: str | None = None) -> str:
+    return auth.mint(SECRET, identity, room, grants, 600, name=name)
+
+
+async def test_a_whip_publisher_is_a_participant_that_others_receive_and_that_receives_nothing(server):
+    bob = Participant(server.ws_url, "studio", "bob")
+    await bob.join()
+    await bob.publish_rtp(audio=True, video=True)
+    whip = await whip_publish(server.url, "studio", query="?name=OBS")
+    try:
+        assert whip.reply.status == 201, whip.reply.text
+        joined = await bob.wait_for(lambda m: m.get("type") == "participant-joined", 10)
+        assert joined["participant"]["name"] == "OBS"
+        whip_id = joined["participant"]["id"]
+        published = [
+            (await bob.wait_for(lambda m, k=k: m.get("type") == "track-published" and m["track"]["kind"] == k, 10))
+            for k in ("audio", "video")
+        ]
+        assert {m["participant"] for m in published} == {whip_id}
+        await settle_connected(whip.pc)
+        await eventually(
+            lambda: bob.received_from(whip_id, "video") > 30 and bob.received_from(whip_id, "audio") > 30, 15
+        )
+        # It never receives: no subscribe connection, though bob publishes.
+        room = server.app[ROOMS_KEY].rooms["studio"]
+        participant = room.participants[whip_id]
+        assert participant.subscriber is None and not participant.can("subscribe")
+        assert [m for m in bob.messages if m.get("type") == "joined"][0]["participants"] == []
+
+        first = await whip.delete()
+        assert first.status == 200
+        left = await bob.wait_for(lambda m: m.get("type") == "participant-left", 10)
+        assert left["id"] == whip_id and left["reason"] == "left"
+        second = await whip.delete()
+        assert second.status == 404 and second.headers["Content-Type"].startswith("text/plain")
+        assert not len(server.app[MEDIA_SESSIONS_KEY])
+    finally:
+        await whip.close()
+        await bob.close()
+
+
+async def test_a_whep_player_follows_the_active_speaker_on_one_stream_without_renegotiating():
+    srv = await start_server(heartbeat_interval_s=1.0)
+    a, b = Participant(srv.ws_url, "talk", "a"), Participant(srv.ws_url, "talk", "b")
+    player = None
+    try:
+        for p in (a, b):
+            await p.join()
+            await p.publish_rtp(audio=True, video=True)
+        room = srv.app[ROOMS_KEY].rooms["talk"]
+        await eventually(lambda: all(len(p.producers()) == 2 for p in room.participants.values()), 10)
+        player = await whep_play(srv.url, "talk")
+        assert player.reply.status == 201, player.reply.text
+        await settle_connected(player.pc)
+        (viewer,) = room.viewers.values()
+        subscriber = viewer.subscriber
+        # Nobody speaks yet: it plays who has published longest.
+        assert subscriber.playing("video").participant_id == a.id
+        await eventually(lambda: player.packets["video"] > 30 and player.packets["audio"] > 30, 15)
+        negotiations = subscriber.negotiations
+
+        b.set_audio_level(-20)
+        await eventually(lambda: room.active_speaker == b.id, 15)
+        await eventually(lambda: subscriber.playing("video").participant_id == b.id, 5)
+        assert subscriber.playing("audio").participant_id == b.id
+        b_video = subscriber.playing("video")
+        switched_at = player.packets["video"]
+        # The new source was asked for a keyframe, and the player goes on receiving, on the
+        # same SSRC, with sequence numbers that go on (one stream, no renegotiation).
+        assert b_video.keyframe_requests_sent > 0
+        await eventually(lambda: player.packets["video"] > switched_at + 60, 15)
+        assert subscriber.negotiations == negotiations == 1
+        jumps = [seq_diff(y, x) for x, y in zip(player.video_seqs, player.video_seqs[1:], strict=False)]
+        assert max(jumps) < 50, max(jumps)
+
+        b.set_audio_level(-127)
+        a.set_audio_level(-20)
+        await eventually(lambda: subscriber.playing("video").participant_id == a.id, 15)
+
+        # The speaker leaves: the player moves to whoever is left.
+        await a.close()
+        await eventually(
+            lambda: subscriber.playing("video") is not None and subscriber.playing("video").participant_id == b.id, 10
+        )
+        # The viewer is no participant: b never heard of it.
+        assert not [
+            m for m in b.messages if m.get("type") == "participant-joined" and m["participant"]["id"] == viewer.id
+        ]
+    finally:
+        if player is not None:
+            await player.close()
+        for p in (a, b):
+            await p.close()
+        await srv.runner.cleanup()
+
+
+async def test_a_whep_session_that_never_connects_ends_at_its_deadline():
+    srv = await start_server(join_timeout_s=1.0)
+    bob = Participant(srv.ws_url, "late", "bob")
+    try:
+        await bob.join()
+        pc, offer = await publish_offer()
+        await pc.close()  # it offers and goes away: nobody will connect
+        reply = await request("POST", f"{srv.url}/whip/late", offer, {"Content-Type": "application/sdp"})
+        assert reply.status == 201
+        joined = await bob.wait_for(lambda m: m.get("type") == "participant-joined", 10)
+        left = await bob.wait_for(lambda m: m.get("type") == "participant-left", 10)
+        assert left["id"] == joined["participant"]["id"] and left["reason"] == "disconnected"
+        assert not len(srv.app[MEDIA_SESSIONS_KEY])
+        gone = await request("DELETE", srv.url + reply.headers["Location"])
+        assert gone.status == 404
+    finally:
+        await bob.close()
+        await srv.runner.cleanup()
+
+
+async def test_every_wrong_request_gets_the_status_the_rfc_names_with_a_plain_text_reason():
+    srv = await start_server(auth_secret=SECRET, room_capacity=2, heartbeat_interval_s=1.0)
+    base = srv.url
+    sdp_type = {"Content-Type": "application/sdp"}
+    publish = token("obs", "show", {"publish"})
+    play = token("tv", "show", {"subscribe"})
+    pcs = []
+    whip = None
+
+    async def expect(status: int, method: str, path: str, body: str = "", headers: dict | None = None) -> None:
+        reply = await request(method, base + path, body, headers)
+        assert reply.status == status, (method, path, reply.status, reply.text)
+        if status >= 400:
+            assert reply.headers["Content-Type"].startswith("text/plain"), reply.headers
+            assert reply.text.strip() and len(reply.text) < 300, reply.text
+        if status == 401:
+            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+
+    try:
+        pc, offer = await publish_offer()
+        pcs.append(pc)
+        bearer = lambda t: {**sdp_type, "Authorization": f"Bearer {t}"}  # noqa: E731
+        await expect(401, "POST", "/whip/show", offer, sdp_type)  # no token
+        await expect(401, "POST", "/whip/show", offer, {**sdp_type, "Authorization": "Basic b2JzOng="})
+        await expect(401, "POST", "/whip/show", offer, bearer("not-a-jwt"))  # wrong token
+        await expect(
+            401, "POST", "/whip/show", offer, bearer(auth.mint("other-key" * 5, "obs", "show", {"publish"}, 600))
+        )
+        await expect(401, "POST", "/whip/show", offer, bearer(token("obs", "elsewhere", {"publish"})))  # other room
+        await expect(403, "POST", "/whip/show", offer, bearer(play))  # no publish grant
+        await expect(403, "POST", "/whep/show", offer, bearer(publish))  # no subscribe grant
+        await expect(
+            415, "POST", "/whip/show", offer, {"Content-Type": "application/json", "Authorization": f"Bearer {publish}"}
+        )
+        await expect(415, "POST", "/whip/show", offer, {"Authorization": f"Bearer {publish}"})  # no content type
+        await expect(400, "POST", "/whip/show", "v=0\r\nthis is not sdp\r\n", bearer(publish))
+        await expect(400, "POST", "/whip/show", "", bearer(publish))
+        _, recv_offer = await play_offer()
+        await expect(400, "POST", "/whip/show", recv_offer, bearer(publish))  # sends nothing
+        await expect(413, "POST", "/whip/show", offer + "a=x:" + "y" * 70000 + "\r\n", bearer(publish))
+        await expect(404, "POST", "/whep/show", recv_offer, bearer(play))  # no such room (yet)
+        await expect(204, "OPTIONS", "/whip/show")
+        options = await request("OPTIONS", base + "/whep/show")
+        assert options.headers["Accept-Post"] == "application/sdp"
+        assert "POST" in options.headers["Access-Control-Allow-Methods"]
+        assert "If-Match" in options.headers["Access-Control-Allow-Headers"]
+        assert not len(srv.app[ROOMS_KEY].rooms)  # nothing refused made a room or a participant
+
+        whip = await whip_publish(base, "show", publish)
+        assert whip.reply.status == 201, whip.reply.text
+        resource = whip.reply.headers["Location"]
+        etag = whip.reply.headers["ETag"]
+        await expect(404, "POST", "/whep/show/nobody", recv_offer, bearer(play))  # no such participant
+        fragment = "a=ice-ufrag:{u}\r\na=ice-pwd:{p}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n{c}"
+        ice = whip.pc.localDescription.sdp
+        ufrag = next(line[12:] for line in ice.splitlines() if line.startswith("a=ice-ufrag:"))
+        pwd = next(line[10:] for line in ice.splitlines() if line.startswith("a=ice-pwd:"))
+        candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+        body = fragment.format(u=ufrag, p=pwd, c=candidate)
+        frag = lambda **h: {
+            "Content-Type": "application/trickle-ice-sdpfrag",
+            "Authorization": f"Bearer {publish}",
+            **h,
+        }  # noqa: E731
+        await expect(428, "PATCH", resource, body, frag())  # no If-Match
+        await expect(412, "PATCH", resource, body, frag(**{"If-Match": '"stale"'}))  # stale ETag
+        await expect(400, "PATCH", resource, body, frag(**{"If-Match": "not-a-tag"}))
+        await expect(415, "PATCH", resource, body, {**frag(**{"If-Match": etag}), "Content-Type": "application/sdp"})
+        await expect(204, "PATCH", resource, body, frag(**{"If-Match": etag}))
+        await expect(204, "PATCH", resource, body + "a=end-of-candidates\r\n", frag(**{"If-Match": f'"x", {etag}'}))
+        await expect(400, "PATCH", resource, "this is no fragment", frag(**{"If-Match": etag}))
+        restart = fragment.format(u="newufrag", p="newpassword" * 3, c=candidate)
+        await expect(422, "PATCH", resource, restart, frag(**{"If-Match": "*"}))  # ICE restart: not supported
+        await expect(422, "PATCH", resource, restart, frag(**{"If-Match": etag}))
+        # The resource and the session's token: without it, with another identity's.
+        await expect(
+            401, "PATCH", resource, body, {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": etag}
+        )
+        other = token("someone-else", "show", {"publish"})
+        await expect(403, "DELETE", resource, "", {"Authorization": f"Bearer {other}"})
+        # A resource of another session: another room's path, the other kind, a made-up id.
+        await expect(
+            404,
+            "DELETE",
+            resource.replace("/whip/show/", "/whip/elsewhere/"),
+            "",
+            {"Authorization": f"Bearer {publish}"},
+        )
+        await expect(404, "DELETE", resource.replace("/whip/", "/whep/"), "", {"Authorization": f"Bearer {publish}"})
+        await expect(404, "PATCH", "/whip/show/sessions/made-up", body, frag(**{"If-Match": etag}))
+        options = await request("OPTIONS", base + resource)
+        assert options.status == 204 and options.headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
+
+        # Room full (capacity 2): a WHEP viewer takes the second place.
+        viewer = await whep_play(base, "show", play)
+        assert viewer.reply.status == 201, viewer.reply.text
+        pcs.append(viewer.pc)
+        other_pc, other_offer = await publish_offer()
+        pcs.append(other_pc)
+        await expect(409, "POST", "/whip/show", other_offer, bearer(token("cam2", "show", {"publish"})))
+        await expect(409, "POST", "/whep/show", recv_offer, bearer(token("tv2", "show", {"subscribe"})))
+
+        await expect(200, "DELETE", resource, "", {"Authorization": f"Bearer {publish}"})
+        await expect(404, "DELETE", resource, "", {"Authorization": f"Bearer {publish}"})  # twice
+        await expect(404, "PATCH", resource, body, frag(**{"If-Match": etag}))
+        # Nothing refused disturbed the server: it still serves the room.
+        assert srv.app[ROOMS_KEY].rooms["show"].viewers
+    finally:
+        if whip is not None:
+            await whip.close()
+        for pc in pcs:
+            await pc.close()
+        await srv.runner.cleanup()
+
+
+async def test_the_link_headers_carry_the_same_turn_credentials_as_joined():
+    srv = await start_server(
+        heartbeat_interval_s=1.0,
+        ice_servers=({"urls": "stun:stun.example.org:3478"},),
+        turn_urls=("turn:127.0.0.1:3478?transport=udp", "turns:turn.example.org:5349"),
+        turn_secret="turn-secret",
+    )
+    bob = Participant(srv.ws_url, "links", "bob")
+    whip = None
+    try:
+        joined = await bob.join()
+        whip = await whip_publish(srv.url, "links")
+        assert whip.reply.status == 201
+        links = whip.reply.headers.getall("Link")
+        assert links[0] == '<stun:stun.example.org:3478>; rel="ice-server"'
+        turn_entry = joined["ice_servers"][-1]
+        room = srv.app[ROOMS_KEY].rooms["links"]
+        identity = next(p.identity for p in room.participants.values() if p.id != bob.id)
+        # The same scheme and lifetime as joined's (the identity differs: it is the session's).
+        assert turn_entry["username"].split(":")[0][:6] in links[1]
+        assert links[1].startswith('<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="')
+        assert f':{identity}"' in links[1] and 'credential-type="password"' in links[1]
+        assert links[2].startswith("<turns:turn.example.org:5349>")
+        await asyncio.sleep(0)
+    finally:
+        if whip is not None:
+            await whip.close()
+        await bob.close()
+        await srv.runner.cleanup()
