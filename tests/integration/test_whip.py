@@ -42,7 +42,7 @@ async def test_a_whip_publisher_is_a_participant_that_others_receive_and_that_re
         room = server.app[ROOMS_KEY].rooms["studio"]
         participant = room.participants[whip_id]
         assert participant.subscriber is None and not participant.can("subscribe")
-        assert [m for m in bob.messages if m.get("type") == "joined"][0]["participants"] == []
+        assert next(m for m in bob.messages if m.get("type") == "joined")["participants"] == []
 
         first = await whip.delete()
         assert first.status == 200
@@ -190,11 +190,10 @@ async def test_every_wrong_request_gets_the_status_the_rfc_names_with_a_plain_te
         pwd = next(line[10:] for line in ice.splitlines() if line.startswith("a=ice-pwd:"))
         candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
         body = fragment.format(u=ufrag, p=pwd, c=candidate)
-        frag = lambda **h: {
-            "Content-Type": "application/trickle-ice-sdpfrag",
-            "Authorization": f"Bearer {publish}",
-            **h,
-        }  # noqa: E731
+
+        def frag(**extra: str) -> dict[str, str]:
+            return {"Content-Type": "application/trickle-ice-sdpfrag", "Authorization": f"Bearer {publish}", **extra}
+
         await expect(428, "PATCH", resource, body, frag())  # no If-Match
         await expect(412, "PATCH", resource, body, frag(**{"If-Match": '"stale"'}))  # stale ETag
         await expect(400, "PATCH", resource, body, frag(**{"If-Match": "not-a-tag"}))
