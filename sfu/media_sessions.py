@@ -66,6 +66,9 @@ class MediaSessions:
     def add(self, session: MediaSession, connect_timeout_s: float) -> None:
         """Register a session; it ends if its connection fails or is not up within
         ``connect_timeout_s``."""
+        # Forget sessions whose participant went otherwise (an administrator, its room closed).
+        for stale in [s for s in self._by_id.values() if not s.alive]:
+            self._by_id.pop(stale.id, None)
         self._by_id[session.id] = session
         session.participant.on_transport_failed = lambda _p: self._end_soon(session, "disconnected")
         session._deadline = spawn(self._connect_deadline(session, connect_timeout_s), name=f"{session.kind}-deadline")

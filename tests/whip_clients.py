@@ -14,6 +14,7 @@ from aiortc import RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
 from sfu.client import PreEncodedTrack, load_clip
+from sfu.media.rtcp import RtcpRemb
 from sfu.media.rtp import MalformedPacket, parse_rtp
 from sfu.rtc import aiortc_glue as glue
 
@@ -69,6 +70,14 @@ class Session:
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def send_remb(self, bitrate_bps: int) -> bool:
+        """Tell the server the player's downlink carries ``bitrate_bps`` (RTCP REMB)."""
+        transports = glue.dtls_transports(self.pc)
+        if not transports or not self.ssrcs:
+            return False
+        packet = RtcpRemb(sender_ssrc=1, bitrate_bps=bitrate_bps, ssrcs=sorted(self.ssrcs))
+        return glue.send_packet(transports[0], bytes(packet), rtcp=True)
 
     async def delete(self) -> Reply:
         return await request("DELETE", self.location, headers=self.auth())

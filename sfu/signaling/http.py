@@ -151,6 +151,8 @@ async def kick_participant(request: web.Request) -> web.Response:
 async def close_room(request: web.Request) -> web.Response:
     room = _room(request)
     ids = list(room.participants)
+    for viewer in list(room.viewers.values()):  # WHEP players: their sessions end with them
+        await room.remove_viewer(viewer)
     for participant in list(room.participants.values()):
         await disconnect_participant(participant, "kicked", "room-closed", "an administrator closed the room")
         request.app[STATS_KEY].kicks += 1

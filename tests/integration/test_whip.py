@@ -111,6 +111,47 @@ async def test_a_whep_player_follows_the_active_speaker_on_one_stream_without_re
         await srv.runner.cleanup()
 
 
+async def test_a_whep_player_gets_the_simulcast_layer_its_bandwidth_carries(server):
+    pub = Participant(server.ws_url, "layers", "pub")
+    player = None
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=True, video=True, simulcast=True, trailer=False)
+        room = server.app[ROOMS_KEY].rooms["layers"]
+        video = await eventually(
+            lambda: next((p for p in room.participants[pub.id].producers() if p.kind == "video"), None)
+        )
+        player = await whep_play(server.url, "layers")
+        assert player.reply.status == 201, player.reply.text
+        await settle_connected(player.pc)
+        (viewer,) = room.viewers.values()
+        consumer = await eventually(
+            lambda: next((c for c in viewer.subscriber.consumers() if c.producer is video), None)
+        )
+        await eventually(lambda: all(layer.bitrate_bps > 0 for layer in video.layers), 15)
+        await eventually(lambda: consumer.current == 2, 15)
+
+        async def remb_until(predicate, budget, timeout_s=20.0):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while not predicate():
+                assert loop.time() < deadline, (consumer.describe(), [layer.bitrate_bps for layer in video.layers])
+                player.send_remb(budget())
+                await asyncio.sleep(0.2)
+
+        # A downlink that carries the lowest layer and not the middle one: it steps down.
+        low = lambda: int((video.layers[0].bitrate_bps + video.layers[1].bitrate_bps) / 2 + 64_000)  # noqa: E731
+        await remb_until(lambda: consumer.current == 0, low)
+        before = player.packets["video"]
+        await eventually(lambda: player.packets["video"] > before + 20, 10)
+        # Plenty again: back on the top layer.
+        await remb_until(lambda: consumer.current == 2, lambda: 20_000_000)
+    finally:
+        if player is not None:
+            await player.close()
+        await pub.close()
+
+
 async def test_a_whep_session_that_never_connects_ends_at_its_deadline():
     srv = await start_server(join_timeout_s=1.0)
     bob = Participant(srv.ws_url, "late", "bob")
