@@ -1,6 +1,7 @@
 """WHEP playback in Chromium with a published WHEP client (npm ``whip-whep``, vendored in
-tests/e2e/whep/): the player decodes the room's video and audio, is no participant of the
-room, can be pinned to one participant, and ends its session with DELETE."""
+tests/e2e/whip_whep/): the player decodes the room's video and audio, is no participant of the
+room, can be pinned to one participant, and ends its session with DELETE. And the same
+package's WHIP client publishing a browser's camera as three simulcast encodings."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from playwright.async_api import Browser, Page, Route
 from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY
 from tests.conftest import RunningServer, eventually
 from tests.e2e.test_browser_call import open_participant
+from tests.e2e.test_whip_ingest import assert_decodes
 
-WHEP_DIR = Path(__file__).resolve().parent / "whep"
+WHEP_DIR = Path(__file__).resolve().parent / "whip_whep"
 
 
-async def open_player(browser: Browser, server: RunningServer, path: str, token: str | None = None) -> Page:
-    """The player page, served from the server's origin (as a site would host it)."""
+async def open_player(
+    browser: Browser, server: RunningServer, path: str, token: str | None = None, html: str = "player.html"
+) -> Page:
+    """The player (or publisher) page, served from the server's origin (as a site would host it)."""
     page = await (await browser.new_context()).new_page()
-    page.on("console", lambda m: print(f"[player] {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("console", lambda m: print(f"[{html}] {m.type}: {m.text}") if m.type == "error" else None)
 
     async def serve(route: Route) -> None:
         name = route.request.url.split("/e2e-whep/", 1)[1].split("?", 1)[0]
@@ -29,7 +33,7 @@ async def open_player(browser: Browser, server: RunningServer, path: str, token:
 
     await page.route(f"{server.url}/e2e-whep/*", serve)
     query = f"url={quote(server.url + path, safe='')}" + (f"&token={quote(token)}" if token else "")
-    await page.goto(f"{server.url}/e2e-whep/player.html?{query}")
+    await page.goto(f"{server.url}/e2e-whep/{html}?{query}")
     return page
 
 
@@ -98,3 +102,33 @@ async def test_whep_player_pinned_to_one_participant_plays_only_them(browser: Br
     assert viewer in room.viewers.values()
     await player.context.close()
     await alice.context.close()
+
+
+async def test_a_browser_whip_publisher_with_simulcast_reaches_participants_and_whep_players(browser, e2e_server):
+    room_name = "simulcast-whip"
+    viewer = await open_participant(browser, e2e_server.url, room_name, "viewer")
+    publisher = await open_player(browser, e2e_server, f"/whip/{room_name}?name=browser-whip", html="publisher.html")
+    room = e2e_server.app[ROOMS_KEY].rooms[room_name]
+
+    def whip_participant():
+        return next(
+            (p for p in room.participants.values() if p.name == "browser-whip" and len(p.producers()) == 2), None
+        )
+
+    participant = await eventually(whip_participant, 20)
+    video = next(p for p in participant.producers() if p.kind == "video")
+    assert [layer.rid for layer in video.layers] == ["q", "h", "f"]  # accepted as from the browser client
+    await eventually(lambda: sum(layer.stats.packets > 0 for layer in video.layers) >= 2, 20)
+    assert await publisher.evaluate("window.publisher.error") is None
+
+    # A participant's page decodes it ...
+    await viewer.wait_for_function(
+        f"window.sfuSession.participants.get('{participant.id}')?.tracks.size === 2", timeout=15000
+    )
+    media = await assert_decodes(viewer, participant.id)
+    print(f"participant decoded the browser WHIP publisher: {media}")
+    # ... and so does a WHEP player.
+    player = await open_player(browser, e2e_server, f"/whep/{room_name}")
+    print(f"WHEP player decoded {await wait_playing(player)}")
+    for page in (player, publisher, viewer):
+        await page.context.close()
