@@ -33,6 +33,7 @@ from ..rtc.sdp import (
 )
 from ..state import CONFIG_KEY, MEDIA_SESSIONS_KEY, ROOMS_KEY, STATS_KEY
 from .http import refuse
+from .messages import ROOM_RE
 from .server_messages import JoinInfo, ServerMessage
 from .whip_wire import (
     CORS_MAX_AGE_S,
@@ -63,6 +64,14 @@ def _error(request: web.Request, exc: SignalingError, methods: str) -> web.Respo
     if exc.status == 405:
         headers["Allow"] = methods
     return refuse(request, exc, plain=True, headers=headers)
+
+
+def _room_name(request: web.Request) -> str:
+    """The path's room, as the WebSocket's ``join`` accepts it (400 otherwise)."""
+    room = request.match_info["room"]
+    if not ROOM_RE.fullmatch(room):
+        raise BadRequest("bad-message", "a room name has 1-64 of A-Z a-z 0-9 _ - . only")
+    return room
 
 
 def _claims(request: web.Request, room: str) -> tuple[auth.Claims, bool]:
@@ -127,7 +136,7 @@ async def whip_post(request: web.Request) -> web.StreamResponse:
 async def _whip_post(request: web.Request) -> web.Response:
     app = request.app
     config, rooms, sessions = app[CONFIG_KEY], app[ROOMS_KEY], app[MEDIA_SESSIONS_KEY]
-    room_name = request.match_info["room"]
+    room_name = _room_name(request)
     claims, with_token = _claims(request, room_name)
     if not claims.can("publish"):
         raise NotAuthorised("forbidden", "the token does not grant publish")
@@ -175,7 +184,7 @@ async def whep_post(request: web.Request) -> web.StreamResponse:
 async def _whep_post(request: web.Request) -> web.Response:
     app = request.app
     config, rooms, sessions = app[CONFIG_KEY], app[ROOMS_KEY], app[MEDIA_SESSIONS_KEY]
-    room_name = request.match_info["room"]
+    room_name = _room_name(request)
     claims, with_token = _claims(request, room_name)
     if not claims.can("subscribe"):
         raise NotAuthorised("forbidden", "the token does not grant subscribe")
@@ -220,7 +229,7 @@ async def _whep_post(request: web.Request) -> web.Response:
 
 def _session(request: web.Request, kind: Kind) -> MediaSession:
     """The session this request names, if the request may act on it (404, 401, 403)."""
-    room = request.match_info["room"]
+    room = _room_name(request)
     session = request.app[MEDIA_SESSIONS_KEY].get(kind, room, request.match_info["session"])
     if session is None:
         raise BadRequest("not-found", f"no {kind.upper()} session here (ended, or never was)")

@@ -4,6 +4,8 @@ HTTP side as RFC 9725 has it; and every status a client gets when it gets someth
 from __future__ import annotations
 
 import asyncio
+import collections
+import random
 
 from sfu import auth
 from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY
@@ -315,3 +317,66 @@ async def test_the_link_headers_carry_the_same_turn_credentials_as_joined():
             await whip.close()
         await bob.close()
         await srv.runner.cleanup()
+
+
+def _mangle(text: str, rng: random.Random) -> bytes:
+    """One random edit of an SDP offer or fragment: a line dropped, doubled, truncated or
+    replaced by junk, a byte flipped, the text cut short."""
+    lines = text.split("\r\n")
+    i = rng.randrange(len(lines))
+    match rng.randrange(7):
+        case 0:
+            del lines[i]
+        case 1:
+            lines.insert(i, lines[i])
+        case 2:
+            lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)]
+        case 3:
+            lines[i] = rng.choice(["a=", "m=audio 0 x", "a=mid:", "a=group:BUNDLE x x", "c=IN", "=", "a=rtpmap:x"])
+        case 4:
+            lines[i] = lines[i].replace(" ", "  ", 1).replace(":", "", 1)
+        case 5:
+            data = bytearray("\r\n".join(lines).encode())
+            data[rng.randrange(len(data))] = rng.randrange(256)
+            return bytes(data)
+        case _:
+            return "\r\n".join(lines).encode()[: rng.randrange(len(text))]
+    return "\r\n".join(lines).encode()
+
+
+async def test_mangled_offers_and_fragments_get_client_errors_and_the_server_goes_on(server):
+    rng = random.Random(15)
+    pc, offer = await publish_offer()
+    await pc.close()
+    sdp = {"Content-Type": "application/sdp"}
+    seen: collections.Counter[int] = collections.Counter()
+    for _ in range(120):
+        reply = await request("POST", f"{server.url}/whip/fuzz", _mangle(offer, rng), sdp)
+        seen[reply.status] += 1
+        assert reply.status in (201, 400), (reply.status, reply.text)
+        if reply.status == 201:
+            assert (await request("DELETE", server.url + reply.headers["Location"])).status == 200
+    whip = await whip_publish(server.url, "fuzz")
+    try:
+        assert whip.reply.status == 201
+        resource, etag = whip.reply.headers["Location"], whip.reply.headers["ETag"]
+        local = whip.pc.localDescription.sdp.splitlines()
+        ufrag = next(line for line in local if line.startswith("a=ice-ufrag:"))
+        pwd = next(line for line in local if line.startswith("a=ice-pwd:"))
+        fragment = f"{ufrag}\r\n{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n" + (
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n"
+        )
+        headers = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": etag}
+        for _ in range(120):
+            reply = await request("PATCH", server.url + resource, _mangle(fragment, rng), headers)
+            seen[reply.status] += 1
+            assert reply.status in (204, 400, 422), (reply.status, reply.text)
+        print(f"statuses: {dict(seen)}")
+        # The server goes on: the session is alive and a new publisher gets in.
+        other = await whip_publish(server.url, "fuzz")
+        assert other.reply.status == 201
+        await other.delete()
+        await other.close()
+        assert (await whip.delete()).status == 200
+    finally:
+        await whip.close()
