@@ -83,7 +83,10 @@ async def drain(app: web.Application) -> None:
                 await connection.disconnect("disconnected", None, "", CLOSE_GOING_AWAY)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while any(r.participants for r in manager.rooms.values()) and loop.time() < deadline:
+        # (WHIP publishers and WHEP players have no socket to be told on: they are not waited for)
+        while any(p.session is not None for r in manager.rooms.values() for p in r.participants.values()) and (
+            loop.time() < deadline
+        ):
             await asyncio.sleep(0.05)
         for connection in connections:
             await connection.disconnect("disconnected", None, "", CLOSE_GOING_AWAY)

@@ -314,6 +314,7 @@ class Room:
         if self.viewers.get(viewer.id) is not viewer:
             return
         del self.viewers[viewer.id]
+        self.retired.retire_participant(viewer)
         await viewer.close()
         if not self.participants and not self.viewers:
             self._closed_now()

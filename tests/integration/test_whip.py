@@ -8,7 +8,7 @@ import collections
 import random
 
 from sfu import auth
-from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY
+from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY, drain
 from sfu.client import Participant
 from sfu.media.seq import seq_diff
 from tests.conftest import eventually, start_server
@@ -77,6 +77,8 @@ async def test_a_whep_player_follows_the_active_speaker_on_one_stream_without_re
         assert subscriber.playing("video").participant_id == a.id
         await eventually(lambda: player.packets["video"] > 30 and player.packets["audio"] > 30, 15)
         negotiations = subscriber.negotiations
+        metrics = (await request("GET", srv.url + "/metrics")).text
+        assert "sfu_viewers 1.0" in metrics and "sfu_participants 2.0" in metrics
 
         b.set_audio_level(-20)
         await eventually(lambda: room.active_speaker == b.id, 15)
@@ -380,3 +382,30 @@ async def test_mangled_offers_and_fragments_get_client_errors_and_the_server_goe
         assert (await whip.delete()).status == 200
     finally:
         await whip.close()
+
+
+async def test_shutdown_does_not_wait_its_grace_for_whip_and_whep_sessions():
+    srv = await start_server(heartbeat_interval_s=1.0, shutdown_grace_s=30.0)
+    cleaned = False
+    whip = await whip_publish(srv.url, "bye")
+    player = await whep_play(srv.url, "bye")
+    try:
+        assert whip.reply.status == 201 and player.reply.status == 201
+        room = srv.app[ROOMS_KEY].rooms["bye"]
+        (publisher,) = room.participants.values()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await drain(srv.app)  # nothing to tell them: no socket
+        elapsed = loop.time() - t0
+        print(f"drained in {elapsed:.2f} s")
+        assert elapsed < 15.0  # half the 30 s grace: it did not wait for them
+        refused = await whip_publish(srv.url, "bye")
+        assert refused.reply.status == 503 and refused.reply.text.startswith("shutting-down")
+        await srv.runner.cleanup()
+        cleaned = True
+        assert publisher.closed and not room.viewers and not len(srv.app[MEDIA_SESSIONS_KEY])
+    finally:
+        await whip.close()
+        await player.close()
+        if not cleaned:
+            await srv.runner.cleanup()
