@@ -13,8 +13,9 @@ from playwright.async_api import Browser, Page, Route
 
 from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY
 from tests.conftest import RunningServer, eventually
+from tests.e2e.netns import HOST_IP
 from tests.e2e.test_browser_call import open_participant
-from tests.e2e.test_whip_ingest import assert_decodes
+from tests.e2e.test_whip_ingest import WHIP_DIR, assert_decodes, start_in_namespace, stop
 
 WHEP_DIR = Path(__file__).resolve().parent / "whip_whep"
 
@@ -132,3 +133,38 @@ async def test_a_browser_whip_publisher_with_simulcast_reaches_participants_and_
     print(f"WHEP player decoded {await wait_playing(player)}")
     for page in (player, publisher, viewer):
         await page.context.close()
+
+
+async def test_a_gstreamer_webrtcbin_player_decodes_the_room_over_whep(browser: Browser, lab):
+    """GStreamer's WebRTC stack as the WHEP player (tests/e2e/whip/gst_whep_play.py), from a
+    network namespace (libnice gathers no loopback candidate)."""
+    server, _ns = lab
+    alice = await open_participant(browser, server.url, "gst-whep", "alice")
+    alice_id = await alice.evaluate("window.sfuSession.id")
+    room = server.app[ROOMS_KEY].rooms["gst-whep"]
+    await eventually(lambda: len(room.participants[alice_id].producers()) == 2, 15)
+    url = f"http://{HOST_IP}:{server.config.port}/whep/gst-whep"
+    player = await start_in_namespace(
+        "/usr/bin/python3", str(WHIP_DIR / "gst_whep_play.py"), url, env={"PYTHONUNBUFFERED": "1"}
+    )
+    lines: list[str] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 40
+        while True:
+            assert loop.time() < deadline, lines[-5:]
+            line = (await asyncio.wait_for(player.stdout.readline(), 10)).decode().strip()
+            assert line or player.returncode is None, lines
+            lines.append(line)
+            if line.startswith("decoded:"):
+                _, _, video, _, audio = line.split()
+                if int(video) > 30 and int(audio) > 10:
+                    break
+        print(f"GStreamer WHEP player: {line}")
+        (viewer,) = room.viewers.values()
+        assert viewer.subscriber.playing("video").participant_id == alice_id
+    finally:
+        output = await stop(player)
+    assert "deleted: 200" in output, output
+    await eventually(lambda: not room.viewers, 10)
+    await alice.context.close()
