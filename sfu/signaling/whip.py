@@ -170,6 +170,13 @@ async def _whip_post(request: web.Request) -> web.Response:
         raise
     sessions.add(session, config.join_timeout_s)
     app[STATS_KEY].joins += 1
+    if session.identity is not None:
+        # The same token publishing again (OBS reconnecting after a network change): the new
+        # session replaces the old one, which would otherwise linger until its ICE times out.
+        for old in sessions.sessions():
+            if old is not session and old.kind == "whip" and old.room is room and old.identity == session.identity:
+                logger.info("whip session %s replaced by %s (same identity)", old.id, session.id)
+                await sessions.end(old, "left")
     logger.info("whip session %s: %s publishes in room %s", session.id, participant.id, room.name)
     return _created(request, session, answer)
 

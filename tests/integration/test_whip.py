@@ -409,3 +409,33 @@ async def test_shutdown_does_not_wait_its_grace_for_whip_and_whep_sessions():
         await player.close()
         if not cleaned:
             await srv.runner.cleanup()
+
+
+async def test_a_second_whip_session_of_the_same_token_replaces_the_first():
+    srv = await start_server(auth_secret=SECRET, heartbeat_interval_s=1.0)
+    bob = Participant(srv.ws_url, "cam", "bob", token=token("bob", "cam", {"subscribe"}))
+    obs = token("obs", "cam", {"publish"}, name="Studio cam")
+    first = second = None
+    try:
+        await bob.join()
+        first = await whip_publish(srv.url, "cam", obs)
+        joined = await bob.wait_for(lambda m: m.get("type") == "participant-joined", 10)
+        assert joined["participant"]["name"] == "Studio cam"  # the token's name
+        second = await whip_publish(srv.url, "cam", obs)  # OBS reconnecting
+        assert first.reply.status == second.reply.status == 201
+        left = await bob.wait_for(lambda m: m.get("type") == "participant-left", 10)
+        assert left["id"] == joined["participant"]["id"]
+        assert (await first.delete()).status == 404
+        room = srv.app[ROOMS_KEY].rooms["cam"]
+        assert [p.name for p in room.participants.values() if p.id != bob.id] == ["Studio cam"]
+        # Another identity does not replace it.
+        third = await whip_publish(srv.url, "cam", token("cam2", "cam", {"publish"}))
+        assert third.reply.status == 201 and len(room.participants) == 3
+        await third.delete()
+        await third.close()
+    finally:
+        for s in (first, second):
+            if s is not None:
+                await s.close()
+        await bob.close()
+        await srv.runner.cleanup()
