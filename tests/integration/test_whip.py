@@ -81,8 +81,13 @@ async def test_a_whep_player_follows_the_active_speaker_on_one_stream_without_re
         assert "sfu_viewers 1.0" in metrics and "sfu_participants 2.0" in metrics
 
         b.set_audio_level(-20)
-        await eventually(lambda: room.active_speaker == b.id, 15)
+        await eventually(lambda: room.active_speaker == b.id, 15, interval=0.01)
+        loop = asyncio.get_running_loop()
+        t_speaker = loop.time()
         await eventually(lambda: subscriber.playing("video").participant_id == b.id, 5)
+        consumer = next(c for c in subscriber.consumers() if c.producer is subscriber.playing("video"))
+        await eventually(lambda: consumer.current >= 0 and consumer.out.packets_sent > 0, 10, interval=0.01)
+        print(f"switched to the new speaker's video {loop.time() - t_speaker:.3f} s after the speaker changed")
         assert subscriber.playing("audio").participant_id == b.id
         b_video = subscriber.playing("video")
         switched_at = player.packets["video"]
@@ -272,6 +277,8 @@ async def test_every_wrong_request_gets_the_status_the_rfc_names_with_a_plain_te
         viewer = await whep_play(base, "show", play)
         assert viewer.reply.status == 201, viewer.reply.text
         pcs.append(viewer.pc)
+        # Another session's ETag on this resource: a precondition that fails.
+        await expect(412, "PATCH", resource, body, frag(**{"If-Match": viewer.reply.headers["ETag"]}))
         other_pc, other_offer = await publish_offer()
         pcs.append(other_pc)
         await expect(409, "POST", "/whip/show", other_offer, bearer(token("cam2", "show", {"publish"})))
