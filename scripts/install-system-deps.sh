@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: Debian's Chromium (driven by Playwright with
 # executable_path=/usr/bin/chromium), iproute2, nftables (random packet loss in the e2e tests),
-# and coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
-# system service is not used). For the WHIP/WHEP e2e tests: Meetecho's simple-whip-client,
-# GStreamer (webrtcbin in plugins-bad, libnice, VP8 in good, x264 in ugly), PyGObject with the
-# GStreamer typelibs (the webrtcbin publisher script runs on the system python3), and gcc (a
-# stand-in UPnP library that lets Debian 12's simple-whip-client start; see
-# tests/e2e/whip/igd_stub.c). Runs as root, or through sudo.
+# coturn (the TURN relay e2e test starts its own turnserver on 127.0.0.1; the package's
+# system service is not used) and redis-server (tests/redis_fixture.py starts its own servers
+# on free loopback ports, persistence off; the package's system service is not used). For the
+# WHIP/WHEP e2e tests: Meetecho's simple-whip-client, GStreamer (webrtcbin in plugins-bad,
+# libnice, VP8 in good, x264 in ugly), PyGObject with the GStreamer typelibs (the webrtcbin
+# scripts run on the system python3), and gcc (a stand-in UPnP library that lets Debian 12's
+# simple-whip-client start; see tests/e2e/whip/igd_stub.c). Runs as root, or through sudo.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -15,6 +16,7 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 fc-list >/dev/null 2>&1 || missing+=(fontconfig)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v whip-client >/dev/null 2>&1 || missing+=(simple-whip-client)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \

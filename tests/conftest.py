@@ -1,7 +1,7 @@
 import asyncio
 import inspect
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
@@ -10,6 +10,7 @@ from aiortc import RTCPeerConnection
 from sfu.app import create_app
 from sfu.client import load_clip
 from sfu.config import Config
+from tests.redis_fixture import RedisServer
 
 
 def free_port() -> int:
@@ -48,6 +49,33 @@ async def server() -> AsyncIterator[RunningServer]:
     srv = await start_server(heartbeat_interval_s=1.0)
     yield srv
     await srv.runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One real redis-server for the test session (free loopback port, persistence off)."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's redis-server, emptied before the test."""
+    if not redis_server.running:
+        redis_server.start()
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def fresh_redis(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop or restart it."""
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 async def eventually(predicate, timeout: float = 10.0, interval: float = 0.1, state=None):

@@ -22,8 +22,10 @@ class CoordinatorError(Exception):
 
 
 class CoordinatorUnavailable(CoordinatorError):
-    """The shared state cannot be reached (Redis down or timing out). Rooms already placed keep
-    running; a join that needs a placement is refused with ``unavailable``."""
+    """The shared state cannot be reached (Redis down or timing out), or ``place_room`` was
+    asked for a new room while the state recovers (docs/scaling.md, "Shared state"). Rooms
+    already placed keep running; a join that needs a placement is refused with
+    ``unavailable``."""
 
 
 class NoCapacity(CoordinatorError):
@@ -43,6 +45,7 @@ class WorkerLoad:
     cpu_percent: float = 0.0  # of one core, over the last heartbeat interval
     max_tracks: int = 0  # its placement limit (max_tracks_per_worker); 0: no limit
     max_cpu_percent: float = 0.0  # its CPU ceiling for new rooms; 0: no ceiling
+    draining: bool = False  # takes no new room; the rooms placed on it stay there
 
     def under_limit(self) -> bool:
         if self.max_tracks and self.tracks >= self.max_tracks:
