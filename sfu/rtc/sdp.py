@@ -57,6 +57,15 @@ def media_codec(media: aiortc_sdp.MediaDescription) -> tuple[Codec, int] | None:
     return None
 
 
+def offered_codecs(media: aiortc_sdp.MediaDescription) -> list[Codec]:
+    """Every media codec an m-section lists (not RTX, RED, FEC, CN, DTMF), in its order."""
+    return [
+        Codec(c.name, c.clockRate, tuple(sorted((str(k), str(v)) for k, v in c.parameters.items())))
+        for c in media.rtp.codecs
+        if c.name.lower() not in NON_MEDIA_CODECS
+    ]
+
+
 def rtx_payload_type(media: aiortc_sdp.MediaDescription, payload_type: int) -> int | None:
     """The payload type of the RTX codec for ``payload_type`` in an m-section (None: none)."""
     for c in media.rtp.codecs:

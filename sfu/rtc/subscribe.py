@@ -53,7 +53,15 @@ from .peer import (
     deliver,
     ntp_now,
 )
-from .sdp import add_transport_cc, check_direction, extension_id, media_codec, parse_sdp, rtx_payload_type
+from .sdp import (
+    add_transport_cc,
+    check_direction,
+    extension_id,
+    media_codec,
+    offered_codecs,
+    parse_sdp,
+    rtx_payload_type,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -318,10 +326,13 @@ class SubscribePeer(PeerBase):
             if self.slots or self.pc.signalingState != "stable":
                 raise SignalingError("wrong-state", "this connection has already been negotiated")
             self.answering = True
-            wanted = [(m.kind, video_codec if m.kind == "video" else None) for m in offer.media if m.port != 0]
-            for kind, codec in wanted:
-                if kind in ("audio", "video"):
-                    self._new_slot(kind, codec, self.participant_id, f"{self.participant_id}-{kind}")
+            for media in offer.media:
+                if media.kind not in ("audio", "video") or media.port == 0:
+                    continue
+                codec = video_codec if media.kind == "video" else None
+                if codec is not None and not any(codec.matches(offered) for offered in offered_codecs(media)):
+                    codec = None  # the offer lacks it: whatever it has (the caller checks playable())
+                self._new_slot(media.kind, codec, self.participant_id, f"{self.participant_id}-{media.kind}")
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
                 glue.detach_receivers(self.pc)
@@ -340,13 +351,13 @@ class SubscribePeer(PeerBase):
             by_mid = {m.rtp.muxId: m for m in local.media}
             for slot in self.slots:
                 slot.mid = slot.transceiver.mid
-                media = by_mid.get(slot.mid or "")
-                if media is None or media.port == 0 or media.direction not in ("sendonly", "sendrecv"):
+                section = by_mid.get(slot.mid or "")
+                if section is None or section.port == 0 or section.direction not in ("sendonly", "sendrecv"):
                     continue
-                negotiated = media_codec(media)
+                negotiated = media_codec(section)
                 if negotiated is not None:
                     slot.codec, slot.payload_type = negotiated
-                    slot.rtx_payload_type = rtx_payload_type(media, negotiated[1])
+                    slot.rtx_payload_type = rtx_payload_type(section, negotiated[1])
             self._twcc_ext_id = next(
                 (ext_id for m in local.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
             )
@@ -358,6 +369,10 @@ class SubscribePeer(PeerBase):
         """Whether a slot of this (answered) connection can carry ``producer``'s codec."""
         slot = self._play_slot(producer.kind)
         return slot is not None and slot.codec.matches(producer.codec)
+
+    def has_slot(self, kind: str) -> bool:
+        """Whether the answered offer receives ``kind`` in a codec we forward."""
+        return self._play_slot(kind) is not None
 
     def playing(self, kind: str) -> Producer | None:
         """What the first slot of ``kind`` forwards now (None: nothing)."""

@@ -222,6 +222,9 @@ async def _whep_post(request: web.Request) -> web.Response:
         first = room.viewer_source(viewer)
         video = next((p for p in first.producers() if p.kind == "video"), None) if first else None
         answer = await subscriber.answer(sdp, video.codec if video is not None else None)
+        if video is not None and subscriber.has_slot("video") and not subscriber.playable(video):
+            # Better refused than a player that shows nothing: the SFU never transcodes.
+            raise BadRequest("bad-sdp", f"the stream's video is {video.codec.name}; the offer has no such codec")
         room.follow(viewer)
     except BaseException:
         await room.remove_viewer(viewer)

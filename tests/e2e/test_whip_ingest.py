@@ -208,9 +208,9 @@ def test_the_igd_stub_builds(tmp_path):
     # The stand-in has exactly the four symbols libnice takes from gupnp-igd.
     library = build_igd_stub(tmp_path) / "libgupnp-igd-1.0.so.4"
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True).stdout
-    wanted = subprocess.run(
-        ["nm", "-D", "--undefined-only", "/usr/lib/x86_64-linux-gnu/libnice.so.10"], capture_output=True, text=True
-    ).stdout
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    libnice = next(line.split("=>")[1].strip() for line in cache.splitlines() if "libnice.so.10 " in line)
+    wanted = subprocess.run(["nm", "-D", "--undefined-only", libnice], capture_output=True, text=True).stdout
     needed = {line.split()[-1] for line in wanted.splitlines() if "gupnp" in line}
     assert needed and needed <= {line.split()[-1] for line in symbols.splitlines()}
     assert os.path.getsize(library) > 0

@@ -7,10 +7,13 @@ import asyncio
 import collections
 import random
 
+from aiortc import RTCRtpReceiver
+
 from sfu import auth
 from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY, drain
 from sfu.client import Participant
 from sfu.media.seq import seq_diff
+from sfu.rtc import aiortc_glue as glue
 from tests.conftest import eventually, start_server
 from tests.whip_clients import play_offer, publish_offer, request, settle_connected, whep_play, whip_publish
 
@@ -158,6 +161,32 @@ async def test_a_whep_player_gets_the_simulcast_layer_its_bandwidth_carries(serv
     finally:
         if player is not None:
             await player.close()
+        await pub.close()
+
+
+async def test_a_whep_offer_without_the_streams_video_codec_is_refused(server):
+    pub = Participant(server.ws_url, "codecs", "pub")
+    try:
+        await pub.join()
+        await pub.publish_rtp(audio=True, video=True)  # VP8
+        room = server.app[ROOMS_KEY].rooms["codecs"]
+        await eventually(lambda: len(room.participants[pub.id].producers()) == 2, 10)
+        pc = glue.create_peer_connection([])
+        pc.addTransceiver("audio", direction="recvonly")
+        video = pc.addTransceiver("video", direction="recvonly")
+        video.setCodecPreferences(
+            [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType.lower() != "video/vp8"]
+        )
+        await pc.setLocalDescription(await pc.createOffer())
+        try:
+            reply = await request(
+                "POST", f"{server.url}/whep/codecs", pc.localDescription.sdp, {"Content-Type": "application/sdp"}
+            )
+        finally:
+            await pc.close()
+        assert reply.status == 400 and reply.text.startswith("bad-sdp: the stream's video is VP8"), reply.text
+        assert not room.viewers
+    finally:
         await pub.close()
 
 
