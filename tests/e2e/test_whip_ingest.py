@@ -50,12 +50,16 @@ DECODED_JS = """async () => {
   const s = window.sfuSession;
   if (!s || !s.subscribePc) return {};
   const out = {};
-  (await s.subscribePc.getStats()).forEach((r) => {
+  const stats = await s.subscribePc.getStats();
+  stats.forEach((r) => {
     if (r.type !== 'inbound-rtp') return;
     const c = s.consumers.get(r.mid);
     if (!c) return;
     const e = out[c.participant] = out[c.participant] || {frames: 0, samples: 0, height: 0, codec: ''};
-    if (r.kind === 'video') { e.frames += r.framesDecoded || 0; e.height = r.frameHeight || 0; }
+    if (r.kind === 'video') {
+      e.frames += r.framesDecoded || 0; e.height = r.frameHeight || 0;
+      e.codec = (stats.get(r.codecId) || {}).mimeType || '';
+    }
     else e.samples += Math.max(0, (r.totalSamplesReceived || 0) - (r.concealedSamples || 0));
   });
   return out;
@@ -168,7 +172,7 @@ async def _publish_with_simple_whip_client(
         t0 = time.monotonic()
         media = await assert_decodes(page, publisher.id, client)
         print(f"{codec}: decoded {media} ({time.monotonic() - t0:.1f} s)")
-        assert media["height"] == 360
+        assert media["height"] == 360 and media["codec"].lower() == f"video/{codec}", media
     finally:
         output = await stop(client)
     # Stopped, the client DELETEs its session: the participant leaves.
