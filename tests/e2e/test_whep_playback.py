@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from playwright.async_api import Browser, Page, Route
 
 from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY
@@ -16,6 +17,8 @@ from tests.conftest import RunningServer, eventually
 from tests.e2e.netns import HOST_IP
 from tests.e2e.test_browser_call import open_participant
 from tests.e2e.test_whip_ingest import WHIP_DIR, assert_decodes, start_in_namespace, stop
+
+pytestmark = pytest.mark.timeout(120)
 
 WHEP_DIR = Path(__file__).resolve().parent / "whip_whep"
 

@@ -21,11 +21,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from playwright.async_api import Browser, Page
 
 from sfu.app import ROOMS_KEY
 from tests.conftest import RunningServer
 from tests.e2e.netns import HOST_IP, NS
+
+pytestmark = pytest.mark.timeout(120)
 
 WHIP_DIR = Path(__file__).resolve().parent / "whip"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +16,8 @@ from sfu.rtc.sdp import MAX_FRAGMENT_CANDIDATES, live_bundle_only, parse_sdp, pa
 from sfu.signaling.whip_wire import check_content_type, check_if_match, entity_tags
 
 from .corpus import FIXTURES, FUZZ, LONG, MUTATIONS, SEED
+
+pytestmark = pytest.mark.timeout(120)
 
 FRAGMENT = (
     "a=ice-ufrag:EsAw\r\na=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"

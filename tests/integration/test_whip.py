@@ -7,6 +7,7 @@ import asyncio
 import collections
 import random
 
+import pytest
 from aiortc import RTCRtpReceiver
 
 from sfu import auth
@@ -16,6 +17,8 @@ from sfu.media.seq import seq_diff
 from sfu.rtc import aiortc_glue as glue
 from tests.conftest import eventually, start_server
 from tests.whip_clients import play_offer, publish_offer, request, settle_connected, whep_play, whip_publish
+
+pytestmark = pytest.mark.timeout(90)
 
 SECRET = "whip-secret-" + "w" * 40
 

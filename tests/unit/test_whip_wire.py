@@ -21,6 +21,8 @@ from sfu.signaling.whip_wire import (
 )
 from tests.whip_clients import publish_offer
 
+pytestmark = pytest.mark.timeout(60)
+
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
