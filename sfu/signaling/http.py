@@ -163,7 +163,7 @@ async def disconnect_participant(participant: Participant, leave_reason: str, co
     session = participant.session
     if session is not None:
         await session.disconnect(leave_reason, code, message, CLOSE_POLICY_VIOLATION)
-    else:  # not attached to a socket (should not happen): just remove it
+    else:  # not attached to a socket (a WHIP publisher): just remove it
         await participant.room.leave(participant, leave_reason)
 
 

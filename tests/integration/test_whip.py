@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 
 import pytest
@@ -477,4 +478,28 @@ async def test_a_second_whip_session_of_the_same_token_replaces_the_first():
             if s is not None:
                 await s.close()
         await bob.close()
+        await srv.runner.cleanup()
+
+
+async def test_an_administrator_sees_kicks_and_closes_whip_and_whep_sessions():
+    srv = await start_server(auth_secret=SECRET, heartbeat_interval_s=1.0)
+    admin = {"Authorization": "Bearer " + token("ops", "show", {"admin"})}
+    whip = await whip_publish(srv.url, "show", token("obs", "show", {"publish"}))
+    player = await whep_play(srv.url, "show", token("tv", "show", {"subscribe"}))
+    try:
+        assert whip.reply.status == 201 and player.reply.status == 201
+        view = json.loads((await request("GET", srv.url + "/admin/rooms/show", headers=admin)).text)
+        (publisher,) = view["participants"]
+        assert publisher["identity"] == "obs" and len(view["viewers"]) == 1
+        assert view["viewers"][0]["identity"] == "tv" and view["viewers"][0]["pinned"] is None
+        kicked = await request("DELETE", f"{srv.url}/admin/rooms/show/participants/{publisher['id']}", headers=admin)
+        assert kicked.status == 200
+        assert (await whip.delete()).status == 404
+        closed = await request("DELETE", srv.url + "/admin/rooms/show", headers=admin)
+        assert closed.status == 200
+        assert (await player.delete()).status == 404
+        assert not srv.app[ROOMS_KEY].rooms
+    finally:
+        await whip.close()
+        await player.close()
         await srv.runner.cleanup()
