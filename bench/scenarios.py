@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -74,14 +75,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_NODE_LABELS = re.compile(r'(node|worker)="[^"]*",?')
+
+
 def scrape(url: str) -> dict[str, float]:
+    """The server's unlabelled series; with workers (a front's /metrics, where each worker's
+    series carries node and worker labels), the sum over the workers."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, _, value = line.rpartition(" ")
-            out[name.removesuffix("_total")] = float(value)
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if "{" in name:
+            base, _, labels = name.partition("{")
+            if _NODE_LABELS.sub("", labels.rstrip("}")).strip(","):
+                continue  # labelled by something else than the node and worker
+            name = base
+        key = name.removesuffix("_total")
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def scrape_workers(url: str) -> dict[str, dict[str, float]]:
+    """Per worker (a front's /metrics): rooms, participants, tracks, CPU as the node saw them."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for match in re.finditer(
+        r'^sfu_worker_(rooms|participants|tracks|cpu_percent)\{[^}]*worker="([^"]+)"[^}]*\} (\S+)$', text, re.M
+    ):
+        out.setdefault(match.group(2), {})[match.group(1)] = float(match.group(3))
     return out
 
 
@@ -196,6 +221,8 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
         "--log-level",
         "WARNING",
     ]
+    if args.workers is not None:
+        server_cmd += ["--workers", str(args.workers)]
     server_log = (logs / f"{tag}-server.log").open("w")
     server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     result: dict[str, Any] = {"participants": n}
@@ -276,6 +303,9 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
             )
         m1, t1 = scrape(url), time.time()
         s1, g1 = cpu_seconds(server_procs), cpu_seconds(gen_procs)
+        if args.workers is not None:
+            result["workers"] = scrape_workers(url)
+            result["front_pid"] = str(server.pid)
         sw1, gw1 = runqueue_wait_s(server_procs), runqueue_wait_s(gen_procs)
         machine1 = psutil.cpu_times()
         span = t1 - t0
@@ -451,6 +481,9 @@ def main() -> None:
     parser.add_argument("--join-timeout", type=float, default=30, help="seconds for everyone to join")
     parser.add_argument("--no-simulcast", dest="simulcast", action="store_false", help="one 640x360 VP8 layer")
     parser.add_argument("--processes", type=int, default=1, help="locust processes (--processes) of the generator")
+    parser.add_argument(
+        "--workers", type=int, help="the server's --workers (results: <scenario>-workers<N>.json); default: one process"
+    )
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the first step over the limits")
     parser.add_argument(
         "--attempts",
@@ -496,7 +529,8 @@ def main() -> None:
         "capacity": None,
         "stopped_because": None,
     }
-    json_path = args.out / f"{args.scenario}.json"
+    stem = args.scenario if args.workers is None else f"{args.scenario}-workers{args.workers}"
+    json_path = args.out / f"{stem}.json"
     for n in steps:
         print(f"[{args.scenario}] {n} participants ...", flush=True)
         attempts = []
@@ -532,14 +566,14 @@ def main() -> None:
         if why is None:
             report["capacity"] = n
         json_path.write_text(json.dumps(report, indent=1))
-        plot(args.scenario, report, args.out / f"{args.scenario}.png")
+        plot(args.scenario, report, args.out / f"{stem}.png")
         if why is not None and not args.keep_going:
             report["stopped_because"] = f"{n} participants: {why}"
             break
     json_path.write_text(json.dumps(report, indent=1))
-    plot(args.scenario, report, args.out / f"{args.scenario}.png")
+    plot(args.scenario, report, args.out / f"{stem}.png")
     print(f"capacity: {report['capacity']} participants ({report['stopped_because'] or 'every step within limits'})")
-    print(f"wrote {json_path} and {args.out / (args.scenario + '.png')}")
+    print(f"wrote {json_path} and {args.out / (stem + '.png')}")
 
 
 if __name__ == "__main__":

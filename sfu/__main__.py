@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from . import auth
 from .config import ConfigError, is_loopback, load
 
-COMMANDS = ("serve", "token", "config", "healthcheck")
+COMMANDS = ("serve", "token", "config", "healthcheck", "worker")
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,25 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="accept joins without a token on a non-loopback address (SFU_ALLOW_OPEN_ROOMS)",
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (SFU_LOG_LEVEL)")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        help='worker processes on this host, or "auto" for one per core (SFU_WORKERS, default 1)',
+    )
+    parser.add_argument("--redis-url", help="Redis shared by the nodes of a cluster (SFU_REDIS_URL)")
     return parser
+
+
+def _workers(raw: str) -> int:
+    if raw.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number or "auto", got {raw!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
 
 
 def _serve_cli(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,6 +86,8 @@ def _serve_cli(args: argparse.Namespace) -> dict[str, Any]:
         "tls_key_file": args.tls_key,
         "tls_self_signed": args.self_signed,
         "allow_open_rooms": args.allow_open_rooms,
+        "workers": args.workers,
+        "redis_url": args.redis_url,
     }
 
 
@@ -89,13 +109,18 @@ def serve(argv: list[str]) -> int:
         uvloop.install()
     except ImportError:
         pass
-    from .app import create_app
     from .tls import ssl_context
 
     try:
         ssl = ssl_context(config)
     except (OSError, ValueError) as exc:
         return _fail(f"TLS: {exc}")
+    if config.clustered:
+        from .cluster.node import run_node
+
+        return run_node(config, ssl)
+    from .app import create_app
+
     app = create_app(config)
     scheme = "https" if ssl else "http"
     shown_host = f"[{config.host}]" if ":" in config.host else config.host
@@ -214,8 +239,25 @@ def healthcheck(argv: list[str]) -> int:
     return 0 if body.get("status") == "ok" else 1
 
 
+def worker(argv: list[str]) -> int:
+    """One worker process of a node, started by its front process (never by hand): its
+    settings come on stdin, and it ends when stdin does (the front is gone)."""
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    from .cluster.worker import run_worker
+
+    return run_worker(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "worker":
+        return worker(argv[1:])
     if argv and argv[0] == "healthcheck":
         return healthcheck(argv[1:])
     if argv and argv[0] == "token":

@@ -209,6 +209,58 @@ class Config:
         ),
     )
 
+    # -- scale-out (docs/scaling.md) ---------------------------------------------------
+    workers: int = field(
+        default=1,
+        metadata=_doc(
+            'worker processes on this host, each with its own rooms and media; 0 or "auto": one per '
+            "core. 1 with no redis_url: one process, as a plain server"
+        ),
+    )
+    redis_url: str = field(
+        default="",
+        metadata=_doc(
+            "Redis shared by the nodes of a cluster (redis://host:6379/0); empty: this host alone, "
+            "state in the front process"
+        ),
+    )
+    node_id: str = field(default="", metadata=_doc("this node's name in the cluster, unique; empty: <hostname>-<port>"))
+    public_url: str = field(
+        default="", metadata=_doc("where clients reach this node (http(s)://host:port); empty: from host and port")
+    )
+    cluster_host: str = field(
+        default="127.0.0.1",
+        metadata=_doc(
+            "address the workers listen on for the front processes' relayed signaling (internal); "
+            "in a cluster, one the other nodes can reach"
+        ),
+    )
+    cluster_secret: str = field(
+        default="",
+        metadata=_doc(
+            "shared by every process of the deployment, required on the workers' internal "
+            "endpoints; needed with redis_url, made up at start on one host"
+        ),
+    )
+    node_ttl_s: float = field(
+        default=6.0,
+        metadata=_doc("a node whose heartbeat is older than this is gone: none of its workers is chosen for a room"),
+    )
+    node_heartbeat_s: float = field(
+        default=1.0, metadata=_doc("how often a node reads its workers' load and writes its heartbeat")
+    )
+    max_tracks_per_worker: int = field(
+        default=768,
+        metadata=_doc(
+            "no new room is placed on a worker forwarding this many tracks (in plus out; 0: no limit); "
+            "768 is the small-rooms capacity of one core: 96 participants x (2 in + 6 out)"
+        ),
+    )
+    max_worker_cpu_percent: float = field(
+        default=85.0,
+        metadata=_doc("no new room is placed on a worker busier than this (percent of one core; 0: no ceiling)"),
+    )
+
     # -- derived ------------------------------------------------------------------------
 
     @property
@@ -223,6 +275,16 @@ class Config:
     def open_rooms(self) -> bool:
         """Whether a join without a token is accepted."""
         return self.allow_open_rooms or not self.auth_enabled
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes: ``workers``, or one per core for 0 ("auto")."""
+        return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this host runs a front process and workers (not one plain process)."""
+        return self.worker_count > 1 or bool(self.redis_url)
 
     def validate(self) -> Config:
         if not 0 < self.port < 65536:
@@ -303,6 +365,36 @@ class Config:
             raise ConfigError("shutdown_grace_s must not be negative")
         if self.max_ssrcs_per_transport < 1:
             raise ConfigError(f"max_ssrcs_per_transport must be at least 1, got {self.max_ssrcs_per_transport}")
+        if self.workers < 0:
+            raise ConfigError(f'workers must be a positive number or "auto" (0), got {self.workers}')
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        if self.redis_url and len(self.cluster_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"redis_url needs cluster_secret (at least {MIN_SECRET_BYTES} bytes), the same on every node"
+            )
+        if self.cluster_secret and len(self.cluster_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"cluster_secret must be at least {MIN_SECRET_BYTES} bytes")
+        if not 0 < self.node_ttl_s <= 60:
+            raise ConfigError(f"node_ttl_s must be in (0, 60], got {self.node_ttl_s}")
+        if not 0 < self.node_heartbeat_s <= self.node_ttl_s / 2:
+            raise ConfigError(
+                f"node_heartbeat_s must be positive and at most half of node_ttl_s, got {self.node_heartbeat_s}"
+            )
+        if self.max_tracks_per_worker < 0 or self.max_worker_cpu_percent < 0:
+            raise ConfigError("max_tracks_per_worker and max_worker_cpu_percent must not be negative")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url must start with http:// or https://, got {self.public_url!r}")
+        if self.clustered and _is_wildcard(self.cluster_host):
+            raise ConfigError(
+                f"cluster_host {self.cluster_host} is a wildcard: the workers' URLs need an address the "
+                "front processes reach (127.0.0.1 on one host; this host's cluster address otherwise)"
+            )
+        workers = self.worker_count
+        if workers > 1 and self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
+            raise ConfigError(
+                f"ice port range {self.ice_port_min}..{self.ice_port_max} is too small for {workers} workers"
+            )
         return self
 
     def public_view(self) -> dict[str, Any]:
@@ -316,7 +408,7 @@ class Config:
         return out
 
 
-SECRET_OPTIONS = {"auth_secret", "turn_secret"}
+SECRET_OPTIONS = {"auth_secret", "turn_secret", "cluster_secret", "redis_url"}  # a URL may carry a password
 OPTION_NAMES = [f.name for f in fields(Config)]
 ENV_PREFIX = "SFU_"
 CONFIG_ENV = "SFU_CONFIG"
@@ -327,6 +419,13 @@ def is_loopback(host: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
 
@@ -370,6 +469,8 @@ def _from_string(name: str, raw: str, source: str) -> Any:
                 return False
             raise ValueError(f"expected true or false, got {raw!r}")
         if kind == "int":
+            if name == "workers" and raw.strip().lower() == "auto":
+                return 0
             return int(raw)
         if kind == "float":
             return float(raw)
@@ -399,6 +500,8 @@ def _from_toml(name: str, value: Any, source: str) -> Any:
             raise bad("true or false")
         return value
     if kind == "int":
+        if name == "workers" and value == "auto":
+            return 0
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("an integer")
         return value
@@ -492,3 +595,27 @@ def option_docs() -> list[tuple[str, str, str, str]]:
             shown = str(default)
         rows.append((f.name, ENV_PREFIX + f.name.upper(), shown, f.metadata.get("doc", "")))
     return rows
+
+
+def to_mapping(config: Config) -> dict[str, Any]:
+    """Every option as TOML-like plain values (paths as strings, tuples as lists, unset paths
+    left out): what ``from_mapping`` reads back, e.g. to hand a worker process its settings."""
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = [dict(v) if isinstance(v, dict) else v for v in value]
+        out[f.name] = value
+    return out
+
+
+def from_mapping(data: dict[str, Any], source: str = "settings") -> Config:
+    """A Config from ``to_mapping``'s output (type-checked like a file; not validated yet)."""
+    unknown = sorted(set(data) - set(OPTION_NAMES))
+    if unknown:
+        raise ConfigError(f"{source}: unknown option(s): {', '.join(unknown)}")
+    return Config(**{name: _from_toml(name, value, source) for name, value in data.items()})

@@ -102,6 +102,8 @@ class Conflict(SignalingError):
         "too-many-connections": 503,
         "join-timeout": 408,
         "negotiation-timeout": 408,
+        "unavailable": 503,
+        "no-capacity": 503,
         # WHIP/WHEP: a PATCH whose If-Match names another version of the session (RFC 9725).
         "precondition-failed": 412,
     }

@@ -57,13 +57,15 @@ class SessionHandle(Protocol):
 _counter = itertools.count(1)
 
 
-def new_participant_id() -> str:
-    return f"p{next(_counter)}{secrets.token_hex(3)}"
+def new_participant_id(prefix: str = "") -> str:
+    """Unique in this process; ``prefix`` (a worker's, in a cluster) makes it unique across
+    the processes of a deployment."""
+    return f"{prefix}p{next(_counter)}{secrets.token_hex(3)}"
 
 
 class Participant:
     def __init__(self, room: Room, name: str, post: PostFn, config: Config) -> None:
-        self.id = new_participant_id()
+        self.id = new_participant_id(room.id_prefix)
         self.name = name
         self.room = room
         self._post = post
@@ -211,8 +213,10 @@ class Room:
         capacity: int,
         on_empty: Callable[[Room], None],
         retired: RetiredTotals | None = None,
+        id_prefix: str = "",
     ) -> None:
         self.name = name
+        self.id_prefix = id_prefix  # of its participants' ids
         self.capacity = capacity
         self.participants: dict[str, Participant] = {}
         self.viewers: dict[str, Participant] = {}  # hidden, subscribe-only (WHEP players)
@@ -420,13 +424,14 @@ class RoomManager:
         self.rooms: dict[str, Room] = {}
         self.retired = RetiredTotals()
         self.draining = False  # shutting down: no new joins
+        self.id_prefix = ""  # of participant ids: a worker's own in a cluster (unique across it)
 
     def get_or_create(self, name: str) -> Room:
         if self.draining:
             raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
         room = self.rooms.get(name)
         if room is None or room.closed:
-            room = Room(name, self.config.room_capacity, self._remove, self.retired)
+            room = Room(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
             self.rooms[name] = room
         return room
 

@@ -94,8 +94,10 @@ class MemoryState:
     workers: dict[str, _WorkerRecord] = field(default_factory=dict)
     rooms: dict[str, _RoomRecord] = field(default_factory=dict)
     # The state lives while heartbeats come (until this time); a heartbeat that finds it gone
-    # while its node runs rooms starts a recovery, until recovering_until_s.
+    # while its node runs rooms, or from a node that saw an earlier epoch, starts a recovery,
+    # until recovering_until_s.
     epoch_expires_s: float = float("-inf")
+    epoch: int = 0
     recovering_until_s: float = float("-inf")
 
 
@@ -116,6 +118,7 @@ class MemoryCoordinator:
         self._room_ttl_s = room_ttl_s
         self._new_room_tracks = new_room_tracks
         self._closed = False
+        self._seen_epoch = 0  # the epoch of the state this coordinator last wrote into (0: none)
 
     async def start(self) -> None:
         self._check_open()
@@ -167,9 +170,16 @@ class MemoryCoordinator:
         self._prune(now_s, rooms=True)
         state = self.state
         expires_s = now_s + ttl_s
-        if state.epoch_expires_s <= now_s and any(w.rooms > 0 for w in node.workers):
+        lost = False
+        if state.epoch_expires_s <= now_s:
+            state.epoch += 1
+            lost = any(w.rooms > 0 for w in node.workers)
+        if self._seen_epoch and self._seen_epoch != state.epoch:
+            lost = True
+        if lost and state.recovering_until_s <= now_s:
             state.recovering_until_s = expires_s
         state.epoch_expires_s = max(state.epoch_expires_s, expires_s)
+        self._seen_epoch = state.epoch
         previous = state.nodes.get(node.node_id)
         reported = {w.worker_id for w in node.workers}
         if previous is not None:

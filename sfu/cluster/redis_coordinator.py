@@ -85,24 +85,32 @@ end
 """
 
 # ARGV: prefix, node id, public url, draining (0/1), ttl ms, workers (JSON list of objects
-# whose values are all strings)
+# whose values are all strings), the epoch this coordinator last saw (empty: none). Returns the
+# current epoch.
 _HEARTBEAT = r"""
 local node_id, url, draining, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local workers = cjson.decode(ARGV[6])
 local now = now_ms()
 prune(now)
 -- the state lost (Redis restarted empty, or every node silent for a TTL) while this node runs
--- rooms: new rooms wait one TTL, so that every live node writes its rooms back first
-if redis.call('EXISTS', P .. 'epoch') == 0 then
-  redis.call('SET', P .. 'epoch', now, 'PX', ttl)
+-- rooms, or seen by a node that knew the state before (its last epoch is not the current one,
+-- however short the outage was): new rooms wait one TTL, so that every live node writes its
+-- rooms back first. A new deployment's first heartbeat (no rooms, no epoch seen) places at once.
+local seen = ARGV[7] or ''
+local epoch = redis.call('GET', P .. 'epoch')
+local lost = false
+if not epoch then
+  epoch = tostring(now) .. ':' .. node_id
+  redis.call('SET', P .. 'epoch', epoch, 'PX', ttl)
   for _, w in ipairs(workers) do
-    if tonumber(w.rooms) > 0 then
-      redis.call('SET', P .. 'recovering', now + ttl, 'PX', ttl)
-      break
-    end
+    if tonumber(w.rooms) > 0 then lost = true; break end
   end
 else
   extend(P .. 'epoch', ttl)
+end
+if seen ~= '' and seen ~= epoch then lost = true end
+if lost and redis.call('EXISTS', P .. 'recovering') == 0 then
+  redis.call('SET', P .. 'recovering', now + ttl, 'PX', ttl)
 end
 local nkey = P .. 'node:' .. node_id
 local ids, reported = {}, {}
@@ -132,7 +140,7 @@ if #ids > 0 then
   extend(P .. 'workers', ttl)
   extend(P .. 'load', ttl)
 end
-return 1
+return epoch
 """
 
 # ARGV: prefix, node id
@@ -344,6 +352,8 @@ class RedisCoordinator:
         self._room_ttl_ms = _ms(room_ttl_s)
         self._new_room_tracks = new_room_tracks
         self._closed = False
+        # the epoch of the shared state this coordinator last wrote into (empty: none yet)
+        self._seen_epoch = ""
         self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
             url,
             decode_responses=True,
@@ -403,14 +413,16 @@ class RedisCoordinator:
             }
             for w in node.workers
         ]
-        await self._run(
+        epoch = await self._run(
             "heartbeat",
             node.node_id,
             node.public_url,
             "1" if node.draining else "0",
             _ms(ttl_s),
             json.dumps(workers),
+            self._seen_epoch,
         )
+        self._seen_epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
     async def remove_node(self, node_id: str) -> None:
         await self._run("remove_node", node_id)

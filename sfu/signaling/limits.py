@@ -10,6 +10,8 @@ from dataclasses import dataclass
 CLOSE_GOING_AWAY = 1001  # shutdown
 CLOSE_POLICY_VIOLATION = 1008  # kicked, room closed
 CLOSE_MESSAGE_TOO_BIG = 1009  # a frame over 4 x max_message_bytes (the WebSocket reader's own)
+CLOSE_SERVICE_RESTART = 1012  # the worker process hosting the room went away: join again
+CLOSE_TRY_AGAIN_LATER = 1013  # no placement for the room now (unavailable, no-capacity)
 CLOSE_JOIN_TIMEOUT = 4000  # no join within join_timeout_s
 CLOSE_SEND_QUEUE_FULL = 4001  # more than max_queued_bytes waiting for a client that does not read
 

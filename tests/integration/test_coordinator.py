@@ -324,6 +324,26 @@ async def test_when_the_shared_state_was_lost_new_rooms_wait_one_ttl_for_the_run
     assert (await b.place_room("new", prefer_node="b")).worker_id == "b/0"
 
 
+async def test_a_node_that_saw_the_lost_state_starts_the_recovery_even_without_rooms(coordinator_factory):
+    # Every node silent for a TTL (or a Redis restarted empty between two heartbeats): the first
+    # node to heartbeat again runs no room, but it knew the state before, so new rooms still wait
+    # one TTL for the nodes that run rooms to write them back (else a running room could be
+    # placed anew elsewhere and split).
+    a, b = await coordinator_factory.coordinator(), await coordinator_factory.coordinator()
+    short_ttl_s = 0.5
+    await a.heartbeat(node("a", worker("a", 0, rooms=1, tracks=4)), short_ttl_s)
+    await b.heartbeat(node("b", worker("b", 0)), short_ttl_s)
+    await coordinator_factory.elapse(short_ttl_s + 0.6)  # the whole state expires
+    recovery_s = 4.0
+    await b.heartbeat(node("b", worker("b", 0)), recovery_s)
+    with pytest.raises(CoordinatorUnavailable, match="recovering"):
+        await b.place_room("new", prefer_node="b")
+    await coordinator_factory.elapse(recovery_s - 1.5)
+    await b.heartbeat(node("b", worker("b", 0)), LONG_TTL_S)  # the same state: no new recovery
+    await coordinator_factory.elapse(1.8)
+    assert (await b.place_room("new", prefer_node="b")).worker_id == "b/0"
+
+
 async def test_a_first_heartbeat_without_rooms_places_at_once(coordinator_factory):
     a = await coordinator_factory.coordinator()
     await a.heartbeat(node("a", worker("a", 0)), LONG_TTL_S)

@@ -139,3 +139,55 @@ def test_install_script_installs_a_server_that_starts_and_is_healthy(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(15) == 0
+
+
+def _substituted(value: str, values: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?message}, from ``values``."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, rest = match.group(1), match.group(2), match.group(3)
+        if name in values:
+            return values[name]
+        assert op == ":-", f"{name} is required and has no example value"
+        return rest
+
+    return re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
+
+
+def test_cluster_compose_file_runs_two_nodes_sharing_redis_with_coturn():
+    compose = yaml.safe_load((DOCKER / "compose.cluster.yaml").read_text())
+    services = compose["services"]
+    assert {"sfu-a", "sfu-b", "redis", "coturn"} <= set(services)
+    assert "redis" in services["redis"]["image"]
+    assert "--save" in services["redis"]["command"], "Redis runs without persistence"
+    example = dict(
+        line.split("=", 1)
+        for line in (DOCKER / "env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    from sfu.config import ENV_PREFIX, OPTION_NAMES, load
+
+    known = {ENV_PREFIX + n.upper() for n in OPTION_NAMES}
+    configs = {}
+    ranges = []
+    for name in ("sfu-a", "sfu-b"):
+        service = services[name]
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert set(service["depends_on"]) >= {"redis", "coturn"}
+        env = {k: _substituted(str(v), example) for k, v in service["environment"].items()}
+        assert set(env) <= known, set(env) - known
+        # The image's own settings, then the service's: a valid node configuration.
+        image_env, _, _ = dockerfile_runtime()
+        config = load(environ={**{k: v for k, v in image_env.items() if k.startswith("SFU_")}, **env})
+        assert config.clustered and config.workers == 0 and config.redis_url == "redis://redis:6379/0"
+        configs[name] = config
+        low, high = config.ice_port_min, config.ice_port_max
+        ranges.append((low, high))
+        assert f"{low}-{high}:{low}-{high}/udp" in service["ports"], "the node's UDP range is published 1:1"
+        assert config.cluster_host == name, "the workers listen on the name the other node resolves"
+    a, b = configs["sfu-a"], configs["sfu-b"]
+    assert a.node_id != b.node_id and a.public_url != b.public_url
+    assert a.cluster_secret == b.cluster_secret and a.auth_secret == b.auth_secret
+    (a_low, a_high), (b_low, b_high) = sorted(ranges)
+    assert a_high < b_low, "the nodes' UDP ranges do not overlap"
+    assert services["coturn"].get("network_mode") == "host"

@@ -16,6 +16,8 @@ from sfu.app import MEDIA_SESSIONS_KEY, ROOMS_KEY, drain
 from sfu.client import Participant
 from sfu.media.seq import seq_diff
 from sfu.rtc import aiortc_glue as glue
+from tests.cluster_nodes import SECRET as CLUSTER_TEST_SECRET
+from tests.cluster_nodes import NodeProcess, joined
 from tests.conftest import eventually, start_server
 from tests.whip_clients import play_offer, publish_offer, request, settle_connected, whep_play, whip_publish
 
@@ -503,3 +505,49 @@ async def test_an_administrator_sees_kicks_and_closes_whip_and_whep_sessions():
         await whip.close()
         await player.close()
         await srv.runner.cleanup()
+
+
+@pytest.mark.timeout(150)
+async def test_whip_and_whep_through_the_front_of_a_node_with_two_workers(tmp_path):
+    """``python -m sfu --workers 2``: the front forwards WHIP and WHEP to the room's worker."""
+    node = NodeProcess(workers=2, log_dir=tmp_path)
+    node.start()
+    bob = whip = player = None
+    try:
+        await node.wait_ready()
+        bob = await joined(node.ws_url, "front", "bob", publish=False)
+        publish = auth.mint(CLUSTER_TEST_SECRET, "obs", "front", {"publish"}, 600, name="OBS")
+        whip = await whip_publish(node.url, "front", publish)
+        assert whip.reply.status == 201, whip.reply.text
+        assert whip.reply.headers["Location"].startswith("/whip/front/sessions/") and whip.reply.headers["ETag"]
+        assert whip.reply.headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
+        announced = await bob.wait_for(lambda m: m.get("type") == "participant-joined", 15)
+        assert announced["participant"]["name"] == "OBS"  # the same worker as bob's room
+        await settle_connected(whip.pc)
+        await eventually(lambda: bob.received_from(announced["participant"]["id"], "video") > 30, 20)
+        player = await whep_play(node.url, "front")
+        assert player.reply.status == 201, player.reply.text
+        await settle_connected(player.pc)
+        await eventually(lambda: player.packets["video"] > 30 and player.packets["audio"] > 30, 20)
+        patch = await request(
+            "PATCH",
+            whip.location,
+            "a=end-of-candidates\r\n",
+            {**whip.auth(), "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": whip.reply.headers["ETag"]},
+        )
+        assert patch.status == 204, patch.text
+        assert (await request("PATCH", whip.location, "", whip.auth())).status == 415
+        assert (await request("OPTIONS", f"{node.url}/whip/front")).headers["Accept-Post"] == "application/sdp"
+        assert (await whip.delete()).status == 200
+        assert (await whip.delete()).status == 404
+        left = await bob.wait_for(lambda m: m.get("type") == "participant-left", 15)
+        assert left["id"] == announced["participant"]["id"]
+        missing = await whep_play(node.url, "nowhere")
+        assert missing.reply.status == 404 and missing.reply.text.startswith("not-found")
+    finally:
+        for s in (whip, player):
+            if s is not None:
+                await s.close()
+        if bob is not None:
+            await bob.close()
+        node.cleanup()
