@@ -38,8 +38,7 @@ from ..errors import BadRequest, Conflict, SignalingError
 from ..metrics import CONTENT_TYPE, render
 from ..signaling.http import admin_claims, any_admin_claims, refuse
 from ..signaling.messages import ROOM_RE
-from ..signaling.whip import endpoint_options, resource_options
-from ..signaling.whip_wire import ENDPOINT_METHODS, cors_headers
+from ..signaling.whip_wire import ENDPOINT_METHODS, cors_headers, options_headers
 from ..state import CONFIG_KEY, STATS_KEY
 from ..stats import ServerStats
 from ..tasks import spawn
@@ -504,6 +503,14 @@ async def forward_media_session(request: web.Request) -> web.StreamResponse:
     except (aiohttp.ClientError, OSError, TimeoutError):
         error = Conflict("unavailable", f"the worker hosting room {room!r} cannot be reached")
         return refuse(request, error, plain=True, headers=plain)
+
+
+async def endpoint_options(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204, headers=options_headers(resource=False))
+
+
+async def resource_options(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204, headers=options_headers(resource=True))
 
 
 class _Families(Collector):

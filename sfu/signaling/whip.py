@@ -36,7 +36,6 @@ from .http import refuse
 from .messages import ROOM_RE
 from .server_messages import JoinInfo, ServerMessage
 from .whip_wire import (
-    CORS_MAX_AGE_S,
     ENDPOINT_METHODS,
     RESOURCE_METHODS,
     SDP_FRAGMENT_TYPE,
@@ -45,6 +44,7 @@ from .whip_wire import (
     check_if_match,
     cors_headers,
     ice_server_links,
+    options_headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -292,19 +292,11 @@ async def resource_delete(request: web.Request) -> web.StreamResponse:
 
 
 async def endpoint_options(request: web.Request) -> web.StreamResponse:
-    headers = cors_headers(ENDPOINT_METHODS)
-    headers["Accept-Post"] = SDP_TYPE
-    headers["Allow"] = ENDPOINT_METHODS
-    headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
-    return web.Response(status=204, headers=headers)
+    return web.Response(status=204, headers=options_headers(resource=False))
 
 
 async def resource_options(request: web.Request) -> web.StreamResponse:
-    headers = cors_headers(RESOURCE_METHODS)
-    headers["Accept-Patch"] = SDP_FRAGMENT_TYPE
-    headers["Allow"] = RESOURCE_METHODS
-    headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
-    return web.Response(status=204, headers=headers)
+    return web.Response(status=204, headers=options_headers(resource=True))
 
 
 def add_routes(app: web.Application) -> None:

@@ -99,3 +99,17 @@ def cors_headers(methods: str) -> dict[str, str]:
         "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
         "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post",
     }
+
+
+def options_headers(resource: bool) -> dict[str, str]:
+    """The answer to OPTIONS (CORS preflight): on an endpoint ``Accept-Post``, on a session
+    resource ``Accept-Patch``."""
+    methods = RESOURCE_METHODS if resource else ENDPOINT_METHODS
+    headers = cors_headers(methods)
+    if resource:
+        headers["Accept-Patch"] = SDP_FRAGMENT_TYPE
+    else:
+        headers["Accept-Post"] = SDP_TYPE
+    headers["Allow"] = methods
+    headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+    return headers
