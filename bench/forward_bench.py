@@ -64,8 +64,24 @@ def snapshot(commit: str) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "archive", full], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        build_extension(root)
         (root / "COMMIT").write_text(full + "\n")
     return root
+
+
+def build_extension(root: Path) -> None:
+    """Compile a snapshot's compiled send path (sfu/rtc/_fastpath.c) in place, as
+    `pip install -e .` does for the working tree; without it the snapshot runs pure Python."""
+    import sysconfig
+
+    source = root / "sfu" / "rtc" / "_fastpath.c"
+    if not source.exists():
+        return
+    target = source.with_name("_fastpath" + sysconfig.get_config_var("EXT_SUFFIX"))
+    cmd = ["cc", "-shared", "-fPIC", "-O2", f"-I{sysconfig.get_paths()['include']}", str(source), "-lsrtp2", "-o"]
+    result = subprocess.run([*cmd, str(target)], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"the snapshot's compiled send path did not build: {result.stderr.strip()}", file=sys.stderr)
 
 
 def _sfu_root() -> Path:
@@ -390,6 +406,8 @@ async def run_once(cfg: RunConfig) -> dict[str, Any]:
         "forwarded_pps": pkts / window,
         "forwarded_pps_per_subscriber_min": min(sub_pps) if sub_pps else 0.0,
         "server_us_per_forwarded_packet": 1e6 * server_cpu_s / pkts if pkts else None,
+        "server_user_us_per_forwarded_packet": 1e6 * (su1 - su0) / pkts if pkts else None,
+        "server_sys_us_per_forwarded_packet": 1e6 * (ss1 - ss0) / pkts if pkts else None,
         "client_us_per_received_packet": 1e6 * client_cpu_s / pkts if pkts else None,
         "server_pct_core_per_subscriber": 100 * server_cpu_s / window / n if n else None,
         "rx_kbps_total": nbytes * 8 / window / 1000,
@@ -419,6 +437,8 @@ MEDIAN_KEYS = [
     "publisher_sent_pps",
     "forwarded_pps",
     "server_us_per_forwarded_packet",
+    "server_user_us_per_forwarded_packet",
+    "server_sys_us_per_forwarded_packet",
     "client_us_per_received_packet",
     "server_pct_core_per_subscriber",
     "rx_kbps_total",
@@ -466,10 +486,16 @@ def marginal(summary: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     slope, intercept = statistics.linear_regression([x for x, _ in pts], [y for _, y in pts])
     slope_pkt, _ = statistics.linear_regression([x for x, _ in pts_pkt], [y for _, y in pts_pkt])
+    pps = [s["forwarded_pps"] for s in summary]
+    # The same slope for user and system time apart (they add up to the total's slope).
+    slope_user, _ = statistics.linear_regression(pps, [s.get("server_user_pct", 0.0) for s in summary])
+    slope_sys, _ = statistics.linear_regression(pps, [s.get("server_sys_pct", 0.0) for s in summary])
     return {
         "server_cpu_pct_per_extra_subscriber": round(slope, 3),
         "server_cpu_pct_intercept": round(intercept, 3),
         "server_marginal_us_per_forwarded_packet": round(slope_pkt * 1e4, 2),  # %/pps -> us/packet
+        "server_marginal_user_us_per_forwarded_packet": round(slope_user * 1e4, 2),
+        "server_marginal_sys_us_per_forwarded_packet": round(slope_sys * 1e4, 2),
         "fitted_subscriber_counts": [x for x, _ in pts],
     }
 
@@ -678,7 +704,8 @@ async def main_async(args: argparse.Namespace) -> int:
         print(
             f"\nmarginal cost: {m['server_cpu_pct_per_extra_subscriber']:.2f} % core per extra subscriber, "
             f"{m['server_marginal_us_per_forwarded_packet']:.1f} us per extra forwarded packet "
-            f"(intercept {m['server_cpu_pct_intercept']:.1f} %)"
+            f"({m['server_marginal_user_us_per_forwarded_packet']:.1f} user + "
+            f"{m['server_marginal_sys_us_per_forwarded_packet']:.1f} system; intercept {m['server_cpu_pct_intercept']:.1f} %)"
         )
     return 0 if summary else 1
 

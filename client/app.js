@@ -119,6 +119,7 @@ ui.on('toggleScreen', () => {
     if (e.name !== 'NotAllowedError') ui.showBanner(`Screen sharing failed: ${e.message}`, { kind: 'warning', code: 'screen' });
   });
 });
+ui.on('typing', () => session.sendTyping());
 ui.on('sendChat', (text) => {
   try {
     session.sendChat(text);
@@ -178,6 +179,10 @@ session.on('remote-track-removed', (c) => {
   ui.removeRemoteTrack(c);
 });
 session.on('chat', (m) => ui.addChat(m));
+session.on('typing', ({ name }) => ui.showTyping(name));
+session.on('data-error', ({ code, message }) => {
+  ui.showBanner(`Message not delivered (${code})${message ? `: ${message}` : ''}`, { kind: 'warning', code: 'data' });
+});
 session.on('active-speaker', ({ participant }) => ui.setActiveSpeaker(participant === session.id ? 'self' : participant));
 ui.on('pinChanged', () => quality.update());
 session.on('track-quality', ({ track, paused }) => {

@@ -212,6 +212,13 @@ const SERVER_MESSAGES = {
     requireString(m.code, 'code');
     if (typeof m.message !== 'string') m.message = '';
   },
+  'data-error'(m) {
+    // Data channel messages of ours the server did not relay (docs/protocol.md, Data channels).
+    requireString(m.code, 'code');
+    if (typeof m.message !== 'string') m.message = '';
+    requireOneOf(m.channel, ['reliable', 'lossy'], 'channel');
+    m.dropped = typeof m.dropped === 'number' && m.dropped >= 1 ? m.dropped : 1;
+  },
 };
 
 function checkParticipant(p) {
@@ -256,4 +263,86 @@ function requirePc(m, expected) {
 
 function positiveNumber(v, fallback) {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+// ---------------------------------------------------------------------------
+// Data channel frames (docs/protocol.md, Data channels): version, flags (0x01: UTF-8 text),
+// a big-endian 16-bit header length, a JSON header, the payload.
+
+export const DATA_RELIABLE_LABEL = 'sfu-reliable';
+export const DATA_LOSSY_LABEL = 'sfu-lossy';
+export const DATA_FRAME_VERSION = 1;
+export const MAX_DATA_HEADER_BYTES = 4096;
+const FLAG_TEXT = 0x01;
+
+/**
+ * One frame: `payload` a string (sent as text) or bytes (Uint8Array / ArrayBuffer);
+ * optional `topic`, `to` (participant ids; absent: everyone else) and `ref`.
+ */
+export function encodeDataFrame(payload, { topic, to, ref } = {}) {
+  const text = typeof payload === 'string';
+  const body = text ? new TextEncoder().encode(payload) : toBytes(payload);
+  const header = {};
+  if (topic != null) header.topic = requireString(topic, 'topic');
+  if (to != null) {
+    if (!Array.isArray(to) || !to.length) throw new ProtocolError('to must be a non-empty array of participant ids');
+    header.to = to.map((id) => requireString(id, 'to[]'));
+  }
+  if (ref != null) header.ref = requireString(ref, 'ref');
+  const head = Object.keys(header).length ? new TextEncoder().encode(JSON.stringify(header)) : new Uint8Array(0);
+  if (head.length > MAX_DATA_HEADER_BYTES) throw new ProtocolError(`the header is over ${MAX_DATA_HEADER_BYTES} bytes`);
+  const frame = new Uint8Array(4 + head.length + body.length);
+  frame[0] = DATA_FRAME_VERSION;
+  frame[1] = text ? FLAG_TEXT : 0;
+  frame[2] = head.length >> 8;
+  frame[3] = head.length & 0xff;
+  frame.set(head, 4);
+  frame.set(body, 4 + head.length);
+  return frame;
+}
+
+/**
+ * A frame the server delivered: {from, topic, text (bool), data (string for text, else
+ * Uint8Array)}; throws ProtocolError for anything that is not one.
+ */
+export function decodeDataFrame(raw) {
+  if (typeof raw === 'string') throw new ProtocolError('a data frame is binary');
+  const bytes = toBytes(raw);
+  if (bytes.length < 4) throw new ProtocolError('a data frame has at least 4 bytes');
+  if (bytes[0] !== DATA_FRAME_VERSION) throw new ProtocolError(`unknown data frame version ${bytes[0]}`);
+  if (bytes[1] & ~FLAG_TEXT) throw new ProtocolError('unknown data frame flags');
+  const headLength = (bytes[2] << 8) | bytes[3];
+  if (4 + headLength > bytes.length) throw new ProtocolError('the data frame header is cut short');
+  let header = {};
+  if (headLength) {
+    try {
+      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(4, 4 + headLength)));
+    } catch {
+      throw new ProtocolError('the data frame header is not JSON');
+    }
+    if (!isObject(header)) throw new ProtocolError('the data frame header is not an object');
+  }
+  const body = bytes.slice(4 + headLength);
+  const text = Boolean(bytes[1] & FLAG_TEXT);
+  let data = body;
+  if (text) {
+    try {
+      data = new TextDecoder('utf-8', { fatal: true }).decode(body);
+    } catch {
+      throw new ProtocolError('a text data frame is not UTF-8');
+    }
+  }
+  return {
+    from: typeof header.from === 'string' ? header.from : null,
+    topic: typeof header.topic === 'string' ? header.topic : null,
+    text,
+    data,
+  };
+}
+
+function toBytes(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  throw new ProtocolError('payload must be a string or bytes');
 }

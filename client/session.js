@@ -22,6 +22,9 @@ export const SIMULCAST_ENCODINGS = Object.freeze([
 
 // Local sources whose mute state the user controls, and their track kind.
 const MUTABLE = { microphone: 'audio', camera: 'video' };
+// Data channel topics the client itself uses (any other topic is the application's: `data` events).
+export const CHAT_TOPIC = 'chat';
+export const TYPING_TOPIC = 'typing';
 
 export function defaultWsUrl(loc = globalThis.location) {
   return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
@@ -189,9 +192,49 @@ export class Session {
     this._emit('local-screen', { stream: null });
   }
 
+  /**
+   * Chat: over our reliable data channel when it is open (then shown here at once, as the
+   * server does not echo data messages), else as the signaling `chat` message.
+   */
   sendChat(text) {
     if (this.state !== 'joined') throw new Error('not in a room');
-    this._send(P.chat(text));
+    const msg = P.chat(text); // the same length check either way
+    if (this.sendData(msg.text, { topic: CHAT_TOPIC })) {
+      this._emit('chat', { from: this.id, name: this.name, text: msg.text, ts_ms: Date.now(), self: true, via: 'data' });
+      return 'data';
+    }
+    this._send(msg);
+    return 'signaling';
+  }
+
+  /** Tell the others we are typing (lossy channel, at most once a second). */
+  sendTyping() {
+    const now = Date.now();
+    if (now - (this._data.typingSentAt ?? 0) < 1000) return;
+    if (this.sendData('', { topic: TYPING_TOPIC, reliable: false })) this._data.typingSentAt = now;
+  }
+
+  /** Whether data can go both ways: our two channels and the server's two are open. */
+  get dataReady() {
+    const { out, in: inbound } = this._data;
+    return [out.reliable, out.lossy, inbound.reliable, inbound.lossy].every((c) => c?.readyState === 'open');
+  }
+
+  /** Whether our data channel of this kind is open (messages can be sent on it). */
+  dataOpen(reliable = true) {
+    return this._data.out[reliable ? 'reliable' : 'lossy']?.readyState === 'open';
+  }
+
+  /**
+   * One data channel message (docs/protocol.md, Data channels): `payload` a string (text)
+   * or bytes, to everyone else or to `to` (participant ids), with an optional `topic`.
+   * Returns false when the channel is not open (nothing sent).
+   */
+  sendData(payload, { reliable = true, topic = null, to = null, ref = null } = {}) {
+    const channel = this._data.out[reliable ? 'reliable' : 'lossy'];
+    if (!channel || channel.readyState !== 'open') return false;
+    channel.send(P.encodeDataFrame(payload, { topic, to, ref }));
+    return true;
   }
 
   /**
@@ -339,6 +382,8 @@ export class Session {
     this._unansweredSince = null; // when the oldest unanswered ping was sent
     this._joinWaiter = null;
     this._mediaReady = Promise.resolve();
+    // Data channels: ours on the publish connection, the server's on the subscribe one.
+    this._data = { out: {}, in: {}, typingSentAt: 0 };
   }
 
   /** Tear down connections and media of the current generation. */
@@ -510,6 +555,8 @@ export class Session {
         return this._emit('active-speaker', { participant: msg.participant });
       case 'error':
         return this._onServerError(msg);
+      case 'data-error':
+        return this._emit('data-error', msg);
       case 'pong':
         return;
       case 'server-shutdown':
@@ -533,6 +580,43 @@ export class Session {
     this._joinWaiter = null;
     const gen = this._gen;
     this._mediaReady.then(() => gen === this._gen && this._publishLocalMedia());
+  }
+
+  /** Our two data channels, the same labels and options as the server's (once per connection). */
+  _openDataChannels() {
+    const pc = this.publishPc;
+    if (!pc || this._data.out.reliable || typeof pc.createDataChannel !== 'function') return false;
+    this._data.out.reliable = pc.createDataChannel(P.DATA_RELIABLE_LABEL, { ordered: true });
+    this._data.out.lossy = pc.createDataChannel(P.DATA_LOSSY_LABEL, { ordered: false, maxRetransmits: 0 });
+    for (const [kind, channel] of Object.entries(this._data.out)) {
+      channel.onopen = () => this._emit('data-open', { channel: kind, direction: 'send' });
+    }
+    return true;
+  }
+
+  _onServerChannel(channel) {
+    const reliable = channel.label === P.DATA_RELIABLE_LABEL;
+    channel.binaryType = 'arraybuffer';
+    this._data.in[reliable ? 'reliable' : 'lossy'] = channel;
+    const open = () => this._emit('data-open', { channel: reliable ? 'reliable' : 'lossy', direction: 'receive' });
+    if (channel.readyState === 'open') open();
+    else channel.onopen = open;
+    channel.onmessage = (ev) => {
+      let frame;
+      try {
+        frame = P.decodeDataFrame(ev.data);
+      } catch (e) {
+        console.warn('a data message that is no frame', e);
+        return;
+      }
+      const name = this.participants.get(frame.from)?.name ?? '';
+      if (frame.topic === CHAT_TOPIC && frame.text) {
+        this._emit('chat', { from: frame.from, name, text: frame.data, ts_ms: Date.now(), self: false, via: 'data' });
+      } else if (frame.topic === TYPING_TOPIC) {
+        this._emit('typing', { from: frame.from, name });
+      }
+      this._emit('data', { ...frame, name, reliable });
+    };
   }
 
   _startHeartbeat() {
@@ -695,7 +779,14 @@ export class Session {
   _publishLocalMedia() {
     const pc = this.publishPc;
     const stream = this.localStream;
-    if (!pc || !stream) return;
+    if (!pc) return;
+    if (!stream) {
+      // No camera or microphone (denied, none): data channels alone. A viewer (publish=0)
+      // opens none (its token may not grant publish); it still receives data, and chats
+      // over the signaling socket.
+      if (this.publish && this._openDataChannels()) this._negotiatePublish();
+      return;
+    }
     // Microphone first, then camera: mids follow this order.
     for (const [source, kind] of Object.entries(MUTABLE)) {
       for (const track of stream.getTracks().filter((t) => t.kind === kind)) {
@@ -706,7 +797,8 @@ export class Session {
         this._pub.sources.set(t, source);
       }
     }
-    if (this._pub.sources.size) this._negotiatePublish();
+    // Data channels after the media transceivers, in the same first offer.
+    if (this._openDataChannels() || this._pub.sources.size) this._negotiatePublish();
   }
 
   /** Offer the chosen video codec first (the server answers the first one it can forward). */
@@ -796,6 +888,7 @@ export class Session {
     if (!this.subscribePc) {
       this.subscribePc = this._createPc('subscribe');
       this.subscribePc.ontrack = (ev) => this._attach(ev.transceiver);
+      this.subscribePc.ondatachannel = (ev) => this._onServerChannel(ev.channel);
     }
     const pc = this.subscribePc;
     const next = new Map(m.consumers.map((c) => [c.mid, c]));

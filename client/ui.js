@@ -155,6 +155,7 @@ export class UI {
       this._fire('sendChat', text);
       $('chat-input').value = '';
     });
+    $('chat-input').addEventListener('input', () => this._fire('typing'));
     if (!navigator.mediaDevices?.getDisplayMedia) $('screen-button').hidden = true;
   }
 
@@ -450,9 +451,10 @@ export class UI {
     this._layout();
   }
 
-  addChat({ name, text, ts_ms, self = false, system = false }) {
+  addChat({ name, text, ts_ms, self = false, system = false, via = 'signaling' }) {
     const li = document.createElement('li');
     li.className = system ? 'system' : self ? 'self' : '';
+    li.dataset.via = via; // "data" (reliable data channel) or "signaling" (the WebSocket)
     const time = new Date(ts_ms ?? Date.now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
     if (!system) {
       const head = li.appendChild(document.createElement('div'));
@@ -468,6 +470,17 @@ export class UI {
       this.unread++;
       this._updateBadge();
     }
+  }
+
+  /** "<name> is typing…" under the messages, for 3 s after their last keystroke. */
+  showTyping(name) {
+    const el = $('chat-typing');
+    el.textContent = `${name || 'Guest'} is typing…`;
+    el.hidden = false;
+    clearTimeout(this._typingTimer);
+    this._typingTimer = setTimeout(() => {
+      el.hidden = true;
+    }, 3000);
   }
 
   _updateBadge() {

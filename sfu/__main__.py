@@ -128,6 +128,9 @@ def serve(argv: list[str]) -> int:
     if not config.auth_enabled:
         where = "loopback only" if is_loopback(config.host) and not config.allow_open_rooms else "allow_open_rooms"
         print(f"rooms are open (no auth_secret; {where})", flush=True)
+    from .rtc.aiortc_glue import log_send_path
+
+    log_send_path()  # which SRTP path: compiled, or pure Python and why
     asyncio.run(_run(app, config, ssl))
     return 0
 

@@ -3,7 +3,9 @@
 It speaks the signaling protocol (docs/protocol.md), publishes *pre-encoded* media (a VP8 and
 an Opus clip encoded once with PyAV and cached on disk, then packetized by aiortc with no
 encoder running), and receives media without decoding: incoming RTP is counted by the same
-tap the server uses, before aiortc's jitter buffer and decoder.
+tap the server uses, before aiortc's jitter buffer and decoder. It sends and receives data
+channel messages (text or binary, a topic, destinations) in the server's frame
+(sfu/data_frame.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import av
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
+from .data_frame import DataFrame, MalformedFrame, decode, encode
 from .media.keyframe import vp8_keyframe_start
 from .media.rtcp import RtcpFir, RtcpPli, RtcpRemb, parse_compound
 from .media.rtp import MalformedPacket, one_byte_extensions, parse_rtp, write_header_flags
@@ -180,6 +183,7 @@ class RtpStream:
     packets_sent: int = 0
     active: bool = True  # False: the server asked for this layer to stop (dynacast)
     keyframe_wanted: bool = False  # a PLI/FIR arrived: the next frame is a keyframe
+    keyframe_requests: int = 0  # PLIs and FIRs received for it
     frame_offset: int = 0  # clip frame played at index i: i + frame_offset
 
     # Audio: the RFC 6464 level written into every packet (-dBov, 0 loud .. 127 silent), and the
@@ -258,11 +262,23 @@ class ReceivedStream:
     latencies_ms: list[float] = field(default_factory=list)  # publisher send → here, per frame
 
 
+@dataclass
+class ReceivedData:
+    """One data channel message that arrived on the subscribe connection."""
+
+    frame: DataFrame
+    reliable: bool  # on the server's reliable channel (else the lossy one)
+    at_s: float
+
+
 class Participant:
     """One client: a WebSocket, a publish connection and a subscribe connection."""
 
-    def __init__(self, url: str, room: str, name: str, token: str | None = None) -> None:
+    def __init__(
+        self, url: str, room: str, name: str, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
+        self.headers = headers or {}  # of the WebSocket handshake
         self.room = room
         self.name = name
         self.token = token  # access token, sent in join
@@ -281,13 +297,20 @@ class Participant:
         self.rtp_streams: list[RtpStream] = []
         self._audio_level: int | None = 127  # RTP-published audio says "silent" until told otherwise
         self._rtp_task: asyncio.Task[None] | None = None
+        # Data channels: ours on the publish connection (by reliability), the server's on the
+        # subscribe connection (by label), what arrived on them, frames that did not parse.
+        self.data_channels: dict[bool, Any] = {}
+        self.server_channels: dict[str, Any] = {}
+        self.data_received: list[ReceivedData] = []
+        self.malformed_data = 0
+        self._new_data = asyncio.Condition()
         self.closed = False
 
     # -- signaling ------------------------------------------------------------------------
 
     async def connect(self) -> None:
         self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url, max_msg_size=0)
+        self._ws = await self._session.ws_connect(self.url, max_msg_size=0, headers=self.headers)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def send(self, msg: dict[str, Any]) -> None:
@@ -364,12 +387,15 @@ class Participant:
 
     # -- publishing -----------------------------------------------------------------------
 
-    async def publish(self, audio: bool = True, video: bool = True, **video_opts: Any) -> None:
+    async def publish(self, audio: bool = True, video: bool = True, data: bool = False, **video_opts: Any) -> None:
+        """Publish the pre-encoded clips through aiortc (and open the data channels: ``data``)."""
         self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
         if audio:
             self.publish_pc.addTransceiver(PreEncodedTrack(load_clip("audio")), direction="sendonly")
         if video:
             self.publish_pc.addTransceiver(PreEncodedTrack(load_clip("video", **video_opts)), direction="sendonly")
+        if data:  # after the transceivers (sfu/rtc/datachannels.py says why)
+            self._open_data_channels(self.publish_pc)
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         self._answer = asyncio.get_running_loop().create_future()
         await self.send({"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp})
@@ -385,10 +411,11 @@ class Participant:
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(self._answer.result(), "answer"))
 
     async def publish_rtp(
-        self, audio: bool = True, video: bool = True, simulcast: bool = False, trailer: bool = True
+        self, audio: bool = True, video: bool = True, simulcast: bool = False, trailer: bool = True, data: bool = False
     ) -> None:
         """Publish pre-encoded clips as RTP written by us: optionally as three simulcast layers
-        (RIDs q, h, f at 160x90, 320x180, 640x360), with send-time trailers in video frames."""
+        (RIDs q, h, f at 160x90, 320x180, 640x360), with send-time trailers in video frames;
+        ``data``: and open the data channels on the same connection."""
         pc = self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
         transceivers = []
         ssrcs: dict[str, int] = {}
@@ -397,6 +424,8 @@ class Participant:
                 t = pc.addTransceiver(kind, direction="sendonly")
                 ssrcs[kind], _rtx = glue.prepare_forwarding_sender(t, "rtp-publisher", kind)
                 transceivers.append(t)
+        if data:  # after the transceivers (sfu/rtc/datachannels.py says why)
+            self._open_data_channels(pc)
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
         video_t = next((t for t in transceivers if t.kind == "video"), None)
@@ -427,6 +456,78 @@ class Participant:
                 streams.append(RtpStream(load_clip("video"), pt, VIDEO_CLOCK, mid, None, ssrc=ssrcs["video"]))
         self.rtp_streams = streams
         self._rtp_task = asyncio.get_running_loop().create_task(self._send_rtp(pc, streams, trailer))
+
+    # -- data channels ----------------------------------------------------------------------
+
+    def _open_data_channels(self, pc: Any) -> None:
+        self.data_channels[True] = pc.createDataChannel("sfu-reliable", ordered=True)
+        self.data_channels[False] = pc.createDataChannel("sfu-lossy", ordered=False, maxRetransmits=0)
+
+    async def publish_data(self) -> None:
+        """A publish connection with data channels only (no media)."""
+        self.publish_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
+        self._open_data_channels(self.publish_pc)
+        await self.renegotiate_publish()
+
+    async def wait_data_open(self, timeout: float = 15.0) -> None:
+        """Until our channels and the server's two (to receive on) are open."""
+
+        def ready() -> bool:
+            channels = list(self.data_channels.values()) + list(self.server_channels.values())
+            return len(channels) == 4 and all(c.readyState == "open" for c in channels)
+
+        async def poll() -> None:
+            while not ready():
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(poll(), timeout)
+
+    def send_data(
+        self,
+        payload: bytes | str,
+        reliable: bool = True,
+        topic: str | None = None,
+        to: list[str] | None = None,
+        ref: str | None = None,
+    ) -> None:
+        """One data message (text when ``payload`` is a str) to everyone else, or to ``to``."""
+        text = isinstance(payload, str)
+        body = payload.encode() if isinstance(payload, str) else payload
+        frame = DataFrame(body, text=text, topic=topic, to=tuple(to) if to is not None else None, ref=ref)
+        self.data_channels[reliable].send(encode(frame))
+
+    def send_raw_data(self, message: bytes | str, reliable: bool = True) -> None:
+        """Put anything on a data channel, framed or not (for tests of bad input)."""
+        self.data_channels[reliable].send(message)
+
+    def _on_server_channel(self, channel: Any) -> None:
+        self.server_channels[channel.label] = channel
+        reliable = channel.label == "sfu-reliable"
+
+        async def on_message(message: bytes | str) -> None:  # pyee runs it as a task
+            try:
+                frame = decode(message if isinstance(message, bytes) else message.encode())
+            except MalformedFrame:
+                self.malformed_data += 1
+                return
+            async with self._new_data:
+                self.data_received.append(ReceivedData(frame, reliable, time.monotonic()))
+                self._new_data.notify_all()
+
+        channel.on("message", on_message)
+
+    async def wait_data(self, predicate: Any, timeout: float = 10.0) -> ReceivedData:
+        """The first data message (received or future) for which predicate(received) holds."""
+
+        async def find() -> ReceivedData:
+            async with self._new_data:
+                while True:
+                    for received in self.data_received:
+                        if predicate(received):
+                            return received
+                    await self._new_data.wait()
+
+        return await asyncio.wait_for(find(), timeout)
 
     def set_audio_level(self, dbov: int | None) -> None:
         """The audio level (dBov, -127..0) that RTP-published audio claims from now on, in the
@@ -462,6 +563,7 @@ class Participant:
                 for stream in streams:
                     if stream.ssrc in wanted:
                         stream.keyframe_wanted = True
+                        stream.keyframe_requests += 1
 
         glue.install_tap(pc, ignore_rtp, on_rtcp)
         start = time.monotonic()
@@ -513,6 +615,7 @@ class Participant:
     async def _on_subscribe_offer(self, msg: dict[str, Any]) -> None:
         if self.subscribe_pc is None:
             self.subscribe_pc = glue.create_peer_connection(self.joined["ice_servers"] if self.joined else [])
+            self.subscribe_pc.on("datachannel", self._on_server_channel)
         pc = self.subscribe_pc
         description = aiortc_sdp.SessionDescription.parse(msg["sdp"])
         for media in description.media:
@@ -564,6 +667,20 @@ class Participant:
             return False
         packet = RtcpRemb(sender_ssrc=1, bitrate_bps=bitrate_bps, ssrcs=sorted(self._ssrc_mid))
         return glue.send_packet(transports[0], bytes(packet), rtcp=True)
+
+    def send_pli(self) -> bool:
+        """Ask for a keyframe of every video we receive (RTCP PLI), as a decoder does after loss."""
+        pc = self.subscribe_pc
+        transports = glue.dtls_transports(pc) if pc is not None else []
+        video = [
+            ssrc
+            for ssrc, mid in self._ssrc_mid.items()
+            if self.streams.get(mid, None) and self.streams[mid].kind == "video"
+        ]
+        if not transports or not video:
+            return False
+        packet = b"".join(bytes(RtcpPli(sender_ssrc=1, media_ssrc=ssrc)) for ssrc in video)
+        return glue.send_packet(transports[0], packet, rtcp=True)
 
     def received_from(self, participant_id: str, kind: str) -> int:
         """Packets received of ``kind`` from one participant's tracks."""

@@ -133,7 +133,8 @@ class Config:
         default=32,
         metadata=_doc(
             "m-sections in one SDP: publish offers with more are refused (`too-many-m-sections`); a "
-            "subscribe offer never has more (tracks beyond it are not offered to that subscriber)"
+            "subscribe offer never has more, its data channels' m-section included (tracks beyond it "
+            "are not offered to that subscriber)"
         ),
     )
     negotiation_timeout_s: float = field(
@@ -151,6 +152,23 @@ class Config:
             "RTCP data rate accepted from each connection (bits/s, bursts of one second's worth); "
             "the excess is dropped and counted"
         ),
+    )
+    # -- data channels (docs/protocol.md, Data channels) ------------------------------
+    max_data_message_bytes: int = field(
+        default=65536,
+        metadata=_doc(
+            "largest data channel frame relayed (header included); larger ones get a `data-error` (`too-large`)"
+        ),
+    )
+    data_messages_per_s: float = field(
+        default=50.0,
+        metadata=_doc(
+            "data channel messages one participant may send per second, sustained (both channels "
+            "together); more get a `data-error` (`rate-limited`)"
+        ),
+    )
+    data_message_burst: int = field(
+        default=100, metadata=_doc("data channel messages a participant may send at once above data_messages_per_s")
     )
     # -- ICE ----------------------------------------------------------------------------
     ice_host_addresses: tuple[str, ...] = field(
@@ -260,6 +278,25 @@ class Config:
         default=85.0,
         metadata=_doc("no new room is placed on a worker busier than this (percent of one core; 0: no ceiling)"),
     )
+    participant_placement: str = field(
+        default="gather",
+        metadata=_doc(
+            "where a participant of a running room goes: gather (on the room's worker, wherever the "
+            "client connected) or local (on a worker of the node it connected to; the room then spans "
+            "workers and nodes, its producers relayed over media links)"
+        ),
+    )
+    link_srtp: bool = field(
+        default=True,
+        metadata=_doc(
+            "encrypt media links between nodes with SRTP (keys exchanged over the internal endpoints); "
+            "false only on a trusted network (links inside one node are always plain)"
+        ),
+    )
+    link_drop_every: int = field(
+        default=0,
+        metadata=_doc("testing: drop every Nth RTP packet a media link sends (0: none), to exercise NACK repair"),
+    )
 
     # -- derived ------------------------------------------------------------------------
 
@@ -311,6 +348,10 @@ class Config:
             raise ConfigError(f"negotiation_timeout_s must be in (0, 300], got {self.negotiation_timeout_s}")
         if self.max_rtcp_bps < 8_000:
             raise ConfigError(f"max_rtcp_bps must be at least 8000, got {self.max_rtcp_bps}")
+        if not 64 <= self.max_data_message_bytes <= 262144:
+            raise ConfigError(f"max_data_message_bytes must be 64..262144, got {self.max_data_message_bytes}")
+        if self.data_messages_per_s <= 0 or self.data_message_burst < 1:
+            raise ConfigError("data_messages_per_s must be positive and data_message_burst at least 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for server in self.ice_servers:
@@ -390,6 +431,10 @@ class Config:
                 f"cluster_host {self.cluster_host} is a wildcard: the workers' URLs need an address the "
                 "front processes reach (127.0.0.1 on one host; this host's cluster address otherwise)"
             )
+        if self.participant_placement not in ("gather", "local"):
+            raise ConfigError(f"participant_placement must be gather or local, got {self.participant_placement!r}")
+        if self.link_drop_every < 0:
+            raise ConfigError(f"link_drop_every must not be negative, got {self.link_drop_every}")
         workers = self.worker_count
         if workers > 1 and self.ice_port_min and (self.ice_port_max - self.ice_port_min + 1) < 2 * workers:
             raise ConfigError(

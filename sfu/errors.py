@@ -78,6 +78,7 @@ class BadRequest(SignalingError):
         "rate-limited": 429,
         "too-many-tracks": 400,
         "too-many-m-sections": 400,
+        "unknown-participant": 400,
         # WHIP/WHEP (HTTP only): a body that is not application/sdp (or trickle-ice-sdpfrag),
         # a PATCH without If-Match, a PATCH that would restart ICE.
         "unsupported-media-type": 415,

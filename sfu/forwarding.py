@@ -25,7 +25,7 @@ from .media.keyframe import keyframe_detector, keyframe_size_reader
 from .media.munger import RtpMunger
 from .media.nack import NackGenerator, ResendBudget
 from .media.packet_cache import PacketCache
-from .media.rtp import RtpView, write_header
+from .media.rtp import PLAIN_HEADER, RtpView
 from .media.rtx import unwrap_rtx, wrap_rtx
 from .media.seq import seq_diff
 from .media.vp8 import Vp8Munger
@@ -34,6 +34,7 @@ from .stream import LAYER_TIMEOUT_MS, Codec, Layer
 logger = logging.getLogger(__name__)
 
 SendFn = Callable[[bytes], bool]
+_pack_header = PLAIN_HEADER.pack  # media.rtp.write_header, without the call
 # Send a NACK to the publisher for these extended sequence numbers of a layer.
 SendNackFn = Callable[["Producer", "Layer", list[int]], None]
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
@@ -477,7 +478,7 @@ class Consumer:
         seq, ts = mapped
         if self._rewrite_vp8:
             payload = out.vp8.rewrite(payload)
-        packet = write_header(marker, self.payload_type, seq, ts, out.ssrc) + payload
+        packet = _pack_header(0x80, (marker << 7) | self.payload_type, seq, ts, out.ssrc) + payload
         self.cache.put(seq, packet)
         if self._send(packet):
             out.packets_sent += 1

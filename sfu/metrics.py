@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .data_relay import DROP_REASONS
 from .room import RoomManager
 from .rtc.aiortc_glue import transport_drops_metric
-from .stats import ServerStats, Totals, participant_totals
+from .stats import DataStats, ServerStats, Totals, participant_totals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -151,8 +152,37 @@ class SfuCollector(Collector):
         for limit, count in sorted(self.stats.limited.items()):
             limited.add_metric([limit], count)
         yield limited
+        yield from data_metrics(self.rooms.data_stats)
         yield transport_drops_metric()
         yield GaugeMetricFamily("sfu_start_time_seconds", "Unix time the server started", value=self.stats.started_at_s)
+
+
+def data_metrics(data: DataStats) -> Iterator[Metric]:
+    """Data channel messages relayed and dropped (sfu/data_relay.py)."""
+    yield CounterMetricFamily(
+        "sfu_data_messages_received", "Data channel messages received from participants", value=data.received
+    )
+    yield CounterMetricFamily(
+        "sfu_data_messages_relayed", "Data channel messages accepted and relayed", value=data.relayed
+    )
+    yield CounterMetricFamily(
+        "sfu_data_bytes_relayed", "Frame bytes of the data channel messages relayed", value=data.relayed_bytes
+    )
+    yield CounterMetricFamily(
+        "sfu_data_deliveries", "Copies of data channel messages sent to subscribers", value=data.deliveries
+    )
+    yield CounterMetricFamily(
+        "sfu_data_bytes_delivered", "Bytes of data channel messages sent to subscribers", value=data.delivered_bytes
+    )
+    dropped = CounterMetricFamily(
+        "sfu_data_dropped",
+        "Data channel messages refused (sender's fault: rate-limited, too-large, bad-message, unknown-participant) "
+        "and copies a subscriber could not take (not-open, backlog, send-failed), by reason",
+        labels=["reason"],
+    )
+    for reason in DROP_REASONS:
+        dropped.add_metric([reason], data.dropped.get(reason, 0))
+    yield dropped
 
 
 def make_registry(rooms: RoomManager, stats: ServerStats) -> CollectorRegistry:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from .config import Config
+from .data_relay import DataReceiver, DataRelay
 from .errors import SignalingError
 from .events import MediaEvent
 from .forwarding import Producer
@@ -40,7 +41,7 @@ from .signaling.server_messages import (
     from_event,
 )
 from .speaker import INTERVAL_MS, SpeakerDetector
-from .stats import RetiredTotals
+from .stats import DataStats, RetiredTotals
 from .tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ class Participant:
                 max_m_sections=self._config.max_m_sections_per_sdp,
                 negotiation_timeout_s=self._config.negotiation_timeout_s,
                 max_rtcp_bps=self._config.max_rtcp_bps,
+                on_data=self._on_data,
+                on_data_open=self._on_data_open,
             )
             self.publisher.dtls_server = self.over_http
         try:
@@ -156,6 +159,22 @@ class Participant:
         removed = list(publisher.producers.values())
         await publisher.close()
         self.room.producers_changed(self, [], removed)
+
+    # -- data channels (relayed by the room) ------------------------------------------------
+
+    def _on_data(self, reliable: bool, message: bytes | str) -> None:
+        if not self.closed:
+            self.room.relay_data(self, reliable, message)
+
+    def _on_data_open(self) -> None:
+        if not self.closed:
+            self.room.data_opened(self)
+
+    @property
+    def sends_data(self) -> bool:
+        """Whether this participant opened a data channel (the others then need a subscribe
+        connection to receive on, media or not)."""
+        return self.publisher is not None and self.publisher.data.opened
 
     def set_muted(self, track_id: str, muted: bool) -> Producer:
         for producer in self.producers():
@@ -227,6 +246,7 @@ class Room:
         self.speakers = SpeakerDetector()
         self.active_speaker: str | None = None  # participant id
         self._speaker_task: asyncio.Task[None] | None = None
+        self.data = DataRelay(65536, 50.0, 100)  # the RoomManager's has the configured limits
 
     def check_capacity(self) -> None:
         if len(self.participants) + len(self.viewers) >= self.capacity:
@@ -246,7 +266,8 @@ class Room:
             self._speaker_task = spawn(self._detect_speakers(), name=f"speakers-{self.name}")
         # Consume everything already published.
         producers = [p for other in others for p in other.producers()]
-        if producers and participant.can("subscribe"):
+        data = any(other.sends_data for other in others)
+        if (producers or data) and participant.can("subscribe"):
             subscriber = participant.ensure_subscriber()
             for producer in producers:
                 subscriber.consume(producer)
@@ -284,6 +305,22 @@ class Room:
     def broadcast_mute(self, owner: Participant, producer: Producer) -> None:
         self._broadcast(MuteChanged(owner.id, producer.id, producer.muted), exclude=owner)
 
+    def relay_data(self, sender: Participant, reliable: bool, message: bytes | str) -> None:
+        """One data channel message of ``sender`` to the others (sfu/data_relay.py)."""
+        receivers: dict[str, DataReceiver | None] = {
+            p.id: (p.subscriber.data if p.subscriber is not None else None)
+            for p in self.participants.values()
+            if p is not sender and p.can("subscribe")
+        }
+        self.data.relay(sender.id, reliable, message, receivers, sender.post, time.monotonic())
+
+    def data_opened(self, owner: Participant) -> None:
+        """``owner`` opened its first data channel: everyone else gets a subscribe connection."""
+        for other in self.participants.values():
+            if other is not owner and other.subscriber is None and other.can("subscribe"):
+                other.ensure_subscriber()
+                other.renegotiate()
+
     def chat(self, sender: Participant, text: str) -> None:
         self._broadcast(ChatRelayed(sender.id, sender.name, text, int(time.time() * 1000)))
 
@@ -291,6 +328,7 @@ class Room:
         if self.participants.get(participant.id) is not participant:
             return
         del self.participants[participant.id]
+        self.data.forget(participant.id)
         removed = participant.producers()
         self.retired.retire_participant(participant)
         await participant.close()
@@ -423,17 +461,30 @@ class RoomManager:
         self.config = config
         self.rooms: dict[str, Room] = {}
         self.retired = RetiredTotals()
+        self.data_stats = DataStats()  # data channel messages of every room, for /metrics
         self.draining = False  # shutting down: no new joins
         self.id_prefix = ""  # of participant ids: a worker's own in a cluster (unique across it)
+        # Makes the rooms: a worker's may span workers (sfu/cluster/span.py).
+        self.room_factory: Callable[[str, int, Callable[[Room], None], RetiredTotals, str], Room] = Room
 
     def get_or_create(self, name: str) -> Room:
         if self.draining:
             raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
         room = self.rooms.get(name)
         if room is None or room.closed:
-            room = Room(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
+            room = self.room_factory(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
             self.rooms[name] = room
+            room.data = self._data_relay()
         return room
+
+    def _data_relay(self) -> DataRelay:
+        def schedule(delay_s: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+            return asyncio.get_running_loop().call_later(delay_s, callback)
+
+        c = self.config
+        return DataRelay(
+            c.max_data_message_bytes, c.data_messages_per_s, c.data_message_burst, self.data_stats, schedule
+        )
 
     def discard_if_empty(self, room: Room) -> None:
         if not room.participants and not room.viewers:

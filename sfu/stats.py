@@ -45,6 +45,18 @@ class ServerStats:
 
 
 @dataclass
+class DataStats:
+    """Data channel messages (sfu/data_relay.py), for the process: plain integers."""
+
+    received: int = 0  # messages that arrived on publish connections' channels
+    relayed: int = 0  # ... that were accepted and relayed
+    relayed_bytes: int = 0  # frame bytes of those
+    deliveries: int = 0  # copies sent to subscribers
+    delivered_bytes: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason (data_relay.DROP_REASONS)
+
+
+@dataclass
 class Totals:
     packets_in: int = 0
     bytes_in: int = 0

@@ -125,3 +125,30 @@ test('parse server-shutdown', () => {
   assert.equal(P.parse('{"type":"server-shutdown","grace_s":5}').grace_s, 5);
   assert.equal(P.parse('{"type":"server-shutdown"}').grace_s, 0);
 });
+
+test('data frames: the exact bytes, round trips and bad input', () => {
+  const plain = P.encodeDataFrame(new Uint8Array([7, 8]));
+  assert.deepEqual([...plain], [1, 0, 0, 0, 7, 8]);
+  const text = P.encodeDataFrame('hello', { topic: 'chat', to: ['p2a1b2c'] });
+  const header = '{"topic":"chat","to":["p2a1b2c"]}';
+  assert.deepEqual([...text.subarray(0, 4)], [1, 1, 0, header.length]);
+  assert.equal(new TextDecoder().decode(text.subarray(4)), `${header}hello`);
+  // What the server delivers: the sender's id and the topic.
+  const delivered = new Uint8Array([1, 1, 0, 28, ...new TextEncoder().encode('{"from":"p1","topic":"chat"}hé')]);
+  assert.deepEqual(P.decodeDataFrame(delivered.buffer), { from: 'p1', topic: 'chat', text: true, data: 'hé' });
+  const bin = P.decodeDataFrame(P.encodeDataFrame(new Uint8Array([0, 255])));
+  assert.deepEqual([bin.from, bin.topic, bin.text, [...bin.data]], [null, null, false, [0, 255]]);
+  for (const bad of ['text', new Uint8Array([1]), new Uint8Array([2, 0, 0, 0]), new Uint8Array([1, 4, 0, 0]),
+    new Uint8Array([1, 0, 0, 9, 123]), new Uint8Array([1, 0, 0, 1, 123]), new Uint8Array([1, 1, 0, 0, 0xff])]) {
+    assert.throws(() => P.decodeDataFrame(bad), P.ProtocolError);
+  }
+  assert.throws(() => P.encodeDataFrame(42), P.ProtocolError);
+  assert.throws(() => P.encodeDataFrame('x', { to: [] }), P.ProtocolError);
+});
+
+test('parse data-error', () => {
+  const m = P.parse('{"type":"data-error","code":"too-large","message":"m","channel":"lossy","dropped":3,"ref":"r"}');
+  assert.deepEqual([m.code, m.channel, m.dropped, m.ref], ['too-large', 'lossy', 3, 'r']);
+  assert.equal(P.parse('{"type":"data-error","code":"rate-limited","channel":"reliable"}').dropped, 1);
+  assert.throws(() => P.parse('{"type":"data-error","code":"x","channel":"other"}'), P.ProtocolError);
+});

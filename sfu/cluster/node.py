@@ -51,9 +51,10 @@ from .coordinator import (
     WorkerLoad,
 )
 from .internal import LOAD_PATH, SECRET_HEADER, LoadReport, WorkerSpec, worker_config, worker_id
-from .memory import MemoryCoordinator
+from .memory import MemoryCoordinator, choose_worker
 from .redis_coordinator import RedisCoordinator
 from .relay import RelayContext, RelayStats, relay_handler
+from .span_wire import LINKS_PATH
 from .supervisor import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ class WorkerState:
     report: LoadReport | None
 
 
+MAX_SHARDS_REMEMBERED = 4096
+
+
 class Node:
     """The front's state: its workers, their last load, the coordinator."""
 
@@ -114,6 +118,10 @@ class Node:
         self._reported_s: dict[int, float] = {}
         # After the coordinator was unreachable: no new room is placed before this (loop time).
         self._hold_until_s = float("-inf")  # when each worker's report was read (loop time)
+        # (room, home worker) -> the worker this front last sent a participant of it to, when
+        # not the home: the next one goes there too while it can, so a room has one shard per
+        # node rather than one per worker (bounded: oldest forgotten first).
+        self._shards: dict[tuple[str, str], Placement] = {}
         self.coordinator_ok = True
         self._pending_release: set[tuple[str, str]] = set()
         self._poke = asyncio.Event()
@@ -152,6 +160,7 @@ class Node:
             on_unreachable=self._unreachable,
             local_placement=self.local_placement,
             placement_held=self.placement_held,
+            participant_worker=self.participant_worker,
         )
 
     def placement_held(self) -> bool:
@@ -163,6 +172,55 @@ class Node:
             if worker.ready and report is not None and any(r.room == room for r in report.rooms):
                 return Placement(room, worker.worker_id, self.node_id, worker.url)
         return None
+
+    async def participant_worker(self, room: str, home: Placement) -> Placement | None:
+        """Where a new participant of a room placed at ``home`` goes, if not there: this node's
+        least-loaded worker when participants stay on their node (participant_placement =
+        local) and the home is elsewhere; the least-loaded worker under its limits (this node's
+        first) when the home's worker is at its limit; else None (the home: gather)."""
+        chosen = await self._participant_worker(room, home)
+        key = (room, home.worker_id)
+        if chosen is None:
+            self._shards.pop(key, None)
+            return None
+        self._shards.pop(key, None)
+        self._shards[key] = chosen
+        while len(self._shards) > MAX_SHARDS_REMEMBERED:
+            del self._shards[next(iter(self._shards))]
+        return chosen
+
+    async def _participant_worker(self, room: str, home: Placement) -> Placement | None:
+        known = self._shards.get((room, home.worker_id))
+        if self.config.participant_placement == "local" and home.node_id != self.node_id:
+            ready = [w for w in self.workers if w.ready and self.reports.get(w.index) is not None]
+            if known is not None and any(w.worker_id == known.worker_id for w in ready):
+                return known
+            if ready:
+                worker = min(ready, key=lambda w: (self.reports[w.index].tracks, w.index))
+                return Placement(room, worker.worker_id, self.node_id, worker.url)
+            return None
+        limit = self.config.max_tracks_per_worker
+        if not limit:
+            return None
+        for worker in self.workers:  # the home on this node: its last report says
+            report = self.reports.get(worker.index)
+            if worker.worker_id == home.worker_id and report is not None and report.tracks < limit:
+                return None
+        try:
+            nodes = await self.coordinator.nodes()
+        except CoordinatorUnavailable:
+            return None
+        loads = {w.worker_id: w for n in nodes for w in n.workers}
+        home_load = loads.get(home.worker_id)
+        if home_load is None or home_load.under_limit():
+            return None
+        if known is not None and known.worker_id in loads and loads[known.worker_id].under_limit():
+            return known
+        others = [(n, w) for n in nodes for w in n.workers if w.worker_id != home.worker_id]
+        chosen = choose_worker(others, prefer_node=self.node_id)
+        if chosen is None:
+            return None
+        return Placement(room, chosen.worker_id, chosen.node_id, chosen.url)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -373,6 +431,27 @@ async def list_rooms(request: web.Request) -> web.Response:
         if claims.covers(e.room)
     ]
     return web.json_response({"rooms": rooms})
+
+
+async def list_links(request: web.Request) -> web.Response:
+    """Each worker's media links (rooms that span workers): peers, counters, what is relayed."""
+    node = request.app[NODE_KEY]
+    try:
+        admin_claims(request, None)
+    except SignalingError as exc:
+        return _fail(request, exc)
+
+    async def read(worker: WorkerProcess) -> object:
+        try:
+            async with node.session.get(
+                worker.url + LINKS_PATH, timeout=aiohttp.ClientTimeout(total=LOAD_TIMEOUT_S)
+            ) as response:
+                return await response.json() if response.status == 200 else {"worker": worker.worker_id}
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return {"worker": worker.worker_id}
+
+    views = await asyncio.gather(*(read(w) for w in node.workers))
+    return web.json_response({"node": node.node_id, "workers": list(views)})
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -626,6 +705,7 @@ def create_front_app(node: Node) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/rooms", list_rooms)
     app.router.add_get("/admin/nodes", list_nodes)
+    app.router.add_get("/admin/links", list_links)
     app.router.add_get("/admin/rooms/{room}", forward_to_owner)
     app.router.add_delete("/admin/rooms/{room}", forward_to_owner)
     app.router.add_delete("/admin/rooms/{room}/participants/{participant}", forward_to_owner)

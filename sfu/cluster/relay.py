@@ -32,6 +32,7 @@ from ..stats import ServerStats
 from ..tasks import spawn
 from .coordinator import Coordinator, CoordinatorUnavailable, NoCapacity, Placement
 from .internal import CLIENT_ADDRESS_HEADER, SECRET_HEADER
+from .span_wire import spanning_headers
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class RelayContext:
     # True for one node_ttl_s after the coordinator came back: rooms are only looked up, not
     # placed, until every node has written its running rooms back.
     placement_held: Callable[[], bool]
+    # The worker a new participant of a room placed at this placement joins, when not the
+    # room's home (its worker is at its limit, or participant_placement = "local" keeps the
+    # participant on this node): the room then spans both (sfu/cluster/span.py). None: the home.
+    participant_worker: Callable[[str, Placement], Awaitable[Placement | None]] | None = None
 
 
 def _admission(ctx: RelayContext, address: str) -> SignalingError | None:
@@ -201,13 +206,17 @@ async def _connect(
         except NoCapacity as exc:
             ctx.relays.placement_failures["no-capacity"] += 1
             raise Conflict("no-capacity", "every server is at capacity; try again later") from exc
-        url = f"{placement.url}/ws"
+        target, span_headers = placement, {}
+        elsewhere = await ctx.participant_worker(room, placement) if ctx.participant_worker else None
+        if elsewhere is not None and elsewhere.worker_id != placement.worker_id:
+            target, span_headers = elsewhere, spanning_headers(room, placement)
+        url = f"{target.url}/ws"
         if request.query_string:
             url += "?" + request.query_string
         try:
             upstream = await ctx.session.ws_connect(
                 url,
-                headers=headers,
+                headers={**headers, **span_headers},
                 autoping=False,
                 autoclose=False,
                 max_msg_size=0,

@@ -32,6 +32,7 @@ from ..errors import NotAuthorised
 from ..signaling.server_messages import Error
 from ..state import ROOMS_KEY
 from ..tasks import spawn
+from . import span
 from .internal import CLIENT_ADDRESS_HEADER, LOAD_PATH, SECRET_HEADER, LoadReport, RoomReport, WorkerSpec
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ def load_report(app: web.Application) -> LoadReport:
             tracks += len(p.producers())
             if p.subscriber is not None:
                 tracks += len(p.subscriber.consumers())
+        if span.is_shard(room):
+            continue  # its home worker reports the room
         rooms.append(RoomReport(room.name, tuple((p.id, p.name) for p in members)))
     return LoadReport(
         worker_id=app[_SPEC_KEY].worker_id,
@@ -136,6 +139,7 @@ def create_worker_app(spec: WorkerSpec) -> web.Application:
     app[_CPU_KEY] = CpuMeter()
     app[ROOMS_KEY].id_prefix = spec.worker_id_prefix
     app.router.add_get(LOAD_PATH, load)
+    span.install(app, spec.worker_id, spec.secret)  # rooms that span workers
     return app
 
 

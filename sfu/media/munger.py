@@ -11,7 +11,7 @@ Incoming sequence numbers are extended (unwrapped) once on arrival by the produc
 
 from __future__ import annotations
 
-from .seq import seq_diff, ts_diff
+from .seq import seq_diff
 
 
 class RtpMunger:
@@ -61,7 +61,7 @@ class RtpMunger:
         if ext_seq > self._highest_ext_seq:
             self._highest_ext_seq = ext_seq
             self.last_seq = out_seq
-            if ts_diff(out_ts, self.last_ts) > 0:
+            if 0 < (out_ts - self.last_ts) & 0xFFFFFFFF < 0x80000000:  # ts_diff(out_ts, last_ts) > 0
                 self.last_ts = out_ts
         return out_seq, out_ts
 

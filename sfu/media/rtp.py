@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 RTP_VERSION = 2
 _HDR = struct.Struct("!BBHII")
+# The 12-byte header of every forwarded packet: pack(0x80, marker << 7 | payload_type, seq,
+# timestamp, ssrc) is write_header without the call (Consumer.forward, once per packet).
+PLAIN_HEADER = _HDR
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _EXT_HDR = struct.Struct("!HH")
 _FIRST_BYTE = (0x80, 0x90, 0xA0, 0xB0)  # version 2, by X + 2 * P

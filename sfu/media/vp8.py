@@ -74,6 +74,23 @@ def keyframe_size(payload: bytes) -> tuple[int, int] | None:
     return width, height
 
 
+# The descriptor of the payload parsed last: every consumer of a packet rewrites the same
+# payload object (the producer slices it once), so it is parsed once, not once per consumer.
+# The cache holds the payload itself, so its identity cannot be reused by another object.
+_last_payload: bytes = b""
+_last_descriptor: Vp8Descriptor | None = None
+
+
+def parse_descriptor_once(payload: bytes) -> Vp8Descriptor | None:
+    """``parse_descriptor`` of ``payload``, from the one-entry cache when it was the last one
+    parsed. The descriptor is shared: read it, never change it."""
+    global _last_payload, _last_descriptor
+    if payload is not _last_payload:
+        _last_descriptor = parse_descriptor(payload)
+        _last_payload = payload
+    return _last_descriptor
+
+
 class Vp8Munger:
     """Keeps picture ID and TL0PICIDX continuous across restarts and layer switches."""
 
@@ -92,7 +109,7 @@ class Vp8Munger:
         self._pending = True
 
     def rewrite(self, payload: bytes) -> bytes:
-        d = parse_descriptor(payload)
+        d = _last_descriptor if payload is _last_payload else parse_descriptor_once(payload)
         if d is None or d.picture_id < 0:
             return payload
         mask = 0x7FFF if d.picture_id_bits == 15 else 0x7F

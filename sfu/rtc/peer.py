@@ -124,11 +124,18 @@ class PeerBase:
 
     @property
     def transport(self) -> Any:
-        """The connection's one DTLS transport (everything is bundled); looked up once."""
-        if self._transport is None:
+        """The connection's one DTLS transport (everything is bundled); kept once connected.
+
+        Until then it is looked up each time: between an offer and its answer a new
+        m-section has a transport of its own, which bundling then replaces (when the data
+        channels' m-section came first, the media is bundled on its transport)."""
+        transport = self._transport
+        if transport is None:
             transports = glue.dtls_transports(self.pc)
-            self._transport = transports[0] if transports else None
-        return self._transport
+            transport = transports[0] if transports else None
+            if transport is not None and glue.is_connected(transport):
+                self._transport = transport
+        return transport
 
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)

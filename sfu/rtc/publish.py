@@ -36,6 +36,7 @@ from ..speaker import AUDIO_LEVEL_URI, AudioLevelMeter, read_audio_level
 from ..stream import Layer
 from ..tasks import spawn
 from . import aiortc_glue as glue
+from .datachannels import ClientChannels, DataHandler
 from .peer import TWCC_FEEDBACK_BURST, TWCC_FEEDBACK_INTERVAL_S, PeerBase, deliver
 from .routing import DEFAULT_MAX_SSRCS, SsrcRouter
 from .sdp import (
@@ -57,6 +58,14 @@ logger = logging.getLogger(__name__)
 MAX_DLSR = 0xFFFFFFFF  # delay since last SR, in 1/65536 s, in a 32-bit field
 
 
+def _ignore_data(reliable: bool, message: bytes | str) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 class PublishPeer(PeerBase):
     """The connection a participant publishes on (the client offers)."""
 
@@ -75,9 +84,13 @@ class PublishPeer(PeerBase):
         max_m_sections: int = 32,
         negotiation_timeout_s: float = 10.0,
         max_rtcp_bps: int = 500_000,
+        on_data: DataHandler | None = None,
+        on_data_open: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(ice_servers, on_failed, now_s, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
+        # Data channels the client opens here (relayed by the room to the others).
+        self.data = ClientChannels(self.pc, on_data or _ignore_data, on_data_open or _nothing)
         # What offers may be, and the m-sections of the last one accepted (a re-offer keeps them).
         self._max_tracks = max_tracks
         self._max_m_sections = max_m_sections
@@ -342,6 +355,7 @@ class PublishPeer(PeerBase):
                 "late_dropped": self.feedback.late_dropped,
             },
             "transport_drops": glue.transport_drops(self.pc),
+            "data_channels": len(self.data.channels),
         }
 
     def layers(self) -> list[Layer]:

@@ -39,7 +39,7 @@ def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
     except Exception as exc:  # aiortc raises many kinds on garbage
         raise SignalingError("bad-sdp", f"SDP could not be parsed: {exc}") from exc
     for media in description.media:
-        if media.kind in ("audio", "video"):
+        if media.kind in ("audio", "video", "application"):
             if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
                 raise SignalingError("bad-sdp", f"m-section {media.rtp.muxId} has no ICE credentials")
             if media.dtls is None or not media.dtls.fingerprints:
@@ -178,8 +178,9 @@ def check_publish_offer(
       sending audio/video m-sections (``too-many-tracks``);
     - mids unique; a re-offer keeps every earlier m-section in its place with its mid and kind
       (RFC 3264 section 8; an m-section is stopped with port 0, never removed);
+    - one m=application (the data channels' SCTP) at most;
     - one BUNDLE group at most, of unique mids of this offer's live m-sections, holding every
-      live audio/video m-section, and tagged by the m-section whose transport everything is
+      live audio/video/application m-section, and tagged by the m-section whose transport everything is
       bundled on (the first one) if that one is live: aiortc would otherwise stop the
       connection's one transport, or bundle the others on a transport that does not exist.
     """
@@ -199,6 +200,8 @@ def check_publish_offer(
                 f"m-section {index} (mid {mid!r}, {kind}) is missing or changed: a re-offer keeps every "
                 "m-section in its place (stop one with port 0)",
             )
+    if sum(1 for m in media if m.kind == "application") > 1:
+        raise SignalingError("bad-sdp", "more than one m=application: the data channels share one")
     tracks = sum(
         1 for m in media if m.kind in ("audio", "video") and m.port != 0 and m.direction in ("sendonly", "sendrecv")
     )
@@ -216,7 +219,7 @@ def check_publish_offer(
     unknown = [item for item in items if item not in live]
     if unknown:
         raise SignalingError("bad-sdp", f"the BUNDLE group names {unknown[0][:40]!r}, not a live m-section")
-    outside = [str(m.rtp.muxId) for m in media if m.kind in ("audio", "video") and m.port != 0]
+    outside = [str(m.rtp.muxId) for m in media if m.kind in ("audio", "video", "application") and m.port != 0]
     outside = [mid for mid in outside if mid not in items]
     if outside:
         raise SignalingError("bad-sdp", f"m-section {outside[0]!r} is not in the BUNDLE group")

@@ -44,6 +44,7 @@ from ..media.rtp import padding_packet, with_transport_seq
 from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
+from .datachannels import ServerChannels
 from .peer import (
     PADDING_BURSTS,
     PADDING_PACKET_BYTES,
@@ -117,10 +118,13 @@ class SubscribePeer(PeerBase):
         self._twcc_ext_id: int | None = None
         self._tw_seq = 0
         self._bytes_sent = 0
+        self._compiled_send: glue.CompiledSend | None = None  # the compiled send path, once up
         self.padding_bytes_sent = 0
         self.resend_budget = ResendBudget()
         # Answering a player's offer (WHEP): the slots are fixed, ``play`` fills them.
         self.answering = False
+        # The two data channels the room relays on, in the first offer (one m=application).
+        self.data = ServerChannels()
 
     def _estimate_bps(self) -> float | None:
         return self.estimator.estimate_bps
@@ -179,9 +183,11 @@ class SubscribePeer(PeerBase):
                 self._dirty = True
                 return
             self._dirty = False
-            changed = self._assign_slots()
+            # The first offer always goes: it carries the data channels.
+            changed = self._assign_slots() or self.negotiations == 0
             if not changed:
                 return
+            self.data.open(self.pc)
             offer = await self.pc.createOffer()
             # aiortc knows no transport-cc: offer it ourselves (we stamp and estimate).
             if self._transport_cc:
@@ -217,7 +223,7 @@ class SubscribePeer(PeerBase):
                 None,
             )
             if free is None:
-                if len(self.slots) >= self._max_m_sections:
+                if len(self.slots) >= self._max_m_sections - 1:  # one m-section is the data channels
                     continue  # not offered until a slot is free: the offer stays answerable
                 free = self._new_slot(producer.kind, producer.codec, producer.participant_id, producer.id)
             slot = free
@@ -472,14 +478,27 @@ class SubscribePeer(PeerBase):
         transport = self.transport
         if transport is None:
             return False
+        send = self._compiled_send
+        if send is None:  # until the transport's SRTP is up (or without the compiled path)
+            send = self._compiled_send = glue.compiled_rtp_sender(transport)
         ext_id = self._twcc_ext_id
         if ext_id is not None:
             tw = self._tw_seq
             self._tw_seq = (tw + 1) & 0xFFFF
-            packet = with_transport_seq(packet, ext_id, tw)
-            if not glue.send_packet(transport, packet):
+            if send is not None:
+                size = send(packet, ext_id, tw)
+            else:
+                packet = with_transport_seq(packet, ext_id, tw)
+                size = len(packet) if glue.send_packet(transport, packet) else -1
+            if size < 0:
                 return False
-            self.estimator.on_sent(tw, self._now_ms(), len(packet))
+            self.estimator.on_sent(tw, int(self._now_s() * 1000), size)
+            self._bytes_sent += size
+            return True
+        if send is not None:
+            size = send(packet, 0, 0)
+            if size < 0:
+                return False
         elif not glue.send_packet(transport, packet):
             return False
         self._bytes_sent += len(packet)
@@ -558,6 +577,7 @@ class SubscribePeer(PeerBase):
             "probe": downlink["probe"],
             "transport_drops": glue.transport_drops(self.pc),
             "active_speaker": self.active_speaker,
+            "data_channels": self.data.describe(),
             "consumers": [
                 {**c.describe(), "pinned": c.producer.id in self.pinned, "priority": self.priority(c).label}
                 for c in self.consumers()

@@ -250,6 +250,30 @@ class Error(ServerMessage):
         return self.error.to_wire(self.request)
 
 
+@dataclass(frozen=True, slots=True)
+class DataError(ServerMessage):
+    """Data channel messages of this sender that were not relayed (docs/protocol.md, Data
+    channels): ``dropped`` of them since the last ``data-error`` with this code."""
+
+    TYPE: ClassVar[str] = "data-error"
+    error: SignalingError
+    reliable: bool
+    dropped: int = 1
+    ref: str | None = None  # the frame's own ``ref``, when it had one
+
+    def to_wire(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "type": self.TYPE,
+            "code": self.error.code,
+            "message": self.error.message,
+            "channel": "reliable" if self.reliable else "lossy",
+            "dropped": self.dropped,
+        }
+        if self.ref is not None:
+            msg["ref"] = self.ref
+        return msg
+
+
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Joined,
     ParticipantJoined,
@@ -266,6 +290,7 @@ SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Pong,
     ServerShutdown,
     Error,
+    DataError,
 )
 SERVER_TYPES = frozenset(m.TYPE for m in SERVER_MESSAGES)
 

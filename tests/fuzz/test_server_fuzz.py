@@ -12,7 +12,9 @@ thousand inputs per target in the normal suite, a long one with ``SFU_FUZZ_SERVE
   must be answered or refused with a typed error, never left hanging;
 - SRTP: a real aiortc participant's RTP and RTCP, mutated after the call is up and sent through
   its own SRTP session, so the server decrypts them and our parsers see them; on the publish
-  connection (RTP and sender reports to the server) and the subscribe connection (feedback).
+  connection (RTP and sender reports to the server) and the subscribe connection (feedback);
+- data channels: data frames mutated byte by byte (some with destinations, some sent as text)
+  on a real participant's reliable channel: each relayed or refused with a data-error.
 
 Throughout, an unrelated call in another room must keep flowing, and the server's log must
 hold no ERROR record with a traceback and no exception reported to the event loop.
@@ -35,8 +37,11 @@ import pytest
 
 from sfu.app import ROOMS_KEY
 from sfu.client import Participant
+from sfu.data_frame import DataFrame, decode, encode
 from sfu.rtc import aiortc_glue as glue
 from tests.conftest import eventually, sendonly_offer, start_server
+
+from .corpus import mutations
 
 SEED = int(os.environ.get("SFU_FUZZ_SEED", "1"))
 # Every input here crosses a real WebSocket or SRTP session: the long run sets its own count.
@@ -587,5 +592,70 @@ async def test_mutated_rtp_and_rtcp_through_a_real_srtp_session(watched):
     print(
         f"SRTP fuzz: {rtp_inputs} RTP, {rtcp_inputs} RTCP ({sent} protected and sent), seed {SEED}, "
         f"{elapsed:.1f} s, {(rtp_inputs + rtcp_inputs) / elapsed:.0f} inputs/s, "
+        f"bystanders' longest stall {stalls.stop():.2f} s"
+    )
+
+
+# -- data channel frames ------------------------------------------------------------------
+
+
+async def test_mutated_data_frames_through_real_data_channels(watched):
+    """Mutated data frames (and text messages) on a real participant's data channels: each is
+    relayed or refused with a data-error, the receiver gets only well-formed frames from the
+    sender, and a clean message still arrives afterwards."""
+    server, watch, bystanders = watched
+    rng = random.Random(SEED)
+    stalls = StallMeter(bystanders)
+    sender = Participant(server.ws_url, "data-fuzz", "sender")
+    receiver = Participant(server.ws_url, "data-fuzz", "receiver")
+    seeds = [
+        encode(DataFrame(b"")),
+        encode(DataFrame.of_text("hello", topic="chat")),
+        encode(DataFrame(b"\x00\xff" * 20, topic="cursor", ref="42")),
+    ]
+    started = time.monotonic()
+    inputs = 0
+    try:
+        for p in (sender, receiver):
+            await p.join()
+            await p.publish_data()
+        await sender.wait_data_open(30)
+        await receiver.wait_data_open(30)
+        room = server.app[ROOMS_KEY].rooms["data-fuzz"]
+        room.data.messages_per_s, room.data.burst = 1e9, 1_000_000  # every frame reaches the parser
+        stats = room.data.stats
+        received_before = stats.received
+        for n, frame in enumerate(mutations(seeds, count=budget(2000), salt=77)):
+            if rng.random() < 0.3:  # destinations: the receiver, someone unknown, garbage
+                frame = encode(DataFrame(frame, to=(rng.choice([receiver.id, "ghost", "x" * 64]),)))
+            sender.send_raw_data(frame if rng.random() < 0.95 else frame.decode("latin-1"), reliable=True)
+            inputs += 1
+            if n % 50 == 49:
+                await asyncio.sleep(0.01)
+        sender.send_data("the end", topic="end")
+        await receiver.wait_data(lambda r: r.frame.topic == "end", timeout=60)
+        # Every input reached the relay (the reliable channel is ordered) and was relayed or
+        # refused; every refusal was reported.
+        assert stats.received - received_before == inputs + 1
+        refused = sum(stats.dropped[r] for r in ("bad-message", "too-large", "rate-limited"))
+
+        def reported():
+            return sum(
+                m["dropped"]
+                for m in sender.messages
+                if m["type"] == "data-error" and m["code"] != "unknown-participant"
+            )
+
+        await eventually(lambda: reported() == refused, 20, state=lambda: (reported(), refused))
+        assert all(r.frame.sender == sender.id for r in receiver.data_received)
+        assert receiver.malformed_data == 0
+        assert all(decode(encode(r.frame)) == r.frame for r in receiver.data_received)
+        assert set(room.participants) == {sender.id, receiver.id}
+    finally:
+        await sender.close()
+        await receiver.close()
+    elapsed = time.monotonic() - started
+    print(
+        f"data channel fuzz: {inputs} frames, seed {SEED}, {elapsed:.1f} s, {inputs / elapsed:.0f} inputs/s, "
         f"bystanders' longest stall {stalls.stop():.2f} s"
     )

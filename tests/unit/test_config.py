@@ -135,3 +135,17 @@ def test_server_refuses_to_start_with_a_clear_message():
     )
     assert result.returncode == 2
     assert "configuration error" in result.stderr and "allow_open_rooms" in result.stderr
+
+
+def test_data_channel_limits_are_checked():
+    assert Config(max_data_message_bytes=1024, data_messages_per_s=5, data_message_burst=1).validate()
+    for options, message in [
+        ({"max_data_message_bytes": 10}, "max_data_message_bytes"),
+        ({"max_data_message_bytes": 300_000}, "max_data_message_bytes"),
+        ({"data_messages_per_s": 0}, "data_messages_per_s"),
+        ({"data_message_burst": 0}, "data_message_burst"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Config(**options).validate()
+    env = load(environ={"SFU_MAX_DATA_MESSAGE_BYTES": "2048", "SFU_DATA_MESSAGES_PER_S": "7.5"})
+    assert (env.max_data_message_bytes, env.data_messages_per_s) == (2048, 7.5)

@@ -14,6 +14,8 @@ PURE = [
     "forwarding.py",
     "dynacast.py",
     "speaker.py",
+    "data_frame.py",
+    "data_relay.py",
     "events.py",
     "rtc/routing.py",
     "rtc/demux.py",
@@ -21,6 +23,7 @@ PURE = [
     "rtc/kernel_stamp.py",
     "cluster/coordinator.py",
     "cluster/memory.py",
+    "rtc/fastpath.py",
 ]
 
 

@@ -5,6 +5,7 @@ import asyncio
 import re
 
 import pytest
+from aiortc import RTCPeerConnection
 
 from sfu.errors import SignalingError
 from sfu.rtc.rate import TokenBucket
@@ -76,3 +77,29 @@ def test_token_bucket_allows_a_burst_then_the_rate():
     assert not bucket.take(1, 0.0)
     assert bucket.take(500, 0.5) and not bucket.take(1, 0.5)
     assert bucket.take(1000, 100.0) and not bucket.take(1, 100.0), "the burst never exceeds burst_s"
+
+
+async def data_offer(audio: int) -> str:
+    """A real aiortc offer with data channels (m=application) after ``audio`` audio sections."""
+    pc = RTCPeerConnection()
+    for _ in range(audio):
+        pc.addTransceiver("audio", direction="sendonly")
+    pc.createDataChannel("sfu-reliable")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+def test_an_offer_with_data_channels_passes_with_or_without_media():
+    check(asyncio.run(data_offer(audio=1)))
+    check(asyncio.run(data_offer(audio=0)))
+
+
+def test_the_data_channels_section_must_be_bundled_and_single():
+    sdp = asyncio.run(data_offer(audio=1))  # mids 0 (audio), 1 (application)
+    assert code_of(with_bundle(sdp, "0")) == "bad-sdp"
+    head, *sections = re.split(r"(?=^m=)", sdp, flags=re.M)
+    twice = head + sections[0] + sections[1] + sections[1].replace("a=mid:1", "a=mid:2")
+    assert code_of(with_bundle(twice, "0 1 2")) == "bad-sdp"
+    assert "m=application" in sections[1]

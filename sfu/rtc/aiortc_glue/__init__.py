@@ -10,7 +10,9 @@ into aiortc/aioice internals; the rest of the SFU uses what is re-exported here:
   buffer and decoder (``install_tap``); aiortc receivers are never started, so no decoder
   thread exists (``detach_receivers``); outgoing RTP and RTCP are written by us, protected with
   the transport's SRTP session and put on the selected ICE pair without awaiting a chain of
-  coroutines (``send_packet``); aiortc senders are kept for negotiation (SSRC, msid) but their
+  coroutines (``send_packet``; through the compiled path of ``sfu.rtc.fastpath`` when it is
+  built: its own libsrtp2 session per transport, one C call per packet,
+  ``compiled_rtp_sender`` inserting the transport-wide sequence number on the way); aiortc senders are kept for negotiation (SSRC, msid) but their
   encode loop and their sender-report loop never run (``prepare_forwarding_sender``); the
   answer can accept what aiortc does not implement (header extensions, RTCP feedback types
   such as transport-cc); a peer connection can be closed at any moment of connecting.
@@ -33,6 +35,8 @@ from __future__ import annotations
 import aiortc
 
 from ..demux import DROP_REASONS, MAX_BACKLOG, drop_totals, transport_drops_metric
+from ..fastpath import describe as describe_send_path
+from ..fastpath import log_choice as log_send_path
 from ..ice_addresses import NetworkSettings
 from . import arrival, datagrams, ice, peer_connection
 from .arrival import arrival_us, track_arrival_times
@@ -40,13 +44,16 @@ from .compat import SUPPORTED_AIORTC, GlueError
 from .datagrams import DatagramGuard, guard_datagrams
 from .ice import check_network_compatibility, configure_network, guard_ice_close, network_settings, set_host_addresses
 from .peer_connection import (
+    CompiledSend,
     RtcpHandler,
     RtpHandler,
     accept_header_extensions,
     accept_rtcp_feedback,
     answer_as_dtls_server,
+    compiled_rtp_sender,
     create_peer_connection,
     detach_receivers,
+    direct_deliveries,
     dtls_transports,
     install_tap,
     is_connected,
@@ -54,12 +61,14 @@ from .peer_connection import (
     prepare_forwarding_sender,
     send_packet,
     transport_drops,
+    uses_compiled_path,
 )
 
 __all__ = [
     "DROP_REASONS",
     "MAX_BACKLOG",
     "SUPPORTED_AIORTC",
+    "CompiledSend",
     "DatagramGuard",
     "GlueError",
     "NetworkSettings",
@@ -71,9 +80,12 @@ __all__ = [
     "arrival_us",
     "check_compatibility",
     "check_network_compatibility",
+    "compiled_rtp_sender",
     "configure_network",
     "create_peer_connection",
+    "describe_send_path",
     "detach_receivers",
+    "direct_deliveries",
     "drop_totals",
     "dtls_transports",
     "guard_datagrams",
@@ -81,6 +93,7 @@ __all__ = [
     "install_tap",
     "is_connected",
     "limit_rtcp",
+    "log_send_path",
     "network_settings",
     "prepare_forwarding_sender",
     "send_packet",
@@ -88,6 +101,7 @@ __all__ = [
     "track_arrival_times",
     "transport_drops",
     "transport_drops_metric",
+    "uses_compiled_path",
 ]
 
 

@@ -27,7 +27,9 @@ def track_arrival_times(pc: RTCPeerConnection) -> None:
     ``recvfrom``; the loop's clock when the kernel has none). aioice passes each datagram on
     to ``Connection.data_received`` and the DTLS transport takes them back one at a time
     with ``Connection.recvfrom``; each returned datagram is matched (by identity) to its
-    stamp, which stays on the DTLS transport while aiortc decrypts it and calls our tap.
+    stamp, which stays on the DTLS transport while aiortc decrypts it and calls our tap. An
+    SRTP datagram that the guard decrypts and delivers at once (datagrams.py) is stamped on
+    the transport before the guard sees it.
     Wall-clock microseconds. Idempotent; call after the local description is set (the
     candidate sockets exist).
     """
@@ -60,7 +62,10 @@ def _stamp_arrivals(transport: RTCDtlsTransport, connection: aioice.ice.Connecti
         def datagram_received(
             data: bytes | str, addr: tuple[Any, ...], original: Any = original_datagram, stamp: Any = kernel_stamp
         ) -> None:
-            current[0] = stamp()
+            at_us = current[0] = stamp()
+            # For a datagram the guard delivers at once (datagrams.py), read by arrival_us
+            # below; one that takes aioice's queue gets its own stamp back in recvfrom.
+            transport._sfu_arrival_us = at_us if at_us is not None else clock() // 1000  # type: ignore[attr-defined]
             try:
                 original(data, addr)
             finally:

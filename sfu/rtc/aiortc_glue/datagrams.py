@@ -15,6 +15,12 @@ socket). It demultiplexes by the first byte as RFC 7983 does (``demux.classify``
       completes);
   anything else: dropped.
 
+SRTP/SRTCP that passes is decrypted and handed to the tap right here, in the same event-loop
+callback (``DatagramGuard.deliver``, set by ``install_tap``): no attempt by aioice to parse it
+as STUN, no asyncio.Queue hop, no wake-up of aiortc's receive task, no datetime clock. What
+comes before the transport is connected, or while aioice's queue still holds datagrams (so
+that order is kept), takes aiortc's way as before.
+
 Each drop is counted by reason (``demux.DROP_REASONS``), per ICE connection
 (``transport_drops``) and for the process (``demux.drop_totals``, in /metrics); so are
 SRTP/SRTCP packets that fail authentication or the replay check (aiortc drops those itself,
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
@@ -48,12 +55,16 @@ _original_turn_datagram_received = aioice.turn.TurnClientMixin.datagram_received
 class DatagramGuard(DropCounter):
     """One ICE connection's drop counters, and its selected pair as last seen."""
 
-    __slots__ = ("_host", "_pair", "_port", "connection", "rtcp_bucket")
+    __slots__ = ("_host", "_pair", "_port", "connection", "deliver", "delivered", "rtcp_bucket")
 
     def __init__(self, connection: aioice.ice.Connection) -> None:
         super().__init__()
         self.connection = connection
         self.rtcp_bucket: TokenBucket | None = None
+        # Set by install_tap: decrypts and hands an SRTP/SRTCP datagram to the tap at once
+        # (True), or declines (False: it takes aioice's queue and aiortc's receive loop).
+        self.deliver: Callable[[bytes], bool] | None = None
+        self.delivered = 0  # datagrams it took
         self._pair: Any = None
         self._host = ""
         self._port = -1
@@ -93,6 +104,10 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
         bucket = guard.rtcp_bucket
         if bucket is not None and is_rtcp(data) and not bucket.take(len(data), time.monotonic()):
             guard.drop("rtcp-rate")  # RTCP over the limit
+            return
+        deliver = guard.deliver
+        if deliver is not None and deliver(data):
+            guard.delivered += 1
             return
     elif kind is STUN:
         try:
@@ -135,27 +150,40 @@ def guard_datagrams() -> None:
 
 
 class _CountedSrtpSession:
-    """The receiving SRTP session of a transport, counting the packets it refuses."""
+    """The receiving SRTP session of a transport, counting the packets it refuses.
 
-    __slots__ = ("_guard", "_session")
+    The session is aiortc's (pylibsrtp), or the compiled path's (``use_session``); either way
+    a refused packet raises pylibsrtp.Error, which is what aiortc's receive loop expects."""
+
+    __slots__ = ("_guard", "_refused", "_session")
 
     def __init__(self, session: pylibsrtp.Session, guard: DatagramGuard) -> None:
         self._session = session
         self._guard = guard
+        self._refused: type[Exception] | tuple[type[Exception], ...] = pylibsrtp.Error
+
+    def use_session(self, session: Any, refused: type[Exception]) -> None:
+        """Unprotect with ``session`` from now on; it raises ``refused`` for a bad packet."""
+        self._session = session
+        self._refused = refused
+
+    def uses_session_of(self, module: Any) -> bool:
+        """Whether the session is the compiled module's."""
+        return module is not None and isinstance(self._session, module.InboundSrtp)
 
     def unprotect(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect(data)
-        except pylibsrtp.Error:
+        except self._refused as exc:
             self._guard.drop("srtp-auth")
-            raise
+            raise pylibsrtp.Error(str(exc)) from None
 
     def unprotect_rtcp(self, data: bytes) -> bytes:
         try:
             return self._session.unprotect_rtcp(data)
-        except pylibsrtp.Error:
+        except self._refused as exc:
             self._guard.drop("srtcp-auth")
-            raise
+            raise pylibsrtp.Error(str(exc)) from None
 
 
 def count_srtp_failures(transport: RTCDtlsTransport) -> None:

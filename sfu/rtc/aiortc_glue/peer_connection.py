@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -24,15 +25,23 @@ import aioice.ice
 import pylibsrtp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from .. import fastpath
 from ..demux import sum_drops
 from ..rate import TokenBucket
 from .compat import TAPPED, missing_attributes, missing_names
-from .datagrams import DatagramGuard, count_srtp_failures, guard_datagrams, guard_if_any, guard_of
+from .datagrams import (
+    DatagramGuard,
+    _CountedSrtpSession,
+    count_srtp_failures,
+    guard_datagrams,
+    guard_if_any,
+    guard_of,
+)
 from .ice import guard_ice_close
 
 logger = logging.getLogger(__name__)
@@ -77,11 +86,16 @@ def create_peer_connection(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPee
 
 
 def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    """The connection's DTLS transports: the media's, then the data channels' (SCTP) if it
+    has its own (a connection may carry data channels only)."""
     seen: list[RTCDtlsTransport] = []
     for t in pc.getTransceivers():
         transport = t.receiver.transport
         if transport not in seen:
             seen.append(transport)
+    sctp = pc.sctp
+    if sctp is not None and sctp.transport not in seen:
+        seen.append(sctp.transport)
     return seen
 
 
@@ -113,10 +127,80 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
                 logger.exception("an RTCP packet was not handled")
 
         count_srtp_failures(transport)
+        _prepare_fast_send(transport)
 
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+        guard.deliver = _direct_delivery(transport, on_rtp, on_rtcp, guard)
         setattr(transport, TAPPED, True)
+
+
+_NTP_OFFSET_S = 2208988800  # 1900 to 1970: aiortc's arrival_time_ms counts from the NTP epoch
+
+
+def _direct_delivery(
+    transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler, guard: DatagramGuard
+) -> Callable[[bytes], bool]:
+    """Decrypt one SRTP/SRTCP datagram and run the tap on it now, as aiortc's receive loop
+    would after the queue hop (``_recv_next``); False when it must take that way instead."""
+    connection = transport.transport._connection
+    queue = connection._queue
+    connected = State.CONNECTED
+
+    pending = queue._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque: len() is qsize()
+
+    def deliver(data: bytes) -> bool:
+        srtp = transport._rx_srtp
+        if srtp is None or transport._state is not connected or pending:
+            return False
+        try:
+            if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+                coro = on_rtcp(srtp.unprotect_rtcp(data))
+            else:
+                coro = on_rtp(srtp.unprotect(data), int((time.time() + _NTP_OFFSET_S) * 1000))
+        except (pylibsrtp.Error, IndexError):
+            return True  # refused (and counted) by the SRTP session: dropped, as aiortc does
+        _run_now(coro, guard)
+        return True
+
+    return deliver
+
+
+def _run_now(coro: Awaitable[None], guard: DatagramGuard) -> None:
+    """Run a tap coroutine to its end now; if it waits for something (the tap's handlers do
+    not), the event loop finishes it. What it raises is counted and logged, as ``install_tap``'s
+    handlers do: the transport stays up."""
+    step = coro.__await__()
+    try:
+        pending = step.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        guard.drop("handler-error")
+        logger.exception("an RTP/RTCP packet was not handled")
+        return
+    task = asyncio.ensure_future(_finish(step, pending, guard))
+    _pending_sends.add(task)
+    task.add_done_callback(_pending_sends.discard)
+
+
+async def _finish(step: Any, pending: Any, guard: DatagramGuard) -> None:
+    try:
+        while True:
+            try:
+                if pending is None:
+                    await asyncio.sleep(0)
+                else:
+                    await pending
+            except BaseException as exc:  # handed to the coroutine, as a task would
+                pending = step.throw(exc)
+                continue
+            pending = step.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        guard.drop("handler-error")
+        logger.exception("an RTP/RTCP packet was not handled")
 
 
 def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
@@ -126,6 +210,13 @@ def limit_rtcp(pc: RTCPeerConnection, max_bps: int) -> None:
         guard = guard_of(transport.transport._connection)
         if guard.rtcp_bucket is None:
             guard.rtcp_bucket = TokenBucket(max_bps, time.monotonic())
+
+
+def direct_deliveries(pc: RTCPeerConnection) -> int:
+    """How many SRTP/SRTCP datagrams ``pc``'s transports handed to the tap at once (without
+    aioice's queue and aiortc's receive loop)."""
+    guards = (guard_if_any(transport.transport._connection) for transport in dtls_transports(pc))
+    return sum(guard.delivered for guard in guards if guard is not None)
 
 
 def transport_drops(pc: RTCPeerConnection) -> dict[str, int]:
@@ -242,10 +333,174 @@ def is_connected(transport: RTCDtlsTransport) -> bool:
 
 
 _pending_sends: set[asyncio.Future[Any]] = set()  # TURN sends in flight (kept referenced)
+_FAST = "_sfu_fast_sender"
+
+
+class _FastSender:
+    """A transport's compiled RTP send path: its own libsrtp2 session (same keys as aiortc's)
+    and the selected pair's socket and address, looked up again when the pair changes."""
+
+    __slots__ = ("_addr", "_fd", "_nominated", "_pair", "_transport", "srtp")
+
+    def __init__(self, srtp: Any, transport: RTCDtlsTransport) -> None:
+        self.srtp = srtp
+        self._transport = transport
+        self._nominated = transport.transport._connection._nominated  # one dict for its life
+        self._pair: Any = None
+        self._fd = -1  # -1: the pair has no socket of its own (TURN-relayed): aioice sends
+        self._addr = b""
+
+    def send(self, data: bytes, ext_id: int = 0, transport_seq: int = 0) -> int:
+        """Protect and send; the plain length sent, or -1."""
+        if self._transport._state is not State.CONNECTED:
+            return -1
+        pair = self._nominated.get(1)
+        if pair is not self._pair:
+            if not self._select(pair):
+                return -1
+        elif pair is None:
+            return -1
+        if self._fd >= 0:
+            if ext_id:
+                return int(self.srtp.send(self._fd, data, self._addr, ext_id, transport_seq))
+            return int(self.srtp.send(self._fd, data, self._addr))
+        # No socket of its own (a TURN-relayed candidate): protected here (one SRTP state per
+        # transport), sent by aioice.
+        if ext_id:
+            data = _with_transport_seq(data, ext_id, transport_seq)
+        try:
+            protected = self.srtp.protect(data)
+        except ValueError:
+            return -1
+        pair = self._pair
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            try:
+                protocol.transport.sendto(protected, pair.remote_addr)
+            except (OSError, AttributeError):
+                return -1
+            return len(data)
+        return len(data) if _send_relayed(pair, protected) else -1
+
+    def _select(self, pair: Any) -> bool:
+        self._pair = None
+        if pair is None:
+            return False
+        self._fd = -1
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            try:  # a TURN-relayed candidate's transport (aioice's TurnTransport) has no socket
+                sock = protocol.transport.get_extra_info("socket")
+                if sock is not None:
+                    host, port = pair.remote_addr[:2]
+                    self._addr = fastpath.compiled.sockaddr(host, port)  # type: ignore[union-attr]
+                    self._fd = sock.fileno()
+            except (AttributeError, OSError, ValueError):  # e.g. a scoped IPv6 address
+                self._fd = -1
+        self._pair = pair
+        return True
+
+
+def _with_transport_seq(packet: bytes, ext_id: int, transport_seq: int) -> bytes:
+    # The compiled path's insertion for a TURN pair (sfu.media.rtp.with_transport_seq is the
+    # reference; tests/unit/test_fastpath.py compares them).
+    return (
+        bytes((packet[0] | 0x10,))
+        + packet[1:12]
+        + bytes((0xBE, 0xDE, 0, 1, (ext_id << 4) | 1, (transport_seq >> 8) & 0xFF, transport_seq & 0xFF, 0))
+        + packet[12:]
+    )
+
+
+def _srtp_keys(transport: RTCDtlsTransport) -> tuple[int, bytes, bytes] | None:
+    """(libsrtp profile, outgoing master key + salt, incoming master key + salt) of the
+    transport, as aiortc's ``_setup_srtp`` derives them (None if no profile was negotiated)."""
+    ssl = transport._ssl
+    if ssl is None:
+        return None
+    selected = ssl.get_selected_srtp_profile()
+    for profile in transport._srtp_profiles:
+        if profile.openssl_profile == selected:
+            break
+    else:
+        return None
+    view = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+    tx = 1 if transport._role == "server" else 0
+    return (
+        int(profile.libsrtp_profile),
+        bytes(profile.get_key_and_salt(view, tx)),
+        bytes(profile.get_key_and_salt(view, 1 - tx)),
+    )
+
+
+def _probe() -> bytes:
+    """An RTP packet on a random SSRC (no stream uses it) to check a session against aiortc's."""
+    return bytes((0x80, 0x7F, 0, 1, 0, 0, 0, 1)) + os.urandom(4) + b"fastpath-probe"
+
+
+def _attach_fast_sender(transport: RTCDtlsTransport) -> None:
+    """Give the transport the compiled SRTP path once aiortc has set up SRTP: a session for
+    what it sends and one for what it receives, each used only if it handles a probe exactly
+    as aiortc's own session does (else that direction keeps aiortc's)."""
+    compiled = fastpath.compiled
+    if compiled is None or transport._tx_srtp is None or getattr(transport, _FAST, None) is not None:
+        return
+    try:
+        keys = _srtp_keys(transport)
+        if keys is None:
+            return
+        profile, tx_key, rx_key = keys
+        srtp = compiled.OutboundSrtp(profile, tx_key)
+        probe = _probe()
+        if srtp.protect(probe) != transport._tx_srtp.protect(probe):
+            logger.warning("compiled SRTP differs from aiortc's on this transport: pure-Python send path")
+            return
+        counted = transport._rx_srtp
+        if isinstance(counted, _CountedSrtpSession):
+            inbound = compiled.InboundSrtp(profile, rx_key)
+            probe = _probe()
+            protected = compiled.OutboundSrtp(profile, rx_key).protect(probe)
+            if counted.unprotect(protected) == probe and inbound.unprotect(protected) == probe:
+                counted.use_session(inbound, compiled.SrtpError)
+            else:
+                logger.warning("compiled SRTP differs from aiortc's on this transport: pure-Python receive path")
+    except Exception:
+        logger.warning("compiled SRTP path unavailable on this transport", exc_info=True)
+        return
+    setattr(transport, _FAST, _FastSender(srtp, transport))
+
+
+def _prepare_fast_send(transport: RTCDtlsTransport) -> None:
+    if fastpath.compiled is None:
+        return
+    if transport._tx_srtp is not None:
+        _attach_fast_sender(transport)
+        return
+    original_setup = transport._setup_srtp
+
+    def setup_srtp() -> None:
+        original_setup()
+        _attach_fast_sender(transport)
+
+    transport._setup_srtp = setup_srtp
+
+
+def _send_relayed(pair: Any, protected: bytes) -> bool:
+    try:
+        task = asyncio.ensure_future(pair.protocol.send_data(protected, pair.remote_addr))
+    except (OSError, AttributeError):
+        return False
+    _pending_sends.add(task)
+    task.add_done_callback(_pending_sends.discard)
+    return True
 
 
 def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) -> bool:
     """Protect and send one RTP (or RTCP) packet now; False if it could not be sent."""
+    if not rtcp:
+        fast: _FastSender | None = getattr(transport, _FAST, None)
+        if fast is not None:
+            return fast.send(data) >= 0
     if transport._state is not State.CONNECTED:
         return False
     try:
@@ -262,13 +517,36 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
     try:
         if type(protocol) is aioice.ice.StunProtocol:
             protocol.transport.sendto(protected, pair.remote_addr)
-        else:  # TURN-relayed pair: its send is a coroutine
-            task = asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
-            _pending_sends.add(task)
-            task.add_done_callback(_pending_sends.discard)
+            return True
     except (OSError, AttributeError):
         return False
-    return True
+    return _send_relayed(pair, protected)  # TURN-relayed pair: its send is a coroutine
+
+
+CompiledSend = Callable[[bytes, int, int], int]
+
+
+def compiled_rtp_sender(transport: RTCDtlsTransport) -> CompiledSend | None:
+    """The transport's compiled RTP send path once its SRTP is up, else None (then use
+    ``send_packet``, and stamp packets with ``sfu.media.rtp.with_transport_seq``).
+
+    ``send(packet, ext_id, transport_seq)``: protect and send an RTP packet with a plain
+    12-byte header, first inserting the transport-wide sequence number as one-byte header
+    extension ``ext_id`` (1..14; 0: none); returns the length of the (stamped) packet sent, or
+    -1 if it could not be sent (not connected, no selected pair, too long)."""
+    fast: _FastSender | None = getattr(transport, _FAST, None)
+    return None if fast is None else fast.send
+
+
+def uses_compiled_path(transport: RTCDtlsTransport) -> bool:
+    """Whether this transport's SRTP goes through the compiled path, both ways (RTP sent,
+    RTP and RTCP received)."""
+    counted = transport._rx_srtp
+    return (
+        getattr(transport, _FAST, None) is not None
+        and isinstance(counted, _CountedSrtpSession)
+        and counted.uses_session_of(fastpath.compiled)
+    )
 
 
 def problems() -> list[str]:
@@ -279,6 +557,7 @@ def problems() -> list[str]:
             (aioice.ice.Connection, "_nominated"),
             (aioice.ice.CandidatePair, "remote_addr"),
             (RTCDtlsTransport, "_handle_rtp_data"),
+            (RTCDtlsTransport, "_setup_srtp"),
             (RTCDtlsTransport, "_handle_rtcp_data"),
             (RTCDtlsTransport, "_set_role"),
             (RTCRtpSender, "_run_rtp"),
@@ -286,6 +565,8 @@ def problems() -> list[str]:
             (RTCRtpReceiver, "receive"),
             (State, "CONNECTED"),
             (pylibsrtp, "Error"),
+            *((SRTP_PROFILES[0], name) for name in ("openssl_profile", "key_length", "salt_length", "libsrtp_profile")),
+            *((SRTP_PROFILES[0], name) for name in ("get_key_and_salt",)),
         ]
     )
     # Sender state that the idle loops of prepare_forwarding_sender must drive.
@@ -300,10 +581,12 @@ def problems() -> list[str]:
     )
     found += missing_names(
         [RTCDtlsTransport.__init__, RTCDtlsTransport._setup_srtp],
-        ["_state", "_tx_srtp", "_role"],
+        ["_state", "_tx_srtp", "_ssl", "_role", "_srtp_profiles"],
         "RTCDtlsTransport.{} is missing",
     )
     found += missing_names([aioice.ice.CandidatePair.__init__], ["protocol"], "CandidatePair.{} is missing")
+    # The direct receive path reads the length of aioice's queue (asyncio.Queue's deque).
+    found += missing_attributes([(asyncio.Queue(), "_queue")])
     # The connect task that _PeerConnection ends quietly once closed.
     found += missing_attributes([(RTCPeerConnection, "_RTCPeerConnection__connect")])
     found += missing_names(
