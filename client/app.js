@@ -184,6 +184,7 @@ session.on('data-error', ({ code, message }) => {
   ui.showBanner(`Message not delivered (${code})${message ? `: ${message}` : ''}`, { kind: 'warning', code: 'data' });
 });
 session.on('active-speaker', ({ participant }) => ui.setActiveSpeaker(participant === session.id ? 'self' : participant));
+session.on('recording', ({ active, participants }) => ui.setRecording(active, participants.includes(session.id)));
 ui.on('pinChanged', () => quality.update());
 session.on('track-quality', ({ track, paused }) => {
   const c = [...session.consumers.values()].find((x) => x.track === track);

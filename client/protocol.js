@@ -203,6 +203,11 @@ const SERVER_MESSAGES = {
     // The room's dominant speaker (null: none, e.g. they left).
     if (m.participant !== null) requireString(m.participant, 'participant');
   },
+  recording(m) {
+    // The room's recording: on or off, and whose media is being written to a file.
+    if (typeof m.active !== 'boolean') throw new ProtocolError('active must be a boolean');
+    m.participants = m.participants == null ? [] : requireArray(m.participants, 'participants');
+  },
   pong() {},
   'server-shutdown'(m) {
     // The server is going away; the socket closes (1001) after grace_s unless we leave first.

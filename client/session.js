@@ -345,6 +345,7 @@ export class Session {
   _reset() {
     this._subscriptions = new Map(); // track id -> last {maxHeight, paused, pinned} sent
     this.activeSpeaker = null; // participant id of the room's dominant speaker (maybe us)
+    this.recording = { active: false, participants: [] }; // the room's recording (`recording` message)
     this.ws = null;
     this.id = null; // our participant id
     this.room = null;
@@ -557,6 +558,9 @@ export class Session {
         return this._onServerError(msg);
       case 'data-error':
         return this._emit('data-error', msg);
+      case 'recording':
+        this.recording = { active: msg.active, participants: msg.participants };
+        return this._emit('recording', this.recording);
       case 'pong':
         return;
       case 'server-shutdown':

@@ -303,6 +303,13 @@ export class UI {
   }
 
   /** Highlight the active speaker's tile ('self' for our own). */
+  /** The red dot in the top bar while the room is being recorded. */
+  setRecording(active, self) {
+    const dot = $('recording-dot');
+    dot.hidden = !active;
+    dot.title = self ? 'Recording: you are being recorded' : 'This room is being recorded';
+  }
+
   setActiveSpeaker(id) {
     this.activeSpeaker = id;
     for (const tile of [this.localTile, ...this.remote.values()]) tile?.el.removeAttribute('data-speaking');

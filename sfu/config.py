@@ -218,6 +218,17 @@ class Config:
     )
     client_dir: Path = field(default=CLIENT_DIR, metadata=_doc("the browser client served at /"))
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR"))
+    # -- recording ----------------------------------------------------------------------
+    recording_dir: Path = field(
+        default=Path("recordings"),
+        metadata=_doc(
+            "where recordings are written (one file per publisher and source, a JSON sidecar per room); "
+            "started and stopped through the admin API"
+        ),
+    )
+    record_all_rooms: bool = field(
+        default=False, metadata=_doc("record every room from its creation, everyone who publishes in it")
+    )
     # -- media routing limits -----------------------------------------------------------
     max_ssrcs_per_transport: int = field(
         default=256,

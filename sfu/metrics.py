@@ -154,6 +154,28 @@ class SfuCollector(Collector):
         yield limited
         yield from data_metrics(self.rooms.data_stats)
         yield transport_drops_metric()
+        recording = self.rooms.recording_totals
+        yield GaugeMetricFamily(
+            "sfu_recording_files",
+            "Recording files being written",
+            value=sum(len(room.recording.files) for room in list(self.rooms.rooms.values())),
+        )
+        yield CounterMetricFamily(
+            "sfu_recording_frames", "Frames queued for a recording file", value=recording.frames_queued
+        )
+        yield CounterMetricFamily(
+            "sfu_recording_frames_dropped",
+            "Frames not recorded because the writer's queue was full (a disk slower than the media)",
+            value=recording.frames_dropped,
+        )
+        yield CounterMetricFamily(
+            "sfu_recording_frames_lost",
+            "Frames not recorded because packets were missing (and those until the next keyframe), in finished files",
+            value=recording.frames_lost,
+        )
+        yield CounterMetricFamily(
+            "sfu_recording_files_finished", "Recording files finished", value=recording.files_finished
+        )
         yield GaugeMetricFamily("sfu_start_time_seconds", "Unix time the server started", value=self.stats.started_at_s)
 
 

@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Config
@@ -22,6 +23,7 @@ from .data_relay import DataReceiver, DataRelay
 from .errors import SignalingError
 from .events import MediaEvent
 from .forwarding import Producer
+from .recording import RecordingTotals, RoomRecording
 from .rtc.publish import PublishPeer
 from .rtc.subscribe import SubscribePeer
 from .signaling.server_messages import (
@@ -34,6 +36,7 @@ from .signaling.server_messages import (
     ParticipantJoined,
     ParticipantLeft,
     PublishAnswer,
+    Recording,
     ServerMessage,
     TrackInfo,
     TrackPublished,
@@ -233,6 +236,7 @@ class Room:
         on_empty: Callable[[Room], None],
         retired: RetiredTotals | None = None,
         id_prefix: str = "",
+        recording: RoomRecording | None = None,
     ) -> None:
         self.name = name
         self.id_prefix = id_prefix  # of its participants' ids
@@ -247,6 +251,31 @@ class Room:
         self.active_speaker: str | None = None  # participant id
         self._speaker_task: asyncio.Task[None] | None = None
         self.data = DataRelay(65536, 50.0, 100)  # the RoomManager's has the configured limits
+        self.recording = recording or RoomRecording(name, Path("recordings"), RecordingTotals())
+        self.recording.on_change = self._recording_changed
+
+    def use_recording(self, recording: RoomRecording) -> None:
+        """The RoomManager's recorder (its directory and totals) in place of the default."""
+        self.recording = recording
+        recording.on_change = self._recording_changed
+
+    def local_participants(self) -> list[Participant]:
+        """The participants whose media arrives on this process (all of them, unless the room
+        spans workers)."""
+        return list(self.participants.values())
+
+    def _recording_changed(self) -> None:
+        self._broadcast(self.recording_state())
+
+    def recording_state(self) -> Recording:
+        return Recording(self.recording.active, tuple(self.recording.recorded()))
+
+    def start_recording(self, participant_ids: set[str] | None = None) -> None:
+        """Record the whole room (None) or these participants too (sfu/recording/)."""
+        self.recording.start(self.local_participants(), participant_ids)
+
+    def stop_recording(self, participant_ids: set[str] | None = None) -> None:
+        self.recording.stop(self.local_participants(), participant_ids)
 
     def check_capacity(self) -> None:
         if len(self.participants) + len(self.viewers) >= self.capacity:
@@ -262,6 +291,8 @@ class Room:
         self._broadcast(ParticipantJoined(participant.info()), exclude=participant)
         if self.active_speaker is not None:
             participant.post(ActiveSpeaker(self.active_speaker))
+        if self.recording.active:
+            participant.post(self.recording_state())
         if self._speaker_task is None:
             self._speaker_task = spawn(self._detect_speakers(), name=f"speakers-{self.name}")
         # Consume everything already published.
@@ -281,6 +312,8 @@ class Room:
             self._broadcast(TrackPublished(owner.id, TrackInfo.of(producer)), exclude=owner)
         if not added and not removed:
             return
+        if self.recording.active and owner in self.local_participants():  # each worker its own
+            self.recording.sync(owner)
         self._refresh_viewers()
         for other in self.participants.values():
             if other is owner or not other.can("subscribe"):
@@ -331,6 +364,8 @@ class Room:
         self.data.forget(participant.id)
         removed = participant.producers()
         self.retired.retire_participant(participant)
+        if self.recording.files or self.recording.wanted:
+            self.recording.participant_left(participant.id)
         await participant.close()
         for other in self.participants.values():
             if other.subscriber is not None and removed:
@@ -411,6 +446,8 @@ class Room:
         if self._speaker_task is not None:
             self._speaker_task.cancel()
             self._speaker_task = None
+        if not self.recording.closed:
+            spawn(self.recording.close(), name=f"recording-close-{self.name}")
         self._on_empty(self)
 
     async def close(self, reason: str = "left") -> None:
@@ -420,6 +457,7 @@ class Room:
         for participant in list(self.participants.values()):
             await self.leave(participant, reason)
         self._closed_now()
+        await self.recording.close()
 
     async def _detect_speakers(self) -> None:
         """Every INTERVAL_MS: the dominant speaker from everyone's audio levels."""
@@ -462,6 +500,7 @@ class RoomManager:
         self.rooms: dict[str, Room] = {}
         self.retired = RetiredTotals()
         self.data_stats = DataStats()  # data channel messages of every room, for /metrics
+        self.recording_totals = RecordingTotals()
         self.draining = False  # shutting down: no new joins
         self.id_prefix = ""  # of participant ids: a worker's own in a cluster (unique across it)
         # Makes the rooms: a worker's may span workers (sfu/cluster/span.py).
@@ -475,6 +514,9 @@ class RoomManager:
             room = self.room_factory(name, self.config.room_capacity, self._remove, self.retired, self.id_prefix)
             self.rooms[name] = room
             room.data = self._data_relay()
+            room.use_recording(RoomRecording(name, self.config.recording_dir, self.recording_totals))
+            if self.config.record_all_rooms:
+                room.start_recording()
         return room
 
     def _data_relay(self) -> DataRelay:

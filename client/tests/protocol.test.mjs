@@ -121,6 +121,14 @@ test('parse layers (dynacast)', () => {
   assert.throws(() => P.parse('{"type":"layers","track":"p1-1","active":"q"}'), P.ProtocolError);
 });
 
+test('parse recording', () => {
+  const m = P.parse('{"type":"recording","active":true,"participants":["p1"]}');
+  assert.deepEqual([m.active, m.participants], [true, ['p1']]);
+  assert.deepEqual(P.parse('{"type":"recording","active":false}').participants, []);
+  assert.throws(() => P.parse('{"type":"recording","participants":[]}'), P.ProtocolError);
+  assert.throws(() => P.parse('{"type":"recording","active":true,"participants":"p1"}'), P.ProtocolError);
+});
+
 test('parse server-shutdown', () => {
   assert.equal(P.parse('{"type":"server-shutdown","grace_s":5}').grace_s, 5);
   assert.equal(P.parse('{"type":"server-shutdown"}').grace_s, 0);

@@ -159,6 +159,52 @@ async def close_room(request: web.Request) -> web.Response:
     return web.json_response({"closed": room.name, "participants": ids})
 
 
+def _recording_answer(room: Room) -> web.Response:
+    return web.json_response(room.recording.describe())
+
+
+def _recorded_participant(room: Room, request: web.Request) -> set[str]:
+    participant_id = request.match_info["participant"]
+    if participant_id not in room.participants:
+        raise BadRequest("not-found", f"no participant {participant_id!r} in room {room.name!r}")
+    return {participant_id}
+
+
+@_guarded
+async def get_recording(request: web.Request) -> web.Response:
+    return _recording_answer(_room(request))
+
+
+@_guarded
+async def start_recording(request: web.Request) -> web.Response:
+    room = _room(request)
+    room.start_recording()
+    return _recording_answer(room)
+
+
+@_guarded
+async def stop_recording(request: web.Request) -> web.Response:
+    room = _room(request)
+    room.stop_recording()
+    await room.recording.wait_finished()
+    return _recording_answer(room)
+
+
+@_guarded
+async def start_participant_recording(request: web.Request) -> web.Response:
+    room = _room(request)
+    room.start_recording(_recorded_participant(room, request))
+    return _recording_answer(room)
+
+
+@_guarded
+async def stop_participant_recording(request: web.Request) -> web.Response:
+    room = _room(request)
+    room.stop_recording(_recorded_participant(room, request))
+    await room.recording.wait_finished()
+    return _recording_answer(room)
+
+
 async def disconnect_participant(participant: Participant, leave_reason: str, code: str, message: str) -> None:
     session = participant.session
     if session is not None:
@@ -183,5 +229,10 @@ def add_routes(app: web.Application, metrics_enabled: bool) -> None:
     app.router.add_get("/admin/rooms/{room}", get_room)
     app.router.add_delete("/admin/rooms/{room}", close_room)
     app.router.add_delete("/admin/rooms/{room}/participants/{participant}", kick_participant)
+    app.router.add_get("/admin/rooms/{room}/recording", get_recording)
+    app.router.add_post("/admin/rooms/{room}/recording", start_recording)
+    app.router.add_delete("/admin/rooms/{room}/recording", stop_recording)
+    app.router.add_post("/admin/rooms/{room}/participants/{participant}/recording", start_participant_recording)
+    app.router.add_delete("/admin/rooms/{room}/participants/{participant}/recording", stop_participant_recording)
     if metrics_enabled:
         app.router.add_get("/metrics", metrics)

@@ -224,6 +224,16 @@ class ActiveSpeaker(ServerMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class Recording(ServerMessage):
+    TYPE: ClassVar[str] = "recording"
+    active: bool
+    participant_ids: tuple[str, ...]  # whose media is being written to files now
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "active": self.active, "participants": list(self.participant_ids)}
+
+
+@dataclass(frozen=True, slots=True)
 class Pong(ServerMessage):
     TYPE: ClassVar[str] = "pong"
 
@@ -287,6 +297,7 @@ SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     TrackQuality,
     Layers,
     ActiveSpeaker,
+    Recording,
     Pong,
     ServerShutdown,
     Error,
