@@ -6,7 +6,11 @@
 # on free loopback ports, persistence off; the package's system service is not used), and what
 # the compiled send path builds with (sfu/rtc/_fastpath.c, by `pip install -e .`: a C compiler,
 # the Python headers, libsrtp2's headers; without them the server falls back to the pure-Python
-# path). Runs as root, or through sudo.
+# path). For the WHIP/WHEP e2e tests: Meetecho's simple-whip-client, GStreamer (webrtcbin in
+# plugins-bad, libnice, VP8 in good, x264 in ugly), PyGObject with the GStreamer typelibs (the
+# webrtcbin scripts run on the system python3), and gcc (also for a stand-in UPnP library that
+# lets Debian 12's simple-whip-client start; see tests/e2e/whip/igd_stub.c). Runs as root, or
+# through sudo.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -20,6 +24,12 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -f /usr/include/srtp2/srtp.h ] || missing+=(libsrtp2-dev)
 python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   2>/dev/null || missing+=(python3-dev)
+command -v whip-client >/dev/null 2>&1 || missing+=(simple-whip-client)
+for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+  gstreamer1.0-nice python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+  gir1.2-gst-plugins-bad-1.0; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

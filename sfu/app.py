@@ -16,17 +16,19 @@ from aiohttp.web_response import StreamResponse
 
 from . import debug, metrics
 from .config import Config
+from .media_sessions import MediaSessions
 from .room import RoomManager
 from .rtc import aiortc_glue
-from .signaling import http
+from .signaling import http, whip
 from .signaling.limits import CLOSE_GOING_AWAY
 from .signaling.ws import websocket_handler
-from .state import CONFIG_KEY, CONNECTIONS_KEY, METRICS_KEY, ROOMS_KEY, STATS_KEY, Connections
+from .state import CONFIG_KEY, CONNECTIONS_KEY, MEDIA_SESSIONS_KEY, METRICS_KEY, ROOMS_KEY, STATS_KEY, Connections
 from .stats import ServerStats
 
 __all__ = [
     "CONFIG_KEY",
     "CONNECTIONS_KEY",
+    "MEDIA_SESSIONS_KEY",
     "METRICS_KEY",
     "ROOMS_KEY",
     "STATS_KEY",
@@ -81,7 +83,10 @@ async def drain(app: web.Application) -> None:
                 await connection.disconnect("disconnected", None, "", CLOSE_GOING_AWAY)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while any(r.participants for r in manager.rooms.values()) and loop.time() < deadline:
+        # (WHIP publishers and WHEP players have no socket to be told on: they are not waited for)
+        while any(p.session is not None for r in manager.rooms.values() for p in r.participants.values()) and (
+            loop.time() < deadline
+        ):
             await asyncio.sleep(0.05)
         for connection in connections:
             await connection.disconnect("disconnected", None, "", CLOSE_GOING_AWAY)
@@ -126,11 +131,13 @@ def create_app(config: Config | None = None) -> web.Application:
     app[ROOMS_KEY] = RoomManager(config)
     app[STATS_KEY] = ServerStats()
     app[CONNECTIONS_KEY] = Connections()
+    app[MEDIA_SESSIONS_KEY] = MediaSessions()
     app[_DRAINED] = asyncio.Event()
     app[METRICS_KEY] = metrics.make_registry(app[ROOMS_KEY], app[STATS_KEY])
 
     async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
+        await app[MEDIA_SESSIONS_KEY].close()
         await app[ROOMS_KEY].close()
 
     app.cleanup_ctx.append(rooms_ctx)
@@ -138,6 +145,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
     http.add_routes(app, config.metrics_enabled)
+    whip.add_routes(app)
     debug.start_tracing()
     app.router.add_get("/admin/debug/memory", debug.memory)
     app.router.add_get("/", index)

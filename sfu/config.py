@@ -120,7 +120,11 @@ class Config:
         default=64, metadata=_doc("signaling WebSockets open at once from one IP address; more are refused (HTTP 503)")
     )
     join_timeout_s: float = field(
-        default=10.0, metadata=_doc("a socket that has not joined this long after it opened is closed (code 4000)")
+        default=10.0,
+        metadata=_doc(
+            "a socket that has not joined this long after it opened is closed (code 4000); a WHIP or "
+            "WHEP session whose connection is not up this long after its POST ends"
+        ),
     )
     messages_per_s: float = field(
         default=50.0, metadata=_doc("signaling frames a socket may send per second, sustained; more get `rate-limited`")

@@ -79,6 +79,11 @@ class BadRequest(SignalingError):
         "too-many-tracks": 400,
         "too-many-m-sections": 400,
         "unknown-participant": 400,
+        # WHIP/WHEP (HTTP only): a body that is not application/sdp (or trickle-ice-sdpfrag),
+        # a PATCH without If-Match, a PATCH that would restart ICE.
+        "unsupported-media-type": 415,
+        "precondition-required": 428,
+        "ice-restart-unsupported": 422,
     }
 
 
@@ -105,6 +110,8 @@ class Conflict(SignalingError):
         "negotiation-timeout": 408,
         "unavailable": 503,
         "no-capacity": 503,
+        # WHIP/WHEP: a PATCH whose If-Match names another version of the session (RFC 9725).
+        "precondition-failed": 412,
     }
 
 

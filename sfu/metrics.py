@@ -38,11 +38,13 @@ class SfuCollector(Collector):
         producers = {"audio": 0, "video": 0}
         consumers = 0
         peers = 0
+        viewers = 0
         per_room = GaugeMetricFamily("sfu_room_participants", "Participants in each room", labels=["room"])
         for room in list(self.rooms.rooms.values()):
             per_room.add_metric([room.name], len(room.participants))
-            for participant in list(room.participants.values()):
-                participants += 1
+            viewers += len(room.viewers)
+            for participant in [*room.participants.values(), *room.viewers.values()]:
+                participants += not participant.viewer
                 participant_totals(participant, totals)
                 peers += sum(1 for peer in (participant.publisher, participant.subscriber) if peer and not peer.closed)
                 for producer in participant.producers():
@@ -60,6 +62,7 @@ class SfuCollector(Collector):
         yield GaugeMetricFamily("sfu_rooms", "Rooms open", value=len(self.rooms.rooms))
         yield GaugeMetricFamily("sfu_participants", "Participants in all rooms", value=participants)
         yield per_room
+        yield GaugeMetricFamily("sfu_viewers", "WHEP players in all rooms (not participants)", value=viewers)
         streams = GaugeMetricFamily("sfu_producers", "Incoming media streams (published tracks)", labels=["kind"])
         for kind, count in sorted(producers.items()):
             streams.add_metric([kind], count)

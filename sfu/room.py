@@ -1,4 +1,11 @@
-"""Rooms and participants: membership, who consumes what, and the messages about it."""
+"""Rooms and participants: membership, who consumes what, and the messages about it.
+
+Besides its participants a room has viewers: players that receive one source at a time (WHEP,
+sfu/signaling/whip.py). A viewer is a subscriber-only Participant kept apart from the
+participant list: nobody is told it joined or left, it is not in ``joined``, and it follows
+the active speaker (or the one participant it was pinned to) by switching what its answered
+connection forwards, never by renegotiating. Viewers count towards ``room_capacity``.
+"""
 
 from __future__ import annotations
 
@@ -89,6 +96,16 @@ class Participant:
         self.identity = ""
         self.grants: frozenset[str] = frozenset({"publish", "subscribe"})
         self.session: SessionHandle | None = None
+        # A viewer (a WHEP player): hidden from the room, plays one source; pinned to one
+        # participant (id), or following the active speaker (None).
+        self.viewer = False
+        self.pinned_source: str | None = None
+        # Signalled over HTTP (WHIP, WHEP): nothing can be said to it after its answer, so no
+        # dynacast (it could not be told which layers to send); it answers as the DTLS server.
+        self.over_http = False
+        # Over HTTP nobody can be asked for a new connection: a lost one ends the session
+        # (sfu/media_sessions.py sets this).
+        self.on_transport_failed: Callable[[Participant], None] | None = None
 
     def can(self, grant: str) -> bool:
         return grant in self.grants
@@ -125,6 +142,9 @@ class Participant:
         client is asked for a new one (its tracks and their consumers stay)."""
         if self.closed or self.publisher is None:
             return
+        if self.on_transport_failed is not None:
+            self.on_transport_failed(self)
+            return
         logger.info("participant %s: publish connection %s", self.id, self.publisher.connection_state)
         if not self.reconnecting:  # else the client renews it when it resumes
             self.post(RenewPublish())  # (counted when its restart offer comes)
@@ -133,6 +153,9 @@ class Participant:
         """The subscribe connection is gone: a new one is offered (restart) at once, or when
         the participant resumes."""
         if self.closed or self.subscriber is None:
+            return
+        if self.on_transport_failed is not None:
+            self.on_transport_failed(self)
             return
         logger.info("participant %s: subscribe connection %s", self.id, self.subscriber.connection_state)
         if not self.reconnecting:
@@ -148,9 +171,10 @@ class Participant:
 
     # -- publishing -----------------------------------------------------------------------
 
-    async def handle_publish_offer(self, sdp: str, sources: dict[str, str], restart: bool = False) -> None:
-        """Apply a publish offer; ``restart``: the first offer of the client's new connection
-        for the tracks it publishes (they stay, fed from the new connection)."""
+    async def handle_publish_offer(self, sdp: str, sources: dict[str, str], restart: bool = False) -> str:
+        """Apply a publish offer; the answer is posted (``answer``) and returned. ``restart``:
+        the first offer of the client's new connection for the tracks it publishes (they stay,
+        fed from the new connection)."""
         if restart and self.publisher is not None:
             self.transport_renewals += 1
             self.publisher.renew()
@@ -162,7 +186,7 @@ class Participant:
                 self._publish_lost,
                 self._config.publisher_bitrate_bps,
                 events=self.media_event,
-                dynacast=self._config.dynacast,
+                dynacast=self._config.dynacast and not self.over_http,
                 transport_cc=self._config.transport_cc,
                 max_ssrcs=self._config.max_ssrcs_per_transport,
                 max_tracks=self._config.max_tracks_per_publisher,
@@ -172,6 +196,7 @@ class Participant:
                 on_data=self._on_data,
                 on_data_open=self._on_data_open,
             )
+            self.publisher.dtls_server = self.over_http
         try:
             answer, added, removed = await self.publisher.handle_offer(sdp, sources)
         except SignalingError as exc:
@@ -184,6 +209,7 @@ class Participant:
             raise
         self.post(PublishAnswer(answer))
         self.room.producers_changed(self, added, removed)
+        return answer
 
     async def _drop_publisher(self) -> None:
         publisher, self.publisher = self.publisher, None
@@ -273,6 +299,7 @@ class Room:
         self.id_prefix = id_prefix  # of its participants' ids
         self.capacity = capacity
         self.participants: dict[str, Participant] = {}
+        self.viewers: dict[str, Participant] = {}  # hidden, subscribe-only (WHEP players)
         self._on_empty = on_empty
         self.closed = False
         self.created_at = time.time()
@@ -311,7 +338,7 @@ class Room:
         self.recording.stop(self.local_participants(), participant_ids)
 
     def check_capacity(self) -> None:
-        if len(self.participants) >= self.capacity:
+        if len(self.participants) + len(self.viewers) >= self.capacity:
             raise SignalingError("room-full", f"room {self.name!r} is full ({self.capacity} participants)")
 
     def join(self, participant: Participant, info: JoinInfo) -> None:
@@ -348,6 +375,7 @@ class Room:
             return
         if self.recording.active and owner in self.local_participants():  # each worker its own
             self.recording.sync(owner)
+        self._refresh_viewers()
         for other in self.participants.values():
             if other is owner or not other.can("subscribe"):
                 continue
@@ -465,9 +493,72 @@ class Room:
                     other.subscriber.unconsume(producer)
                 other.renegotiate()
         self._broadcast(ParticipantLeft(participant.id, reason))
+        self._refresh_viewers()
         await participant.close()
-        if not self.participants:
+        if not self.participants and not self.viewers:
             self._closed_now()
+
+    # -- viewers (WHEP players) -------------------------------------------------------------
+
+    def add_viewer(self, viewer: Participant) -> None:
+        """Admit a viewer (hidden from the participants; counted towards the capacity)."""
+        if self.closed:
+            raise SignalingError("room-closed", f"room {self.name!r} is closed")
+        self.check_capacity()
+        viewer.viewer = True
+        self.viewers[viewer.id] = viewer
+
+    async def remove_viewer(self, viewer: Participant) -> None:
+        if self.viewers.get(viewer.id) is not viewer:
+            return
+        del self.viewers[viewer.id]
+        self.retired.retire_participant(viewer)
+        await viewer.close()
+        if not self.participants and not self.viewers:
+            self._closed_now()
+
+    def find_participant(self, key: str) -> Participant | None:
+        """A participant by id, or else by name if exactly one has it."""
+        found = self.participants.get(key)
+        if found is not None:
+            return found
+        named = [p for p in self.participants.values() if p.name == key]
+        return named[0] if len(named) == 1 else None
+
+    def viewer_source(self, viewer: Participant) -> Participant | None:
+        """Whom a viewer plays: its pinned participant; else the active speaker if it
+        publishes; else the participant that has been publishing longest."""
+        if viewer.pinned_source is not None:
+            return self.participants.get(viewer.pinned_source)
+        speaker = self.participants.get(self.active_speaker) if self.active_speaker else None
+        if speaker is not None and speaker.producers():
+            return speaker
+        return next((p for p in self.participants.values() if p.producers()), None)
+
+    def follow(self, viewer: Participant) -> None:
+        """Point a viewer's audio and video at its source's tracks (video: the camera before
+        a screen share). A kind the source does not publish, or publishes in a codec the
+        viewer's connection did not negotiate, keeps what it plays while that lasts."""
+        subscriber = viewer.subscriber
+        if subscriber is None or viewer.closed:
+            return
+        source = self.viewer_source(viewer)
+        producers = source.producers() if source is not None else []
+        for kind in ("audio", "video"):
+            candidates = [p for p in producers if p.kind == kind and subscriber.playable(p)]
+            candidates.sort(key=lambda p: p.source != ("microphone" if kind == "audio" else "camera"))
+            current = subscriber.playing(kind)
+            if candidates:
+                subscriber.play(kind, candidates[0])
+            elif viewer.pinned_source is not None or current is None or current.closed:
+                subscriber.play(kind, None)
+
+    def _refresh_viewers(self) -> None:
+        for viewer in list(self.viewers.values()):
+            try:
+                self.follow(viewer)
+            except Exception:
+                logger.exception("room %s: viewer %s could not follow its source", self.name, viewer.id)
 
     def _closed_now(self) -> None:
         if self.closed:
@@ -481,7 +572,9 @@ class Room:
         self._on_empty(self)
 
     async def close(self, reason: str = "left") -> None:
-        """Remove every participant (closing their peers) and the room; idempotent."""
+        """Remove every participant and viewer (closing their peers) and the room; idempotent."""
+        for viewer in list(self.viewers.values()):
+            await self.remove_viewer(viewer)
         for participant in list(self.participants.values()):
             await self.leave(participant, reason)
         self._closed_now()
@@ -510,10 +603,11 @@ class Room:
             return
         logger.info("room %s: active speaker %s -> %s", self.name, self.active_speaker, speaker)
         self.active_speaker = speaker if isinstance(speaker, str) else None
-        for p in self.participants.values():
+        for p in [*self.participants.values(), *self.viewers.values()]:
             if p.subscriber is not None:
                 p.subscriber.active_speaker = self.active_speaker
         self._broadcast(ActiveSpeaker(self.active_speaker))
+        self._refresh_viewers()
 
     def _broadcast(self, msg: ServerMessage, exclude: Participant | None = None) -> None:
         for p in list(self.participants.values()):
@@ -568,7 +662,7 @@ class RoomManager:
         return participant
 
     def discard_if_empty(self, room: Room) -> None:
-        if not room.participants:
+        if not room.participants and not room.viewers:
             room._closed_now()
             self._remove(room)
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .config import Config
+from .media_sessions import MediaSessions
 from .room import RoomManager
 from .stats import ServerStats
 
@@ -61,3 +62,4 @@ ROOMS_KEY = web.AppKey("rooms", RoomManager)
 STATS_KEY = web.AppKey("stats", ServerStats)
 CONNECTIONS_KEY = web.AppKey("connections", Connections)
 METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
+MEDIA_SESSIONS_KEY = web.AppKey("media_sessions", MediaSessions)

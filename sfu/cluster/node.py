@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +37,8 @@ from ..config import Config
 from ..errors import BadRequest, Conflict, SignalingError
 from ..metrics import CONTENT_TYPE, render
 from ..signaling.http import admin_claims, any_admin_claims, refuse
+from ..signaling.messages import ROOM_RE
+from ..signaling.whip_wire import ENDPOINT_METHODS, cors_headers, options_headers
 from ..state import CONFIG_KEY, STATS_KEY
 from ..stats import ServerStats
 from ..tasks import spawn
@@ -514,6 +517,81 @@ async def forward_to_owner(request: web.Request) -> web.Response:
         return _fail(request, Conflict("unavailable", f"the worker hosting room {room!r} cannot be reached"))
 
 
+# Response headers a WHIP/WHEP answer carries back through the front (Link may repeat).
+_FORWARDED_HEADERS = {
+    "content-type",
+    "location",
+    "etag",
+    "link",
+    "accept-patch",
+    "accept-post",
+    "allow",
+    "www-authenticate",
+    "access-control-allow-origin",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+}
+
+
+async def forward_media_session(request: web.Request) -> web.StreamResponse:
+    """WHIP and WHEP through the front: the request goes to the worker that hosts the room
+    (a WHIP POST places a new room as a join does); the worker answers it, its statuses and
+    headers come back as they are. Every later request names the room in its path, so it
+    reaches the same worker."""
+    node = request.app[NODE_KEY]
+    ctx = request.app[RELAY_KEY]
+    room = request.match_info["room"]
+    plain = cors_headers(ENDPOINT_METHODS)
+    try:
+        if not ROOM_RE.fullmatch(room):
+            raise BadRequest("bad-message", "a room name has 1-64 of A-Z a-z 0-9 _ - . only")
+        if node.draining:
+            raise SignalingError("shutting-down", "the server is shutting down; try again in a moment")
+        placement = ctx.local_placement(room)
+        if placement is None:
+            creates = request.method == "POST" and request.path.startswith("/whip/")
+            if creates and not ctx.placement_held():
+                placement = await node.coordinator.place_room(room, prefer_node=node.node_id)
+            else:
+                placement = await node.coordinator.placement(room)
+        if placement is None:
+            raise BadRequest("not-found", f"no room {room!r}")
+        body = await request.content.read(node.config.max_message_bytes + 1)
+    except SignalingError as exc:
+        return refuse(request, exc, plain=True, headers=plain)
+    except CoordinatorUnavailable:
+        return refuse(
+            request, Conflict("unavailable", "the cluster cannot place the room now"), plain=True, headers=plain
+        )
+    headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "if-match")}
+    try:
+        async with node.session.request(
+            request.method,
+            placement.url + request.rel_url.path_qs,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+        ) as response:
+            answer = await response.read()
+            out: CIMultiDict[str] = CIMultiDict()
+            for key, value in response.headers.items():
+                if key.lower() in _FORWARDED_HEADERS:
+                    out.add(key, value)
+            return web.Response(body=answer, status=response.status, headers=out)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        error = Conflict("unavailable", f"the worker hosting room {room!r} cannot be reached")
+        return refuse(request, error, plain=True, headers=plain)
+
+
+async def endpoint_options(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204, headers=options_headers(resource=False))
+
+
+async def resource_options(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204, headers=options_headers(resource=True))
+
+
 class _Families(Collector):
     def __init__(self, families: list[Metric]) -> None:
         self.families = families
@@ -631,6 +709,14 @@ def create_front_app(node: Node) -> web.Application:
     app.router.add_get("/admin/rooms/{room}", forward_to_owner)
     app.router.add_delete("/admin/rooms/{room}", forward_to_owner)
     app.router.add_delete("/admin/rooms/{room}/participants/{participant}", forward_to_owner)
+    # WHIP and WHEP: OPTIONS answered here, everything else by the room's worker.
+    for path in ("/whip/{room}", "/whep/{room}", "/whep/{room}/{participant}"):
+        app.router.add_post(path, forward_media_session)
+        app.router.add_options(path, endpoint_options)
+    resource = "/{kind:whip|whep}/{room}/sessions/{session}"
+    app.router.add_patch(resource, forward_media_session)
+    app.router.add_delete(resource, forward_media_session)
+    app.router.add_options(resource, resource_options)
     if config.metrics_enabled:
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)

@@ -103,6 +103,9 @@ class PeerBase:
         self._on_failed = on_failed
         self._transport: Any = None
         self._rtcp_task: asyncio.Task[None] | None = None
+        self.connected = False  # the connection has been established (ICE and DTLS) once
+        # Answer a=setup:passive where the offer lets us choose (aiortc_glue.answer_as_dtls_server).
+        self.dtls_server = False
         self.renewals = 0  # connections that replaced a lost one (renew_connection)
         self.pc = self._connect()
 
@@ -116,6 +119,7 @@ class PeerBase:
                 return  # a connection we replaced
             state = pc.connectionState
             if state == "connected":
+                self.connected = True
                 self.on_connected()
             elif state in ("failed", "closed") and not self.closed:
                 self._on_failed()

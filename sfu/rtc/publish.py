@@ -150,6 +150,8 @@ class PublishPeer(PeerBase):
             glue.accept_header_extensions(self.pc, offer, uris)
             if self._transport_cc:
                 glue.accept_rtcp_feedback(self.pc, offer, "transport-cc")
+            if self.dtls_server:
+                glue.answer_as_dtls_server(self.pc)
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except SignalingError:

@@ -6,6 +6,8 @@ Pure functions of SDP text or aiortc's parsed SessionDescription: no connection,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiortc import sdp as aiortc_sdp
 
 from ..bwe.twcc import TWCC_URI
@@ -53,6 +55,15 @@ def media_codec(media: aiortc_sdp.MediaDescription) -> tuple[Codec, int] | None:
             params = tuple(sorted((str(k), str(v)) for k, v in c.parameters.items()))
             return Codec(c.name, c.clockRate, params), c.payloadType
     return None
+
+
+def offered_codecs(media: aiortc_sdp.MediaDescription) -> list[Codec]:
+    """Every media codec an m-section lists (not RTX, RED, FEC, CN, DTMF), in its order."""
+    return [
+        Codec(c.name, c.clockRate, tuple(sorted((str(k), str(v)) for k, v in c.parameters.items())))
+        for c in media.rtp.codecs
+        if c.name.lower() not in NON_MEDIA_CODECS
+    ]
 
 
 def rtx_payload_type(media: aiortc_sdp.MediaDescription, payload_type: int) -> int | None:
@@ -215,3 +226,95 @@ def check_publish_offer(
     first = mids[0]
     if first in live and items[0] != first:
         raise SignalingError("bad-sdp", f"the BUNDLE group must start with the first m-section ({first!r})")
+
+
+# -- SDP fragments of trickle ICE over HTTP (RFC 8840, as WHIP and WHEP PATCH them) -------
+
+MAX_FRAGMENT_CANDIDATES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentCandidate:
+    """One ``a=candidate`` of a fragment, with the m-section (mid) it was listed under."""
+
+    mid: str | None
+    candidate: str  # "candidate:..." as in SDP, without "a="
+
+
+@dataclass(frozen=True, slots=True)
+class SdpFragment:
+    """An ``application/trickle-ice-sdpfrag`` body: ICE credentials, candidates, their end."""
+
+    ice_ufrag: str | None
+    ice_pwd: str | None
+    candidates: tuple[FragmentCandidate, ...]
+    end_of_candidates: bool
+
+
+def parse_sdp_fragment(text: str) -> SdpFragment:
+    """Parse a trickle-ICE SDP fragment or raise SignalingError("bad-sdp").
+
+    Session-level ``a=ice-ufrag``/``a=ice-pwd`` (or the first m-section's) name the ICE
+    session the candidates belong to; ``m=`` lines open a section whose ``a=mid`` the
+    candidates below it belong to; ``a=end-of-candidates`` anywhere ends the gathering.
+    """
+    ufrag: str | None = None
+    pwd: str | None = None
+    candidates: list[FragmentCandidate] = []
+    end = False
+    mid: str | None = None
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=" or not line[0].islower():
+            raise SignalingError("bad-sdp", f"not an SDP fragment line: {line[:40]!r}")
+        if line.startswith("m="):
+            mid = None
+        elif line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :].strip() or None
+        elif line.startswith("a=ice-ufrag:"):
+            ufrag = ufrag or line[len("a=ice-ufrag:") :].strip()
+        elif line.startswith("a=ice-pwd:"):
+            pwd = pwd or line[len("a=ice-pwd:") :].strip()
+        elif line.startswith("a=candidate:"):
+            if len(candidates) >= MAX_FRAGMENT_CANDIDATES:
+                raise SignalingError("bad-sdp", f"more than {MAX_FRAGMENT_CANDIDATES} candidates in one fragment")
+            candidates.append(FragmentCandidate(mid, line[2:]))
+        elif line == "a=end-of-candidates":
+            end = True
+    return SdpFragment(ufrag, pwd, tuple(candidates), end)
+
+
+def ice_credentials(description: aiortc_sdp.SessionDescription) -> tuple[str | None, str | None]:
+    """(ufrag, pwd) of an offer: its first audio/video m-section's (everything is bundled)."""
+    for media in description.media:
+        if media.ice is not None:
+            return media.ice.usernameFragment, media.ice.password
+    return None, None
+
+
+def check_direction(description: aiortc_sdp.SessionDescription, sending: bool) -> None:
+    """Refuse (``bad-sdp``) an offer with no live audio/video m-section that sends
+    (``sending``: a WHIP offer) or receives (a WHEP offer)."""
+    wanted = ("sendonly", "sendrecv") if sending else ("recvonly", "sendrecv")
+    if not any(m.kind in ("audio", "video") and m.port != 0 and m.direction in wanted for m in description.media):
+        what = "sends" if sending else "receives"
+        raise SignalingError("bad-sdp", f"the offer has no audio or video m-section that {what} media")
+
+
+def live_bundle_only(sdp: str) -> str:
+    """Give every ``a=bundle-only`` m-section with port 0 the port 9 (RFC 8843 section 6):
+    such a section is live, on the BUNDLE group's transport, not rejected. GStreamer's
+    webrtcbin offers this way with ``max-bundle``; aiortc and the offer checks read port 0 as
+    a stopped m-section."""
+    sections = _sections(sdp)
+    out: list[str] = list(sections[0])
+    for lines in sections[1:]:
+        if lines and "a=bundle-only" in lines:
+            fields = lines[0].split(" ")
+            if len(fields) > 1 and fields[1] == "0":
+                fields[1] = "9"
+                lines = [" ".join(fields), *lines[1:]]
+        out.extend(lines)
+    return "\r\n".join(out) + "\r\n"

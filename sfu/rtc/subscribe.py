@@ -1,5 +1,9 @@
 """The connection a participant receives everything on: the server offers, the client answers.
 
+Or, for a player (WHEP), the other way round: the player offers to receive audio and video,
+the server answers (``answer``) and then chooses what each m-section carries (``play``),
+switching from one source to another on a keyframe without renegotiating.
+
 Every m-section (a Slot) carries one Consumer at a time; slots are reused for new producers of
 the same kind and codec. Outgoing RTP is stamped with a transport-wide sequence number when
 negotiated; the downlink estimate (transport-cc feedback, REMB, receiver reports) is fitted
@@ -50,7 +54,15 @@ from .peer import (
     deliver,
     ntp_now,
 )
-from .sdp import add_transport_cc, extension_id, media_codec, parse_sdp
+from .sdp import (
+    add_transport_cc,
+    check_direction,
+    extension_id,
+    media_codec,
+    offered_codecs,
+    parse_sdp,
+    rtx_payload_type,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +80,7 @@ class Slot:
     mid: str | None = None
     rtx_ssrc: int = 0
     rtx_payload_type: int | None = None
+    payload_type: int | None = None  # the negotiated codec's
 
 
 class SubscribePeer(PeerBase):
@@ -108,6 +121,8 @@ class SubscribePeer(PeerBase):
         self._compiled_send: glue.CompiledSend | None = None  # the compiled send path, once up
         self.padding_bytes_sent = 0
         self.resend_budget = ResendBudget()
+        # Answering a player's offer (WHEP): the slots are fixed, ``play`` fills them.
+        self.answering = False
         # The two data channels the room relays on, in the first offer (one m=application).
         self.data = ServerChannels()
         # The next offer is the first of a renewed connection (the client starts a new one).
@@ -199,7 +214,7 @@ class SubscribePeer(PeerBase):
         """Send a new offer if anything changed; at most one offer is outstanding."""
         async with self._lock:
             # aiortc closes the connection by itself when the client's DTLS goes away.
-            if self.closed or self.pc.signalingState == "closed":
+            if self.closed or self.answering or self.pc.signalingState == "closed":
                 return
             if self._offer_outstanding:
                 self._dirty = True
@@ -250,7 +265,7 @@ class SubscribePeer(PeerBase):
             if free is None:
                 if len(self.slots) >= self._max_m_sections - 1:  # one m-section is the data channels
                     continue  # not offered until a slot is free: the offer stays answerable
-                free = self._new_slot(producer)
+                free = self._new_slot(producer.kind, producer.codec, producer.participant_id, producer.id)
             slot = free
             slot.producer = producer
             glue.prepare_forwarding_sender(slot.transceiver, producer.participant_id, producer.id)
@@ -265,28 +280,31 @@ class SubscribePeer(PeerBase):
                 changed = True
         return changed
 
-    def _add_transceiver(self, kind: str, codec: Codec) -> RTCRtpTransceiver:
+    def _add_transceiver(self, kind: str, codec: Codec | None) -> RTCRtpTransceiver:
+        """A sending m-section for ``codec`` (None: any codec we can forward, the offer's order)."""
         transceiver: RTCRtpTransceiver = self.pc.addTransceiver(kind, direction="sendonly")
-        prefs = [
-            c
-            for c in RTCRtpSender.getCapabilities(kind).codecs
-            if c.mimeType.lower() == f"{kind}/rtx"
-            or codec.matches(
-                Codec(
-                    c.mimeType.split("/", 1)[1],
-                    c.clockRate,
-                    tuple(sorted((str(k), str(v)) for k, v in c.parameters.items())),
+        if codec is not None and codec.name:
+            prefs = [
+                c
+                for c in RTCRtpSender.getCapabilities(kind).codecs
+                if c.mimeType.lower() == f"{kind}/rtx"
+                or codec.matches(
+                    Codec(
+                        c.mimeType.split("/", 1)[1],
+                        c.clockRate,
+                        tuple(sorted((str(k), str(v)) for k, v in c.parameters.items())),
+                    )
                 )
-            )
-        ]
-        transceiver.setCodecPreferences(prefs)
+            ]
+            transceiver.setCodecPreferences(prefs)
         return transceiver
 
-    def _new_slot(self, producer: Producer) -> Slot:
-        transceiver = self._add_transceiver(producer.kind, producer.codec)
-        ssrc, rtx = glue.prepare_forwarding_sender(transceiver, producer.participant_id, producer.id)
+    def _new_slot(self, kind: str, codec: Codec | None, stream_id: str, track_id: str) -> Slot:
+        transceiver = self._add_transceiver(kind, codec)
+        ssrc, rtx = glue.prepare_forwarding_sender(transceiver, stream_id, track_id)
         out = OutStream(ssrc, random.getrandbits(15), random.getrandbits(32))
-        slot = Slot(transceiver=transceiver, kind=producer.kind, codec=producer.codec, out=out, rtx_ssrc=rtx)
+        placeholder = codec or Codec("", 0)
+        slot = Slot(transceiver=transceiver, kind=kind, codec=placeholder, out=out, rtx_ssrc=rtx)
         self.slots.append(slot)
         self._by_ssrc[ssrc] = slot
         return slot
@@ -303,34 +321,12 @@ class SubscribePeer(PeerBase):
             negotiated = media_codec(media) if media is not None else None
             if negotiated is None:
                 continue
-            slot.rtx_payload_type = next(
-                (
-                    c.payloadType
-                    for c in media.rtp.codecs  # type: ignore[union-attr]
-                    if c.name.lower() == "rtx" and str(c.parameters.get("apt")) == str(negotiated[1])
-                ),
-                None,
-            )
+            slot.payload_type = negotiated[1]
+            slot.rtx_payload_type = rtx_payload_type(media, negotiated[1])  # type: ignore[arg-type]
             if slot.consumer is None or slot.consumer.producer is not producer:
                 if slot.consumer is not None:
                     slot.consumer.close()
-                slot.consumer = Consumer(
-                    producer=producer,
-                    subscriber_id=self.participant_id,
-                    out=slot.out,
-                    payload_type=negotiated[1],
-                    send=self.send_rtp,
-                    now_s=self._now_s,
-                    # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
-                    rtx_payload_type=slot.rtx_payload_type,
-                    rtx_ssrc=slot.rtx_ssrc,
-                    resend_budget=self.resend_budget,
-                    estimate_bps=self._estimate_bps,
-                    # A layer restarted (dynacast): allocate now, not at the next tick (no probe).
-                    on_layer_started=self._on_layer_started,
-                )
-                if producer.id in self._preferences:
-                    slot.consumer.set_preferences(*self._preferences[producer.id], self._now_ms())
+                slot.consumer = self._make_consumer(slot, producer, negotiated[1])
             described.append(
                 ConsumerBound(
                     mid=slot.mid or "",
@@ -341,6 +337,123 @@ class SubscribePeer(PeerBase):
                 )
             )
         return tuple(described)
+
+    def _make_consumer(self, slot: Slot, producer: Producer, payload_type: int) -> Consumer:
+        consumer = Consumer(
+            producer=producer,
+            subscriber_id=self.participant_id,
+            out=slot.out,
+            payload_type=payload_type,
+            send=self.send_rtp,
+            now_s=self._now_s,
+            # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
+            rtx_payload_type=slot.rtx_payload_type,
+            rtx_ssrc=slot.rtx_ssrc,
+            resend_budget=self.resend_budget,
+            estimate_bps=self._estimate_bps,
+            # A layer restarted (dynacast): allocate now, not at the next tick (no probe).
+            on_layer_started=self._on_layer_started,
+        )
+        if producer.id in self._preferences:
+            consumer.set_preferences(*self._preferences[producer.id], self._now_ms())
+        return consumer
+
+    # -- answering a player's offer (WHEP) --------------------------------------------------
+
+    async def answer(self, sdp: str, video_codec: Codec | None = None) -> str:
+        """Answer a player's offer to receive: one sending slot per live audio/video m-section,
+        empty until ``play`` fills it. ``video_codec``: what the video slots should negotiate
+        (the source's codec, when the offer has it); None: the first of the offer's codecs
+        that we forward."""
+        offer = parse_sdp(sdp)
+        check_direction(offer, sending=False)
+        if len(offer.media) > self._max_m_sections:
+            raise SignalingError(
+                "too-many-m-sections",
+                f"the offer has {len(offer.media)} m-sections; at most {self._max_m_sections} are accepted",
+            )
+        async with self.deadline("the play offer"), self._lock:
+            if self.slots or self.pc.signalingState != "stable":
+                raise SignalingError("wrong-state", "this connection has already been negotiated")
+            self.answering = True
+            for media in offer.media:
+                if media.kind not in ("audio", "video") or media.port == 0:
+                    continue
+                codec = video_codec if media.kind == "video" else None
+                if codec is not None and not any(codec.matches(offered) for offered in offered_codecs(media)):
+                    codec = None  # the offer lacks it: whatever it has (the caller checks playable())
+                self._new_slot(media.kind, codec, self.participant_id, f"{self.participant_id}-{media.kind}")
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                glue.detach_receivers(self.pc)
+                if self._transport_cc:
+                    glue.accept_header_extensions(self.pc, offer, (TWCC_URI,))
+                    glue.accept_rtcp_feedback(self.pc, offer, "transport-cc")
+                # Players are offerers: as the DTLS server we accept RSA clients too.
+                glue.answer_as_dtls_server(self.pc)
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+            except SignalingError:
+                raise
+            except Exception as exc:
+                raise SignalingError("bad-sdp", f"offer could not be negotiated: {exc}") from exc
+            answer_sdp: str = self.pc.localDescription.sdp
+            local = parse_sdp(answer_sdp)
+            by_mid = {m.rtp.muxId: m for m in local.media}
+            for slot in self.slots:
+                slot.mid = slot.transceiver.mid
+                section = by_mid.get(slot.mid or "")
+                if section is None or section.port == 0 or section.direction not in ("sendonly", "sendrecv"):
+                    continue
+                negotiated = media_codec(section)
+                if negotiated is not None:
+                    slot.codec, slot.payload_type = negotiated
+                    slot.rtx_payload_type = rtx_payload_type(section, negotiated[1])
+            self._twcc_ext_id = next(
+                (ext_id for m in local.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
+            )
+            self._tap()
+            self.negotiations += 1
+        return answer_sdp
+
+    def playable(self, producer: Producer) -> bool:
+        """Whether a slot of this (answered) connection can carry ``producer``'s codec."""
+        slot = self._play_slot(producer.kind)
+        return slot is not None and slot.codec.matches(producer.codec)
+
+    def has_slot(self, kind: str) -> bool:
+        """Whether the answered offer receives ``kind`` in a codec we forward."""
+        return self._play_slot(kind) is not None
+
+    def playing(self, kind: str) -> Producer | None:
+        """What the first slot of ``kind`` forwards now (None: nothing)."""
+        slot = self._play_slot(kind)
+        if slot is None or slot.consumer is None or slot.consumer.closed:
+            return None
+        return slot.producer
+
+    def _play_slot(self, kind: str) -> Slot | None:
+        return next((s for s in self.slots if s.kind == kind and s.payload_type is not None), None)
+
+    def play(self, kind: str, producer: Producer | None) -> bool:
+        """Forward ``producer`` on the first slot of ``kind`` (None: nothing) in place of what
+        it forwarded: a new consumer on the same outgoing stream, so sequence numbers and
+        timestamps go on and the player sees one stream; video resumes on a keyframe, asked of
+        the new source at once. No renegotiation. False if the slot's codec cannot carry it."""
+        slot = self._play_slot(kind)
+        if slot is None or slot.payload_type is None:
+            return False
+        payload_type = slot.payload_type
+        if producer is not None and (producer.closed or not slot.codec.matches(producer.codec)):
+            return False
+        if producer is not None and slot.producer is producer and slot.consumer and not slot.consumer.closed:
+            return True
+        self._free(slot)
+        if producer is None:
+            return True
+        slot.producer = producer
+        slot.consumer = self._make_consumer(slot, producer, payload_type)
+        producer.add_consumer(slot.consumer, self._now_s())
+        return True
 
     async def handle_answer(self, sdp: str) -> None:
         parse_sdp(sdp)

@@ -22,10 +22,16 @@ from .limits import CLOSE_POLICY_VIOLATION
 from .server_messages import Error
 
 
-def refuse(request: web.Request, exc: SignalingError) -> web.Response:
-    """The one HTTP error answer: the error's wire body with its status; counted."""
+def refuse(
+    request: web.Request, exc: SignalingError, plain: bool = False, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The one HTTP error answer, with the error's status; counted. The body is the error's
+    wire object as JSON, or with ``plain`` a short ``text/plain`` reason (``<code>: <message>``,
+    what WHIP and WHEP clients show)."""
     request.app[STATS_KEY].count_error(exc.code)
-    return web.json_response(Error(exc).to_wire(), status=exc.status)
+    if plain:
+        return web.Response(text=f"{exc.code}: {exc.message}\n", status=exc.status, headers=headers)
+    return web.json_response(Error(exc).to_wire(), status=exc.status, headers=headers)
 
 
 def _fail(request: web.Request, exc: SignalingError) -> web.Response:
@@ -124,6 +130,8 @@ async def get_room(request: web.Request) -> web.Response:
         {
             "name": room.name,
             "participants": [describe_participant(p) for p in list(room.participants.values())],
+            # WHEP players: hidden from the participants, each with the one it plays.
+            "viewers": [{**describe_participant(v), "pinned": v.pinned_source} for v in list(room.viewers.values())],
             # The dominant speaker and each participant's recent speech score.
             "active_speaker": room.active_speaker,
             "speaker_scores": room.speakers.describe(),
@@ -147,6 +155,8 @@ async def kick_participant(request: web.Request) -> web.Response:
 async def close_room(request: web.Request) -> web.Response:
     room = _room(request)
     ids = list(room.participants)
+    for viewer in list(room.viewers.values()):  # WHEP players: their sessions end with them
+        await room.remove_viewer(viewer)
     for participant in list(room.participants.values()):
         await disconnect_participant(participant, "kicked", "room-closed", "an administrator closed the room")
         request.app[STATS_KEY].kicks += 1
@@ -203,7 +213,7 @@ async def disconnect_participant(participant: Participant, leave_reason: str, co
     session = participant.session
     if session is not None:
         await session.disconnect(leave_reason, code, message, CLOSE_POLICY_VIOLATION)
-    else:  # not attached to a socket (should not happen): just remove it
+    else:  # not attached to a socket (a WHIP publisher): just remove it
         await participant.room.leave(participant, leave_reason)
 
 

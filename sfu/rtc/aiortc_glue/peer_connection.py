@@ -262,6 +262,21 @@ def accept_rtcp_feedback(pc: RTCPeerConnection, offer: Any, feedback_type: str) 
                 codec.rtcpFeedback.append(RTCRtcpFeedback(type=feedback_type))
 
 
+def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
+    """Take the DTLS server role in the answer about to be created (``a=setup:passive``) for
+    every transport the remote offer left to us (``actpass``).
+
+    aiortc answers ``active`` by default, and as a DTLS client it offers only ECDSA cipher
+    suites: against a DTLS server with an RSA certificate (GStreamer's webrtcbin, so
+    simple-whip-client and OBS-style GStreamer publishers) the handshake fails. As the server
+    it picks an ECDSA suite with its own certificate, whatever the client's certificate is.
+    Call between setRemoteDescription(offer) and createAnswer.
+    """
+    for transport in dtls_transports(pc):
+        if transport._role == "auto":
+            transport._set_role("server")
+
+
 def detach_receivers(pc: RTCPeerConnection) -> None:
     """Make sure no aiortc receiver of ``pc`` ever starts (no decoder thread, no RTCP loop).
 
@@ -496,7 +511,9 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
     try:
         srtp = transport._tx_srtp
         protected = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
-    except pylibsrtp.Error:
+    except (pylibsrtp.Error, ValueError):
+        # ValueError: over what pylibsrtp can protect (1,500 bytes with the SRTP trailer); a
+        # publisher whose packets are that large (an MTU of 1,400, GStreamer's default) loses them.
         return False
     pair = transport.transport._connection._nominated.get(1)
     if pair is None:
@@ -547,6 +564,7 @@ def problems() -> list[str]:
             (RTCDtlsTransport, "_handle_rtp_data"),
             (RTCDtlsTransport, "_setup_srtp"),
             (RTCDtlsTransport, "_handle_rtcp_data"),
+            (RTCDtlsTransport, "_set_role"),
             (RTCRtpSender, "_run_rtp"),
             (RTCRtpSender, "_run_rtcp"),
             (RTCRtpReceiver, "receive"),
