@@ -199,3 +199,22 @@ async def eventually_async(check, timeout_s):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def registered_nodes(nodes: list[NodeProcess]) -> Any:
+    """Start the nodes, wait until each is ready and all are in the shared registry; kill them
+    (with their whole process groups) on the way out."""
+    try:
+        for node in nodes:
+            node.start()
+        await asyncio.gather(*(node.wait_ready() for node in nodes))
+
+        async def registered() -> bool:
+            return len((await nodes[0].node_view()).get("nodes", [])) == len(nodes)
+
+        await eventually_async(registered, 20)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.cleanup()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.cluster_nodes import NodeProcess, eventually_async, placed
+from tests.cluster_nodes import NodeProcess, placed, registered_nodes
 from tests.e2e.test_browser_call import full_media, open_participant, remote_media
 
 pytestmark = pytest.mark.timeout(180)
@@ -16,19 +16,8 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture
 async def two_nodes(redis_url, tmp_path):
     nodes = [NodeProcess(workers=1, redis_url=redis_url, node_id=f"e2e{i}", log_dir=tmp_path) for i in range(2)]
-    try:
-        for node in nodes:
-            node.start()
-        await asyncio.gather(*(node.wait_ready() for node in nodes))
-
-        async def registered():
-            return len((await nodes[0].node_view()).get("nodes", [])) == 2
-
-        await eventually_async(registered, 20)
+    async with registered_nodes(nodes):
         yield nodes
-    finally:
-        for node in nodes:
-            node.cleanup()
 
 
 async def test_three_browsers_on_two_nodes_decode_each_other(browser, two_nodes):

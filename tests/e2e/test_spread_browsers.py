@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.cluster_nodes import NodeProcess, eventually_async, placed
+from tests.cluster_nodes import NodeProcess, placed, registered_nodes
 from tests.e2e.test_browser_call import full_media, open_participant, remote_media
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,19 +23,8 @@ async def two_nodes(redis_url, tmp_path):
         )
         for i in range(2)
     ]
-    try:
-        for node in nodes:
-            node.start()
-        await asyncio.gather(*(node.wait_ready() for node in nodes))
-
-        async def registered():
-            return len((await nodes[0].node_view()).get("nodes", [])) == 2
-
-        await eventually_async(registered, 20)
+    async with registered_nodes(nodes):
         yield nodes
-    finally:
-        for node in nodes:
-            node.cleanup()
 
 
 async def test_browser_viewers_on_node_b_decode_a_browser_publisher_on_node_a(browser, two_nodes):
