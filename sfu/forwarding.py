@@ -151,8 +151,11 @@ class Producer:
         keyframe = self.is_keyframe_start is not None and self.is_keyframe_start(payload)
         if keyframe and self._keyframe_size is not None:
             size = self._keyframe_size(payload)
-            if size is not None:
+            if size is not None and size != (layer.width, layer.height):
                 layer.width, layer.height = size
+                # What a capped subscriber needs depends on the heights (an unknown one counts
+                # as fitting until learnt): a worker relaying this producer asks again.
+                self.demand_changed()
         if self.muted:
             return
         if late:
