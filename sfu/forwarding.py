@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .bwe.allocator import PAUSED, Allocation
 from .media.keyframe import keyframe_detector, keyframe_size_reader
@@ -29,6 +30,7 @@ from .media.rtp import PLAIN_HEADER, RtpView
 from .media.rtx import unwrap_rtx, wrap_rtx
 from .media.seq import seq_diff
 from .media.vp8 import Vp8Munger
+from .rtc import fastpath
 from .stream import LAYER_TIMEOUT_MS, Codec, Layer
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class Producer:
         self.muted = False
         self.closed = False
         self.consumers: list[Consumer] = []
+        self._gates: list[object] = []  # each consumer's gate, in the same order (fanout reads them)
         self.is_keyframe_start = keyframe_detector(codec.name)
         self._keyframe_size = keyframe_size_reader(codec.name)  # layer sizes come from keyframes
         self._request_keyframe = request_keyframe
@@ -168,8 +171,7 @@ class Producer:
             # on the keyframe a starting encoder begins with, rather than at their next tick.
             for consumer in self.consumers:
                 consumer.layer_started(index, keyframe, arrival_ms)
-        for consumer in self.consumers:
-            consumer.forward(index, ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
+        _fanout(self.consumers, self._gates, index, ext_seq, view.timestamp, view.marker, payload, keyframe, arrival_ms)
 
     def _resumed_after_silence(self, layer: Layer) -> None:
         """The layer sends again after a silence: its consumers restart on a keyframe (asked
@@ -285,6 +287,7 @@ class Producer:
     def add_consumer(self, consumer: Consumer, now_s: float) -> None:
         if consumer not in self.consumers:
             self.consumers.append(consumer)
+            self._gates.append(consumer.gate)
         consumer.restart()
         if self.kind == "video":
             self.request_keyframe(now_s, max(consumer.target, 0))
@@ -293,6 +296,7 @@ class Producer:
     def remove_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            self._gates.remove(consumer.gate)
             self.demand_changed()
 
     def on_sender_report(self, layer: Layer, ntp_timestamp: int, rtp_timestamp: int) -> None:
@@ -308,11 +312,15 @@ class Producer:
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()
+        self._gates.clear()
 
 
-class OutStream:
+class PyOutStream:
     """The outgoing RTP stream of one subscriber m-section; it outlives the consumers that
-    use it in turn, so sequence numbers, timestamps and VP8 picture IDs stay continuous."""
+    use it in turn, so sequence numbers, timestamps and VP8 picture IDs stay continuous.
+
+    The reference implementation; ``OutStream`` is its compiled twin when the extension is
+    built (sfu/rtc/_fastpath.c), which the compiled forwarding loop reads without Python."""
 
     __slots__ = ("last_send_ms", "munger", "octets_sent", "packets_sent", "rtx_seq", "ssrc", "vp8")
 
@@ -329,6 +337,75 @@ class OutStream:
         seq = self.rtx_seq
         self.rtx_seq = (seq + 1) & 0xFFFF
         return seq
+
+
+class PyGate:
+    """A consumer's per-packet state, read by the forwarding loop (``fanout``): the layer it
+    forwards, the one it waits for, whether it must restart on a keyframe, whether it is paused
+    (by the subscriber or for bandwidth), and what it needs to forward a packet on its own.
+
+    The reference implementation, whose loop calls ``Consumer.forward`` for every consumer;
+    the compiled twin (``Gate`` in sfu/rtc/_fastpath.c) forwards a consumer that is steady on
+    the packet's layer without Python, skips one that waits for another layer, and calls
+    ``Consumer.forward`` for the rest (a layer start or switch). ``python_only``: a consumer
+    whose ``forward`` is its own (a subclass's), always called."""
+
+    __slots__ = (
+        "bandwidth_paused",
+        "cache",
+        "current",
+        "must_restart",
+        "out",
+        "packets_dropped",
+        "paused",
+        "payload_type",
+        "python_only",
+        "rewrite_vp8",
+        "send",
+        "target",
+    )
+
+    def __init__(
+        self, out: object, cache: object, send: SendFn, payload_type: int, rewrite_vp8: bool, python_only: bool
+    ) -> None:
+        self.out = out
+        self.cache = cache
+        self.send = send
+        self.payload_type = payload_type
+        self.rewrite_vp8 = rewrite_vp8
+        self.python_only = python_only
+        self.current = -1
+        self.target = 0
+        self.must_restart = True
+        self.paused = False
+        self.bandwidth_paused = False
+        self.packets_dropped = 0
+
+
+def py_fanout(
+    consumers: list[Consumer],
+    gates: list[object],
+    layer: int,
+    ext_seq: int,
+    timestamp: int,
+    marker: int,
+    payload: bytes,
+    keyframe: bool,
+    arrival_ms: int,
+) -> None:
+    """One packet of one layer to every consumer of a producer (the reference loop)."""
+    for consumer in consumers:
+        consumer.forward(layer, ext_seq, timestamp, marker, payload, keyframe, arrival_ms)
+
+
+_compiled = fastpath.compiled
+if TYPE_CHECKING:  # the compiled twins have the reference classes' interface
+    OutStream = PyOutStream
+    Gate = PyGate
+else:
+    OutStream = _compiled.OutStream if _compiled is not None else PyOutStream
+    Gate = _compiled.Gate if _compiled is not None else PyGate
+_fanout: Callable[..., None] = _compiled.fanout if _compiled is not None else py_fanout
 
 
 class Consumer:
@@ -367,18 +444,17 @@ class Consumer:
         self._video = producer.kind == "video"
         self._rewrite_vp8 = producer.codec.name.upper() == "VP8"
         self.cache = PacketCache(512 if self._video else 64)
-        # Layer being forwarded (-1: none yet) and layer wanted; a switch happens on a keyframe.
-        self.current = -1
-        self.target = 0 if not producer.simulcast else len(producer.layers) - 1
-        self._must_restart = True
+        # What the forwarding loop reads per packet: the layer being forwarded (-1: none yet)
+        # and the layer wanted (a switch happens on a keyframe), whether to restart, pauses.
+        self.gate = Gate(
+            out, self.cache, send, payload_type, self._rewrite_vp8, type(self).forward is not Consumer.forward
+        )
+        self.gate.target = 0 if not producer.simulcast else len(producer.layers) - 1
         # What the subscriber asked for.
         self.max_height: int | None = None
-        self.paused = False
         # What its downlink allows: the allocator's last decision (None: no estimate, no cap).
         self.allocation: Allocation | None = None
-        self._bandwidth_paused = False  # the allocation pauses it (read per packet)
         self.closed = False
-        self.packets_dropped = 0
         self.nacks_received = 0  # sequence numbers the subscriber asked for
         self.retransmitted = 0  # of those, resent from the cache
         self.rtx_sent = 0  # of those, RTX-wrapped
@@ -391,9 +467,38 @@ class Consumer:
         self.rtt_ms: float | None = None
         self.remb_bps: int | None = None
 
+    # The gate's state, as the consumer's own attributes.
+    @property
+    def current(self) -> int:
+        return self.gate.current
+
+    @current.setter
+    def current(self, value: int) -> None:
+        self.gate.current = value
+
+    @property
+    def target(self) -> int:
+        return self.gate.target
+
+    @target.setter
+    def target(self, value: int) -> None:
+        self.gate.target = value
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.gate.paused)
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self.gate.paused = value
+
+    @property
+    def packets_dropped(self) -> int:
+        return self.gate.packets_dropped
+
     def restart(self) -> None:
         """Resume on the next keyframe (video) or the next packet (audio)."""
-        self._must_restart = True
+        self.gate.must_restart = True
 
     def resync(self, now_ms: int) -> None:
         """The subscriber's connection (re)connected: start again on a keyframe asked for now,
@@ -415,7 +520,7 @@ class Consumer:
 
     @property
     def bandwidth_paused(self) -> bool:
-        return self._bandwidth_paused
+        return bool(self.gate.bandwidth_paused)
 
     @property
     def bandwidth_layer(self) -> int | None:
@@ -429,7 +534,7 @@ class Consumer:
         """Apply the allocator's decision (None: there is no estimate, nothing limits)."""
         before = self.bandwidth_layer
         self.allocation = allocation
-        self._bandwidth_paused = allocation is not None and allocation.paused_for_bandwidth
+        self.gate.bandwidth_paused = allocation is not None and allocation.paused_for_bandwidth
         layer = self.bandwidth_layer
         if layer == before:
             return
@@ -477,7 +582,7 @@ class Consumer:
             else:
                 target = desired
             self.target = target
-        if self.forwarding and self._video and (self.target != self.current or self._must_restart):
+        if self.forwarding and self._video and (self.target != self.current or self.gate.must_restart):
             self.producer.request_keyframe(self._now_s(), self.target)
         return self.target
 
@@ -491,11 +596,12 @@ class Consumer:
         keyframe: bool,
         arrival_ms: int,
     ) -> None:
-        if self.paused or self._bandwidth_paused:
+        gate = self.gate
+        if gate.paused or gate.bandwidth_paused:
             return
         out = self.out
-        if layer != self.current or self._must_restart:
-            if layer != self.target:
+        if layer != gate.current or gate.must_restart:
+            if layer != gate.target:
                 return  # another layer, or a late packet of the layer we left
             if self._video and not keyframe:
                 self.producer.request_keyframe(self._now_s(), layer)
@@ -505,13 +611,13 @@ class Consumer:
                 gap = (arrival_ms - out.last_send_ms) * self.producer.codec.clock_rate // 1000
             out.munger.start(ext_seq, timestamp, gap)
             out.vp8.restart()
-            if self.current != layer and self.current >= 0:
+            if gate.current != layer and gate.current >= 0:
                 self.layer_switches += 1
-            self.current = layer
-            self._must_restart = False
+            gate.current = layer
+            gate.must_restart = False
         mapped = out.munger.map(ext_seq, timestamp)
         if mapped is None:
-            self.packets_dropped += 1
+            gate.packets_dropped += 1
             return
         seq, ts = mapped
         if self._rewrite_vp8:

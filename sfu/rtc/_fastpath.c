@@ -32,6 +32,10 @@
 #include <sys/socket.h>
 
 #include <srtp2/srtp.h>
+#include <structmember.h>
+#include <time.h>
+
+#include "_media.h"
 
 #define MAX_PACKET 1500
 #define TRAILER_ROOM (SRTP_MAX_TRAILER_LEN + 16)
@@ -312,8 +316,650 @@ static PyObject *make_sockaddr(PyObject *module, PyObject *args)
     return NULL;
 }
 
+
+/* ---- Sink: a subscriber's RTP sink (sfu/rtc/sink.py's PySink is the reference) ---------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *history;  /* SendHistory (compiled or not): add(seq, send_ms, size) */
+    PyObject *clock;    /* NULL: CLOCK_MONOTONIC in ms; else a callable returning ms */
+    PyObject *fallback; /* callable(stamped packet) -> length sent or -1; NULL: none */
+    int ext_id;
+    int tw_seq;
+    long long bytes_sent;
+    /* The direct path, while attached: */
+    OutboundSrtp *srtp;
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    PyObject *nominated, *key, *pair, *transport, *state_attr, *connected;
+} SinkObject;
+
+static PyTypeObject SinkType;
+
+static void sink_detach(SinkObject *self)
+{
+    Py_CLEAR(self->srtp);
+    Py_CLEAR(self->nominated);
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->pair);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->state_attr);
+    Py_CLEAR(self->connected);
+    self->fd = -1;
+}
+
+static int Sink_init(SinkObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"history", "clock", NULL};
+    PyObject *history, *clock = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &history, &clock))
+        return -1;
+    Py_INCREF(history);
+    Py_XSETREF(self->history, history);
+    if (clock == Py_None) {
+        Py_CLEAR(self->clock);
+    } else {
+        Py_INCREF(clock);
+        Py_XSETREF(self->clock, clock);
+    }
+    self->ext_id = 0;
+    self->tw_seq = 0;
+    self->bytes_sent = 0;
+    sink_detach(self);
+    return 0;
+}
+
+static int Sink_traverse(SinkObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->history);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->srtp);
+    Py_VISIT(self->nominated);
+    Py_VISIT(self->key);
+    Py_VISIT(self->pair);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->state_attr);
+    Py_VISIT(self->connected);
+    return 0;
+}
+
+static int Sink_clear(SinkObject *self)
+{
+    Py_CLEAR(self->history);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->fallback);
+    sink_detach(self);
+    return 0;
+}
+
+static void Sink_dealloc(SinkObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Sink_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The send time for the history, in ms; -1 with an exception set on error. */
+static double sink_now_ms(SinkObject *self)
+{
+    if (self->clock == NULL) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    }
+    PyObject *r = PyObject_CallNoArgs(self->clock);
+    if (r == NULL)
+        return -1;
+    double ms = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return ms;
+}
+
+/* Whether the attached pair is still the nominated one and the transport connected. */
+static int sink_still_valid(SinkObject *self)
+{
+    PyObject *pair = PyDict_GetItemWithError(self->nominated, self->key); /* borrowed */
+    if (pair != self->pair) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *state = PyObject_GetAttr(self->transport, self->state_attr);
+    if (state == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = state == self->connected;
+    Py_DECREF(state);
+    return ok;
+}
+
+/* A copy of a packet with a plain 12-byte header, stamped as sfu.media.rtp.with_transport_seq does. */
+static PyObject *stamp_packet(PyObject *packet, int ext_id, int tw)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(packet);
+    Py_ssize_t len = PyBytes_GET_SIZE(packet);
+    if (len < 12) {
+        PyErr_SetString(PyExc_ValueError, "RTP packet shorter than its header");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, len + 8);
+    if (out == NULL)
+        return NULL;
+    unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(out);
+    buf[0] = data[0] | 0x10;
+    memcpy(buf + 1, data + 1, 11);
+    buf[12] = 0xBE;
+    buf[13] = 0xDE;
+    buf[14] = 0;
+    buf[15] = 1;
+    buf[16] = (unsigned char)((ext_id << 4) | 1);
+    buf[17] = (unsigned char)((tw >> 8) & 0xFF);
+    buf[18] = (unsigned char)(tw & 0xFF);
+    buf[19] = 0;
+    memcpy(buf + 20, data + 12, len - 12);
+    return out;
+}
+
+/* Send one RTP packet (bytes); the length sent, -1 if not sent, -2 with an exception set. */
+static long sink_send(SinkObject *self, PyObject *packet)
+{
+    int ext_id = self->ext_id, tw = 0;
+    long size = -1;
+    if (ext_id) {
+        tw = self->tw_seq;
+        self->tw_seq = (tw + 1) & 0xFFFF;
+    }
+    if (self->srtp != NULL && !sink_still_valid(self))
+        sink_detach(self);
+    if (self->srtp != NULL) {
+        unsigned char buf[MAX_PACKET + 8 + TRAILER_ROOM];
+        Py_ssize_t plain;
+        int n = build_and_protect(self->srtp, (const unsigned char *)PyBytes_AS_STRING(packet),
+                                  PyBytes_GET_SIZE(packet), ext_id, tw, buf, &plain);
+        if (n >= 0) {
+            ssize_t sent;
+            do {
+                sent = sendto(self->fd, buf, (size_t)n, 0, (const struct sockaddr *)&self->addr, self->addr_len);
+            } while (sent < 0 && errno == EINTR);
+            if (sent >= 0)
+                size = (long)plain;
+        }
+    } else if (self->fallback != NULL && self->fallback != Py_None) {
+        PyObject *stamped = packet;
+        if (ext_id) {
+            stamped = stamp_packet(packet, ext_id, tw);
+            if (stamped == NULL)
+                return -2;
+        } else {
+            Py_INCREF(stamped);
+        }
+        PyObject *r = PyObject_CallOneArg(self->fallback, stamped);
+        Py_DECREF(stamped);
+        if (r == NULL)
+            return -2;
+        size = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (size == -1 && PyErr_Occurred())
+            return -2;
+    }
+    if (size < 0)
+        return -1;
+    if (ext_id) {
+        double now = sink_now_ms(self);
+        if (now == -1 && PyErr_Occurred())
+            return -2;
+        if (Py_TYPE(self->history) == &HistoryType) {
+            history_add((HistoryObject *)self->history, tw, now, size);
+        } else {
+            PyObject *r = PyObject_CallMethod(self->history, "add", "idl", tw, now, size);
+            if (r == NULL)
+                return -2;
+            Py_DECREF(r);
+        }
+    }
+    self->bytes_sent += size;
+    return size;
+}
+
+static PyObject *Sink_send(SinkObject *self, PyObject *packet)
+{
+    if (!PyBytes_Check(packet)) {
+        PyErr_SetString(PyExc_TypeError, "packet must be bytes");
+        return NULL;
+    }
+    long size = sink_send(self, packet);
+    if (size == -2)
+        return NULL;
+    return PyLong_FromLong(size);
+}
+
+static PyObject *Sink_call(SinkObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *packet;
+    if (!PyArg_ParseTuple(args, "S", &packet))
+        return NULL;
+    long size = sink_send(self, packet);
+    if (size == -2)
+        return NULL;
+    return PyBool_FromLong(size >= 0);
+}
+
+/* attach(srtp, fd, sockaddr, nominated, key, pair, transport, state_attr, connected) */
+static PyObject *Sink_attach(SinkObject *self, PyObject *args)
+{
+    PyObject *srtp, *addr, *nominated, *key, *pair, *transport, *state_attr, *connected;
+    int fd;
+    if (!PyArg_ParseTuple(args, "O!iSO!OOOUO", &OutboundSrtpType, &srtp, &fd, &addr, &PyDict_Type, &nominated,
+                          &key, &pair, &transport, &state_attr, &connected))
+        return NULL;
+    Py_ssize_t addr_len = PyBytes_GET_SIZE(addr);
+    if (fd < 0 || addr_len <= 0 || addr_len > (Py_ssize_t)sizeof(self->addr)) {
+        PyErr_SetString(PyExc_ValueError, "a socket and a packed address are needed");
+        return NULL;
+    }
+    sink_detach(self);
+    memcpy(&self->addr, PyBytes_AS_STRING(addr), addr_len);
+    self->addr_len = (socklen_t)addr_len;
+    self->fd = fd;
+    Py_INCREF(srtp);
+    self->srtp = (OutboundSrtp *)srtp;
+    Py_INCREF(nominated);
+    self->nominated = nominated;
+    Py_INCREF(key);
+    self->key = key;
+    Py_INCREF(pair);
+    self->pair = pair;
+    Py_INCREF(transport);
+    self->transport = transport;
+    Py_INCREF(state_attr);
+    self->state_attr = state_attr;
+    Py_INCREF(connected);
+    self->connected = connected;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Sink_detach(SinkObject *self, PyObject *unused)
+{
+    sink_detach(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Sink_get_attached(SinkObject *self, void *closure)
+{
+    return PyBool_FromLong(self->srtp != NULL);
+}
+
+static PyObject *Sink_get_fallback(SinkObject *self, void *closure)
+{
+    if (self->fallback == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(self->fallback);
+    return self->fallback;
+}
+
+static int Sink_set_fallback(SinkObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || value == Py_None) {
+        Py_CLEAR(self->fallback);
+        return 0;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->fallback, value);
+    return 0;
+}
+
+static PyMethodDef Sink_methods[] = {
+    {"send", (PyCFunction)Sink_send, METH_O, "send(packet) -> length sent, or -1."},
+    {"attach", (PyCFunction)Sink_attach, METH_VARARGS,
+     "attach(srtp, fd, sockaddr, nominated, key, pair, transport, state_attr, connected): send directly while "
+     "nominated[key] is pair and getattr(transport, state_attr) is connected."},
+    {"detach", (PyCFunction)Sink_detach, METH_NOARGS, "Forget the direct path (use fallback)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Sink_members[] = {
+    {"ext_id", T_INT, offsetof(SinkObject, ext_id), 0, "transport-cc header extension id (0: none)"},
+    {"tw_seq", T_INT, offsetof(SinkObject, tw_seq), 0, "the next transport-wide sequence number"},
+    {"bytes_sent", T_LONGLONG, offsetof(SinkObject, bytes_sent), 0, "bytes sent (RTP, stamped)"},
+    {"history", T_OBJECT, offsetof(SinkObject, history), READONLY, "the send history"},
+    {NULL},
+};
+
+static PyGetSetDef Sink_getset[] = {
+    {"attached", (getter)Sink_get_attached, NULL, "whether the direct path is in use", NULL},
+    {"fallback", (getter)Sink_get_fallback, (setter)Sink_set_fallback, "the way out without the direct path", NULL},
+    {NULL},
+};
+
+static PyTypeObject SinkType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu.rtc._fastpath.Sink",
+    .tp_basicsize = sizeof(SinkObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A subscriber's RTP sink (sfu.rtc.sink.PySink is the reference).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Sink_init,
+    .tp_dealloc = (destructor)Sink_dealloc,
+    .tp_traverse = (traverseproc)Sink_traverse,
+    .tp_clear = (inquiry)Sink_clear,
+    .tp_call = (ternaryfunc)Sink_call,
+    .tp_methods = Sink_methods,
+    .tp_members = Sink_members,
+    .tp_getset = Sink_getset,
+};
+
+/* ---- OutStream (sfu.forwarding.PyOutStream is the reference) ----------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned int ssrc;
+    int rtx_seq;
+    PyObject *munger; /* RtpMunger (compiled) */
+    PyObject *vp8;    /* Vp8Munger (compiled) */
+    long long packets_sent, octets_sent, last_send_ms;
+} OutStreamObject;
+
+static int OutStream_init(OutStreamObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ssrc", "initial_seq", "initial_ts", NULL};
+    PyObject *ssrc, *seq, *ts;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &ssrc, &seq, &ts))
+        return -1;
+    unsigned long v = PyLong_AsUnsignedLong(ssrc);
+    if (PyErr_Occurred() || v > 0xFFFFFFFFUL) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "ssrc must be a 32-bit unsigned integer");
+        return -1;
+    }
+    long s = PyLong_AsLong(seq);
+    if (s == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *munger = PyObject_CallFunctionObjArgs((PyObject *)&MungerType, seq, ts, NULL);
+    if (munger == NULL)
+        return -1;
+    PyObject *vp8 = PyObject_CallNoArgs((PyObject *)&Vp8Type);
+    if (vp8 == NULL) {
+        Py_DECREF(munger);
+        return -1;
+    }
+    self->ssrc = (unsigned int)v;
+    self->rtx_seq = (int)((s ^ 0x5A5A) & 0x7FFFFFFF);
+    Py_XSETREF(self->munger, munger);
+    Py_XSETREF(self->vp8, vp8);
+    self->packets_sent = self->octets_sent = self->last_send_ms = 0;
+    return 0;
+}
+
+static void OutStream_dealloc(OutStreamObject *self)
+{
+    Py_CLEAR(self->munger);
+    Py_CLEAR(self->vp8);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *OutStream_next_rtx_seq(OutStreamObject *self, PyObject *unused)
+{
+    int seq = self->rtx_seq;
+    self->rtx_seq = (seq + 1) & 0xFFFF;
+    return PyLong_FromLong(seq);
+}
+
+static PyMethodDef OutStream_methods[] = {
+    {"next_rtx_seq", (PyCFunction)OutStream_next_rtx_seq, METH_NOARGS, "The RTX stream's next sequence number."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef OutStream_members[] = {
+    {"ssrc", T_UINT, offsetof(OutStreamObject, ssrc), 0, NULL},
+    {"rtx_seq", T_INT, offsetof(OutStreamObject, rtx_seq), 0, NULL},
+    {"munger", T_OBJECT, offsetof(OutStreamObject, munger), READONLY, NULL},
+    {"vp8", T_OBJECT, offsetof(OutStreamObject, vp8), READONLY, NULL},
+    {"packets_sent", T_LONGLONG, offsetof(OutStreamObject, packets_sent), 0, NULL},
+    {"octets_sent", T_LONGLONG, offsetof(OutStreamObject, octets_sent), 0, NULL},
+    {"last_send_ms", T_LONGLONG, offsetof(OutStreamObject, last_send_ms), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject OutStreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu.rtc._fastpath.OutStream",
+    .tp_basicsize = sizeof(OutStreamObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The outgoing RTP stream of one subscriber m-section (sfu.forwarding.PyOutStream).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)OutStream_init,
+    .tp_dealloc = (destructor)OutStream_dealloc,
+    .tp_methods = OutStream_methods,
+    .tp_members = OutStream_members,
+};
+
+/* ---- Gate and fanout (sfu.forwarding.PyGate and py_fanout are the reference) ------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int current, target, must_restart, paused, bandwidth_paused, python_only, payload_type, rewrite_vp8;
+    int direct; /* out, cache, munger and VP8 munger are the compiled types: forward here */
+    long long packets_dropped;
+    PyObject *out, *cache, *send;
+} GateObject;
+
+static int Gate_init(GateObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"out", "cache", "send", "payload_type", "rewrite_vp8", "python_only", NULL};
+    PyObject *out, *cache, *send;
+    int payload_type, rewrite_vp8, python_only;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOipp", kwlist, &out, &cache, &send, &payload_type, &rewrite_vp8,
+                                     &python_only))
+        return -1;
+    Py_INCREF(out);
+    Py_XSETREF(self->out, out);
+    Py_INCREF(cache);
+    Py_XSETREF(self->cache, cache);
+    Py_INCREF(send);
+    Py_XSETREF(self->send, send);
+    self->payload_type = payload_type & 0x7F;
+    self->rewrite_vp8 = rewrite_vp8;
+    self->python_only = python_only;
+    self->direct = Py_TYPE(out) == &OutStreamType && Py_TYPE(cache) == &CacheType &&
+                   Py_TYPE(((OutStreamObject *)out)->munger) == &MungerType &&
+                   Py_TYPE(((OutStreamObject *)out)->vp8) == &Vp8Type;
+    self->current = -1;
+    self->target = 0;
+    self->must_restart = 1;
+    self->paused = self->bandwidth_paused = 0;
+    self->packets_dropped = 0;
+    return 0;
+}
+
+static int Gate_traverse(GateObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->out);
+    Py_VISIT(self->cache);
+    Py_VISIT(self->send);
+    return 0;
+}
+
+static int Gate_clear(GateObject *self)
+{
+    Py_CLEAR(self->out);
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->send);
+    self->direct = 0;
+    return 0;
+}
+
+static void Gate_dealloc(GateObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Gate_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Gate_members[] = {
+    {"current", T_INT, offsetof(GateObject, current), 0, "the layer being forwarded (-1: none)"},
+    {"target", T_INT, offsetof(GateObject, target), 0, "the layer wanted"},
+    {"must_restart", T_INT, offsetof(GateObject, must_restart), 0, "restart on the next keyframe"},
+    {"paused", T_INT, offsetof(GateObject, paused), 0, "paused by the subscriber"},
+    {"bandwidth_paused", T_INT, offsetof(GateObject, bandwidth_paused), 0, "paused for bandwidth"},
+    {"python_only", T_INT, offsetof(GateObject, python_only), READONLY, "Consumer.forward is always called"},
+    {"payload_type", T_INT, offsetof(GateObject, payload_type), READONLY, NULL},
+    {"rewrite_vp8", T_INT, offsetof(GateObject, rewrite_vp8), READONLY, NULL},
+    {"direct", T_INT, offsetof(GateObject, direct), READONLY, "steady packets are forwarded without Python"},
+    {"packets_dropped", T_LONGLONG, offsetof(GateObject, packets_dropped), 0, NULL},
+    {"out", T_OBJECT, offsetof(GateObject, out), READONLY, NULL},
+    {"cache", T_OBJECT, offsetof(GateObject, cache), READONLY, NULL},
+    {"send", T_OBJECT, offsetof(GateObject, send), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject GateType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu.rtc._fastpath.Gate",
+    .tp_basicsize = sizeof(GateObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A consumer's per-packet state (sfu.forwarding.PyGate is the reference).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Gate_init,
+    .tp_dealloc = (destructor)Gate_dealloc,
+    .tp_traverse = (traverseproc)Gate_traverse,
+    .tp_clear = (inquiry)Gate_clear,
+    .tp_members = Gate_members,
+};
+
+/* What Consumer.forward does for a consumer steady on the packet's layer; 0, or -1 on error. */
+static int forward_steady(GateObject *gate, long long ext_seq, uint32_t timestamp, int marker, PyObject *payload,
+                          long long arrival_ms)
+{
+    OutStreamObject *out = (OutStreamObject *)gate->out;
+    uint16_t seq;
+    uint32_t ts;
+    if (!munger_map((MungerObject *)out->munger, ext_seq, timestamp, &seq, &ts)) {
+        gate->packets_dropped++;
+        return 0;
+    }
+    PyObject *body;
+    if (gate->rewrite_vp8) {
+        body = vp8_rewrite((Vp8Object *)out->vp8, payload);
+        if (body == NULL)
+            return -1;
+    } else {
+        Py_INCREF(payload);
+        body = payload;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(body);
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, 12 + n);
+    if (packet == NULL) {
+        Py_DECREF(body);
+        return -1;
+    }
+    unsigned char *b = (unsigned char *)PyBytes_AS_STRING(packet);
+    b[0] = 0x80;
+    b[1] = (unsigned char)(((marker & 1) << 7) | gate->payload_type);
+    b[2] = (unsigned char)(seq >> 8);
+    b[3] = (unsigned char)seq;
+    b[4] = (unsigned char)(ts >> 24);
+    b[5] = (unsigned char)(ts >> 16);
+    b[6] = (unsigned char)(ts >> 8);
+    b[7] = (unsigned char)ts;
+    b[8] = (unsigned char)(out->ssrc >> 24);
+    b[9] = (unsigned char)(out->ssrc >> 16);
+    b[10] = (unsigned char)(out->ssrc >> 8);
+    b[11] = (unsigned char)out->ssrc;
+    memcpy(b + 12, PyBytes_AS_STRING(body), n);
+    Py_DECREF(body);
+    cache_put((CacheObject *)gate->cache, seq, packet);
+    int ok;
+    if (Py_TYPE(gate->send) == &SinkType) {
+        long size = sink_send((SinkObject *)gate->send, packet);
+        if (size == -2) {
+            Py_DECREF(packet);
+            return -1;
+        }
+        ok = size >= 0;
+    } else {
+        PyObject *r = PyObject_CallOneArg(gate->send, packet);
+        if (r == NULL) {
+            Py_DECREF(packet);
+            return -1;
+        }
+        ok = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (ok < 0) {
+            Py_DECREF(packet);
+            return -1;
+        }
+    }
+    Py_DECREF(packet);
+    if (ok) {
+        out->packets_sent++;
+        out->octets_sent += n;
+        out->last_send_ms = arrival_ms;
+    } else if (out->packets_sent == 0) {
+        gate->must_restart = 1; /* not connected yet: start again on a later keyframe */
+    }
+    return 0;
+}
+
+static PyObject *forward_name; /* "forward" */
+
+/* fanout(consumers, gates, layer, ext_seq, timestamp, marker, payload, keyframe, arrival_ms) */
+static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9 || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fanout(consumers: list, gates: list, layer, ext_seq, timestamp, marker, payload, keyframe, "
+                        "arrival_ms)");
+        return NULL;
+    }
+    PyObject *consumers = args[0], *gates = args[1], *payload = args[6];
+    int layer = (int)PyLong_AsLong(args[2]);
+    long long ext_seq = PyLong_AsLongLong(args[3]);
+    uint32_t timestamp = (uint32_t)PyLong_AsUnsignedLongMask(args[4]);
+    int marker = (int)PyLong_AsLong(args[5]);
+    long long arrival_ms = PyLong_AsLongLong(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    int plain_bytes = PyBytes_CheckExact(payload);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(gates) && i < PyList_GET_SIZE(consumers); i++) {
+        PyObject *g = PyList_GET_ITEM(gates, i);
+        int python = 1;
+        if (Py_TYPE(g) == &GateType) {
+            GateObject *gate = (GateObject *)g;
+            if (!gate->python_only) {
+                if (gate->paused || gate->bandwidth_paused)
+                    continue;
+                if (gate->current == layer && !gate->must_restart) {
+                    if (gate->direct && plain_bytes) {
+                        Py_INCREF(g);
+                        int r = forward_steady(gate, ext_seq, timestamp, marker, payload, arrival_ms);
+                        Py_DECREF(g);
+                        if (r < 0)
+                            return NULL;
+                        python = 0;
+                    }
+                } else if (gate->target != layer) {
+                    continue; /* another layer, or a late packet of the layer it left */
+                }
+            }
+        }
+        if (python) {
+            PyObject *consumer = PyList_GET_ITEM(consumers, i);
+            Py_INCREF(consumer);
+            PyObject *call_args[8] = {consumer, args[2], args[3], args[4], args[5], args[6], args[7], args[8]};
+            PyObject *r = PyObject_VectorcallMethod(forward_name, call_args, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_DECREF(consumer);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"sockaddr", make_sockaddr, METH_VARARGS, "sockaddr(host, port) -> packed sockaddr for OutboundSrtp.send"},
+    {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
+     "fanout(consumers, gates, layer, ext_seq, timestamp, marker, payload, keyframe, arrival_ms): one packet of "
+     "one layer to every consumer of a producer."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -323,7 +969,11 @@ static struct PyModuleDef fastpath_module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    if (PyType_Ready(&OutboundSrtpType) < 0 || PyType_Ready(&InboundSrtpType) < 0)
+    if (PyType_Ready(&OutboundSrtpType) < 0 || PyType_Ready(&InboundSrtpType) < 0 || PyType_Ready(&SinkType) < 0 ||
+        PyType_Ready(&OutStreamType) < 0 || PyType_Ready(&GateType) < 0)
+        return NULL;
+    forward_name = PyUnicode_InternFromString("forward");
+    if (forward_name == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL)
@@ -348,5 +998,11 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     }
     Py_INCREF(SrtpError);
     PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET);
+    if (PyModule_AddObjectRef(m, "Sink", (PyObject *)&SinkType) < 0 ||
+        PyModule_AddObjectRef(m, "OutStream", (PyObject *)&OutStreamType) < 0 ||
+        PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

@@ -40,11 +40,12 @@ from ..media.rtcp import (
     RtcpSenderReport,
     RtcpTransportCc,
 )
-from ..media.rtp import padding_packet, with_transport_seq
+from ..media.rtp import padding_packet
 from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
 from .datachannels import ServerChannels
+from .sink import make_sink
 from .peer import (
     PADDING_BURSTS,
     PADDING_PACKET_BYTES,
@@ -116,9 +117,10 @@ class SubscribePeer(PeerBase):
         self.estimator = self.downlink.estimator
         self._transport_cc = transport_cc
         self._twcc_ext_id: int | None = None
-        self._tw_seq = 0
-        self._bytes_sent = 0
-        self._compiled_send: glue.CompiledSend | None = None  # the compiled send path, once up
+        # Every RTP packet goes out through the sink (transport-wide sequence numbers, the
+        # estimator's send history, the compiled send path once the transport has one).
+        self.sink = make_sink(self.estimator.history, None if now_s is time.monotonic else self._now_ms)
+        self.sink.fallback = self._send_stamped
         self.padding_bytes_sent = 0
         self.resend_budget = ResendBudget()
         # Answering a player's offer (WHEP): the slots are fixed, ``play`` fills them.
@@ -144,8 +146,9 @@ class SubscribePeer(PeerBase):
             self._offer_outstanding = False
             self._dirty = False
             self._twcc_ext_id = None
+            self.sink.ext_id = 0
             self._restart_offer = True
-            self._compiled_send = None  # the new connection has its own SRTP keys
+            self.sink.detach()  # the new connection has its own SRTP keys
             self.data = ServerChannels()  # opened on the new connection with its first offer
             kept: list[Slot] = []
             self._by_ssrc.clear()
@@ -344,7 +347,7 @@ class SubscribePeer(PeerBase):
             subscriber_id=self.participant_id,
             out=slot.out,
             payload_type=payload_type,
-            send=self.send_rtp,
+            send=self.sink,
             now_s=self._now_s,
             # Retransmissions go RTX-wrapped where the offer negotiated RTX for the codec.
             rtx_payload_type=slot.rtx_payload_type,
@@ -411,6 +414,7 @@ class SubscribePeer(PeerBase):
             self._twcc_ext_id = next(
                 (ext_id for m in local.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
             )
+            self.sink.ext_id = self._twcc_ext_id or 0
             self._tap()
             self.negotiations += 1
         return answer_sdp
@@ -476,6 +480,7 @@ class SubscribePeer(PeerBase):
             self._twcc_ext_id = next(
                 (ext_id for m in answer.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
             )
+            self.sink.ext_id = self._twcc_ext_id or 0
             glue.detach_receivers(self.pc)
             self._tap()
             self._offer_outstanding = False
@@ -508,7 +513,7 @@ class SubscribePeer(PeerBase):
                 consumer.set_preferences(max_height, paused, self._now_ms())
 
     def tick(self, now_ms: int) -> None:
-        self.downlink.measure_send_rate(now_ms, self._bytes_sent)
+        self.downlink.measure_send_rate(now_ms, self.sink.bytes_sent)
         self.allocate(now_ms)
         for consumer in self.consumers():
             if consumer.producer.simulcast:
@@ -518,34 +523,14 @@ class SubscribePeer(PeerBase):
 
     def send_rtp(self, packet: bytes) -> bool:
         """Send one packet, stamped with a transport-wide sequence number when negotiated."""
+        return self.sink.send(packet) >= 0
+
+    def _send_stamped(self, packet: bytes) -> int:
+        """The sink's way out when it has no direct path: the length sent, or -1."""
         transport = self.transport
         if transport is None:
-            return False
-        send = self._compiled_send
-        if send is None:  # until the transport's SRTP is up (or without the compiled path)
-            send = self._compiled_send = glue.compiled_rtp_sender(transport)
-        ext_id = self._twcc_ext_id
-        if ext_id is not None:
-            tw = self._tw_seq
-            self._tw_seq = (tw + 1) & 0xFFFF
-            if send is not None:
-                size = send(packet, ext_id, tw)
-            else:
-                packet = with_transport_seq(packet, ext_id, tw)
-                size = len(packet) if glue.send_packet(transport, packet) else -1
-            if size < 0:
-                return False
-            self.estimator.on_sent(tw, int(self._now_s() * 1000), size)
-            self._bytes_sent += size
-            return True
-        if send is not None:
-            size = send(packet, 0, 0)
-            if size < 0:
-                return False
-        elif not glue.send_packet(transport, packet):
-            return False
-        self._bytes_sent += len(packet)
-        return True
+            return -1
+        return glue.send_rtp_through(transport, packet, self.sink)
 
     def _on_layer_started(self) -> None:
         self.allocate(self._now_ms(), probe=False)

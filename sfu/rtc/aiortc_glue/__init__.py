@@ -11,8 +11,10 @@ into aiortc/aioice internals; the rest of the SFU uses what is re-exported here:
   thread exists (``detach_receivers``); outgoing RTP and RTCP are written by us, protected with
   the transport's SRTP session and put on the selected ICE pair without awaiting a chain of
   coroutines (``send_packet``; through the compiled path of ``sfu.rtc.fastpath`` when it is
-  built: its own libsrtp2 session per transport, one C call per packet,
-  ``compiled_rtp_sender`` inserting the transport-wide sequence number on the way); aiortc senders are kept for negotiation (SSRC, msid) but their
+  built: its own libsrtp2 session per transport, one C call per packet; ``send_rtp_through``
+  attaches a subscriber's compiled sink (sfu.rtc.sink) to that session, the nominated pair's
+  socket and address, so it sends by itself); aiortc senders are kept for negotiation (SSRC,
+  msid) but their
   encode loop and their sender-report loop never run (``prepare_forwarding_sender``); the
   answer can accept what aiortc does not implement (header extensions, RTCP feedback types
   such as transport-cc); a peer connection can be closed at any moment of connecting.
@@ -44,13 +46,12 @@ from .compat import SUPPORTED_AIORTC, GlueError
 from .datagrams import DatagramGuard, guard_datagrams
 from .ice import check_network_compatibility, configure_network, guard_ice_close, network_settings, set_host_addresses
 from .peer_connection import (
-    CompiledSend,
     RtcpHandler,
     RtpHandler,
     accept_header_extensions,
     accept_rtcp_feedback,
     answer_as_dtls_server,
-    compiled_rtp_sender,
+    send_rtp_through,
     create_peer_connection,
     detach_receivers,
     direct_deliveries,
@@ -68,7 +69,6 @@ __all__ = [
     "DROP_REASONS",
     "MAX_BACKLOG",
     "SUPPORTED_AIORTC",
-    "CompiledSend",
     "DatagramGuard",
     "GlueError",
     "NetworkSettings",
@@ -80,7 +80,7 @@ __all__ = [
     "arrival_us",
     "check_compatibility",
     "check_network_compatibility",
-    "compiled_rtp_sender",
+    "send_rtp_through",
     "configure_network",
     "create_peer_connection",
     "describe_send_path",

@@ -528,19 +528,21 @@ def send_packet(transport: RTCDtlsTransport, data: bytes, rtcp: bool = False) ->
     return _send_relayed(pair, protected)  # TURN-relayed pair: its send is a coroutine
 
 
-CompiledSend = Callable[[bytes, int, int], int]
+def send_rtp_through(transport: RTCDtlsTransport, packet: bytes, sink: Any) -> int:
+    """Protect and send an RTP packet (already stamped) for a subscriber's sink
+    (sfu.rtc.sink): the length sent, or -1.
 
-
-def compiled_rtp_sender(transport: RTCDtlsTransport) -> CompiledSend | None:
-    """The transport's compiled RTP send path once its SRTP is up, else None (then use
-    ``send_packet``, and stamp packets with ``sfu.media.rtp.with_transport_seq``).
-
-    ``send(packet, ext_id, transport_seq)``: protect and send an RTP packet with a plain
-    12-byte header, first inserting the transport-wide sequence number as one-byte header
-    extension ``ext_id`` (1..14; 0: none); returns the length of the (stamped) packet sent, or
-    -1 if it could not be sent (not connected, no selected pair, too long)."""
+    Through the transport's compiled path when it has one; and when the packet went out on a
+    pair with a socket of its own, the compiled sink is attached to that session, socket and
+    address, so that it sends the next packets itself while the pair stays the nominated one
+    and the transport connected (it checks both per packet and comes back here otherwise)."""
     fast: _FastSender | None = getattr(transport, _FAST, None)
-    return None if fast is None else fast.send
+    if fast is None:
+        return len(packet) if send_packet(transport, packet) else -1
+    size = fast.send(packet)
+    if size >= 0 and fast._fd >= 0 and not sink.attached:
+        sink.attach(fast.srtp, fast._fd, fast._addr, fast._nominated, 1, fast._pair, transport, "_state", State.CONNECTED)
+    return size
 
 
 def uses_compiled_path(transport: RTCDtlsTransport) -> bool:
