@@ -33,6 +33,8 @@
 
 #include <srtp2/srtp.h>
 
+#include "_media.h"
+
 #define MAX_PACKET 1500
 #define TRAILER_ROOM (SRTP_MAX_TRAILER_LEN + 16)
 
@@ -348,5 +350,9 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     }
     Py_INCREF(SrtpError);
     PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET);
+    if (media_add_types(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }
