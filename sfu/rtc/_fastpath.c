@@ -998,7 +998,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     }
     Py_INCREF(SrtpError);
     PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET);
-    if (PyModule_AddObjectRef(m, "Sink", (PyObject *)&SinkType) < 0 ||
+    if (media_add_types(m) < 0 || PyModule_AddObjectRef(m, "Sink", (PyObject *)&SinkType) < 0 ||
         PyModule_AddObjectRef(m, "OutStream", (PyObject *)&OutStreamType) < 0 ||
         PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0) {
         Py_DECREF(m);

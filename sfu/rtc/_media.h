@@ -41,18 +41,18 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t size;
     long long highest; /* the unwrapper's highest extended seq, -1 before the first */
-    long long *ext;    /* -1: empty */
+    long long *ext;    /* LLONG_MIN: empty (an extended seq of -1 is possible from a negative seq) */
     double *send_ms;
     long *sizes;
 } HistoryObject;
 
 extern PyTypeObject MungerType, Vp8Type, CacheType, HistoryType;
 
-/* RtpMunger.map: 1 and the outgoing (seq, ts), or 0 to drop. */
+/* RtpMunger.map: 1 and the outgoing (seq, ts), or 0 to drop. |ext_seq| < 2**62. */
 int munger_map(MungerObject *m, long long ext_seq, uint32_t timestamp, uint16_t *out_seq, uint32_t *out_ts);
 /* Vp8Munger.rewrite: a new reference to the payload to send (the same object when unchanged). */
 PyObject *vp8_rewrite(Vp8Object *v, PyObject *payload);
-/* PacketCache.put (takes a new reference to packet). */
+/* PacketCache.put: the cache takes its own new reference to packet (the caller keeps its). */
 void cache_put(CacheObject *c, long seq, PyObject *packet);
 /* SendHistory.add */
 void history_add(HistoryObject *h, long seq, double send_ms, long size);
