@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ..media.compiled import twin
 from ..media.seq import SeqUnwrapper
 from .twcc import TwccFeedback
 
@@ -48,8 +50,9 @@ MAX_BPS = 50_000_000
 OVERUSE, NORMAL, UNDERUSE = "overuse", "normal", "underuse"
 
 
-class SendHistory:
-    """What we sent, by transport-wide sequence number: send time and size."""
+class PySendHistory:
+    """What we sent, by transport-wide sequence number: send time and size (the reference
+    implementation; ``SendHistory`` is its compiled twin when built, media/compiled.py)."""
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
@@ -69,6 +72,13 @@ class SendHistory:
         if entry is None or entry[0] != ext:
             return None
         return entry[1], entry[2]
+
+
+# The compiled twin (sfu/rtc/_media.c, the unwrapper inline) when the extension is built.
+if TYPE_CHECKING:
+    SendHistory = PySendHistory
+else:
+    SendHistory = twin("SendHistory") or PySendHistory
 
 
 @dataclass

@@ -11,10 +11,15 @@ Incoming sequence numbers are extended (unwrapped) once on arrival by the produc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .compiled import twin
 from .seq import seq_diff
 
 
-class RtpMunger:
+class PyRtpMunger:
+    """The reference implementation; ``RtpMunger`` is its compiled twin when built (compiled.py)."""
+
     __slots__ = (
         "_highest_ext_seq",
         "_seq_offset",
@@ -85,3 +90,10 @@ class RtpMunger:
     def out_timestamp(self, timestamp: int) -> int:
         """The outgoing timestamp that an incoming timestamp maps to (for sender reports)."""
         return (timestamp + self._ts_offset) & 0xFFFFFFFF
+
+
+# The compiled twin (sfu/rtc/_media.c) when the extension is built and not switched off.
+if TYPE_CHECKING:
+    RtpMunger = PyRtpMunger
+else:
+    RtpMunger = twin("RtpMunger") or PyRtpMunger

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-class PacketCache:
+from .compiled import twin
+
+
+class PyPacketCache:
+    """The reference implementation; ``PacketCache`` is its compiled twin when built (compiled.py)."""
+
     __slots__ = ("_packets", "_resent_ms", "_size")
 
     def __init__(self, size: int = 512) -> None:
@@ -28,3 +34,10 @@ class PacketCache:
 
     def mark_resent(self, seq: int, now_ms: float) -> None:
         self._resent_ms[seq % self._size] = now_ms
+
+
+# The compiled twin (sfu/rtc/_media.c) when the extension is built and not switched off.
+if TYPE_CHECKING:
+    PacketCache = PyPacketCache
+else:
+    PacketCache = twin("PacketCache") or PyPacketCache

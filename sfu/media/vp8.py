@@ -8,6 +8,9 @@ rewrites both, keeping their sizes (7- or 15-bit picture ID) so the payload leng
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .compiled import twin
 
 
 @dataclass(slots=True)
@@ -91,8 +94,9 @@ def parse_descriptor_once(payload: bytes) -> Vp8Descriptor | None:
     return _last_descriptor
 
 
-class Vp8Munger:
-    """Keeps picture ID and TL0PICIDX continuous across restarts and layer switches."""
+class PyVp8Munger:
+    """Keeps picture ID and TL0PICIDX continuous across restarts and layer switches (the
+    reference implementation; ``Vp8Munger`` is its compiled twin when built, compiled.py)."""
 
     __slots__ = ("_pending", "_pid_offset", "_started", "_tl0_offset", "last_pid", "last_tl0")
 
@@ -144,3 +148,10 @@ class Vp8Munger:
             self.last_pid = pid
         if tl0 >= 0 and (self.last_tl0 < 0 or ((tl0 - self.last_tl0) & 0xFF) < 0x80):
             self.last_tl0 = tl0
+
+
+# The compiled twin (sfu/rtc/_media.c: it parses each payload, no one-entry cache) when built.
+if TYPE_CHECKING:
+    Vp8Munger = PyVp8Munger
+else:
+    Vp8Munger = twin("Vp8Munger") or PyVp8Munger

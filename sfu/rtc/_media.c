@@ -80,11 +80,38 @@ static int double_arg(PyObject *o, double *out)
     return 0;
 }
 
-static int nargs_check(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+/* The arguments of a METH_FASTCALL | METH_KEYWORDS method, by position or by name, into
+ * out[0..nmax) (NULL for an optional one not given): Python's own rules for a def. */
+static int fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const *names, Py_ssize_t nreq, Py_ssize_t nmax, PyObject **out)
 {
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", name, want, nargs);
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, nmax, nargs);
         return -1;
+    }
+    for (Py_ssize_t i = 0; i < nmax; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < nmax && PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+            i++;
+        if (i == nmax) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < nreq; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
     }
     return 0;
 }
@@ -138,11 +165,15 @@ static int Munger_init(MungerObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static PyObject *Munger_start(MungerObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *Munger_start(MungerObject *self, PyObject *const *fargs, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
+    static const char *const names[] = {"ext_seq", "timestamp", "ts_gap"};
+    PyObject *args[3];
     long long ext_seq;
     unsigned long long ts;
-    if (nargs_check("start", nargs, 3) < 0 || ext_arg(args[0], &ext_seq) < 0 || low_bits(args[1], &ts) < 0)
+    if (fast_args("start", fargs, nargs, kwnames, names, 3, 3, args) < 0 ||
+        ext_arg(args[0], &ext_seq) < 0 || low_bits(args[1], &ts) < 0)
         return NULL;
     if (!PyLong_Check(args[2])) {
         PyErr_Format(PyExc_TypeError, "an integer is required, not %.100s", Py_TYPE(args[2])->tp_name);
@@ -171,21 +202,30 @@ static PyObject *Munger_start(MungerObject *self, PyObject *const *args, Py_ssiz
     Py_RETURN_NONE;
 }
 
-static PyObject *Munger_map(MungerObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *Munger_map(MungerObject *self, PyObject *const *fargs, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
+    static const char *const names[] = {"ext_seq", "timestamp"};
+    PyObject *args[2];
     long long ext_seq;
     unsigned long long ts;
     uint16_t out_seq;
     uint32_t out_ts;
-    if (nargs_check("map", nargs, 2) < 0 || ext_arg(args[0], &ext_seq) < 0 || low_bits(args[1], &ts) < 0)
+    if (fast_args("map", fargs, nargs, kwnames, names, 2, 2, args) < 0 ||
+        ext_arg(args[0], &ext_seq) < 0 || low_bits(args[1], &ts) < 0)
         return NULL;
     if (!munger_map(self, ext_seq, (uint32_t)ts, &out_seq, &out_ts))
         Py_RETURN_NONE;
     return Py_BuildValue("(Hk)", out_seq, (unsigned long)out_ts);
 }
 
-static PyObject *Munger_skip(MungerObject *self, PyObject *arg)
+static PyObject *Munger_skip(MungerObject *self, PyObject *const *fargs, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
+    static const char *const names[] = {"ext_seq"};
+    PyObject *arg;
+    if (fast_args("skip", fargs, nargs, kwnames, names, 1, 1, &arg) < 0)
+        return NULL;
     long long ext_seq;
     if (ext_arg(arg, &ext_seq) < 0)
         return NULL;
@@ -197,8 +237,13 @@ static PyObject *Munger_skip(MungerObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *Munger_reverse(MungerObject *self, PyObject *arg)
+static PyObject *Munger_reverse(MungerObject *self, PyObject *const *fargs, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
+    static const char *const names[] = {"out_seq"};
+    PyObject *arg;
+    if (fast_args("reverse", fargs, nargs, kwnames, names, 1, 1, &arg) < 0)
+        return NULL;
     unsigned long long out_seq;
     if (low_bits(arg, &out_seq) < 0)
         return NULL;
@@ -213,8 +258,13 @@ static PyObject *Munger_reverse(MungerObject *self, PyObject *arg)
     return PyLong_FromLongLong(ext_seq);
 }
 
-static PyObject *Munger_out_timestamp(MungerObject *self, PyObject *arg)
+static PyObject *Munger_out_timestamp(MungerObject *self, PyObject *const *fargs, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
+    static const char *const names[] = {"timestamp"};
+    PyObject *arg;
+    if (fast_args("out_timestamp", fargs, nargs, kwnames, names, 1, 1, &arg) < 0)
+        return NULL;
     unsigned long long ts;
     if (low_bits(arg, &ts) < 0)
         return NULL;
@@ -237,14 +287,15 @@ static PyObject *Munger_get_started(MungerObject *self, void *closure)
 }
 
 static PyMethodDef Munger_methods[] = {
-    {"start", (PyCFunction)(void (*)(void))Munger_start, METH_FASTCALL,
+    {"start", (PyCFunction)(void (*)(void))Munger_start, METH_FASTCALL | METH_KEYWORDS,
      "start(ext_seq, timestamp, ts_gap): (re)start on this incoming packet."},
-    {"map", (PyCFunction)(void (*)(void))Munger_map, METH_FASTCALL,
+    {"map", (PyCFunction)(void (*)(void))Munger_map, METH_FASTCALL | METH_KEYWORDS,
      "map(ext_seq, timestamp) -> (seq, timestamp) to send, or None to drop."},
-    {"skip", (PyCFunction)Munger_skip, METH_O, "skip(ext_seq): leave out the next incoming packet."},
-    {"reverse", (PyCFunction)Munger_reverse, METH_O,
+    {"skip", (PyCFunction)(void (*)(void))Munger_skip, METH_FASTCALL | METH_KEYWORDS,
+     "skip(ext_seq): leave out the next incoming packet."},
+    {"reverse", (PyCFunction)(void (*)(void))Munger_reverse, METH_FASTCALL | METH_KEYWORDS,
      "reverse(out_seq) -> the incoming extended seq in the current epoch, or None."},
-    {"out_timestamp", (PyCFunction)Munger_out_timestamp, METH_O,
+    {"out_timestamp", (PyCFunction)(void (*)(void))Munger_out_timestamp, METH_FASTCALL | METH_KEYWORDS,
      "out_timestamp(timestamp) -> the outgoing timestamp."},
     {NULL, NULL, 0, NULL},
 };
@@ -411,8 +462,12 @@ static PyObject *Vp8_restart(Vp8Object *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *Vp8_rewrite(Vp8Object *self, PyObject *payload)
+static PyObject *Vp8_rewrite(Vp8Object *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"payload"};
+    PyObject *payload;
+    if (fast_args("rewrite", fargs, nargs, kwnames, names, 1, 1, &payload) < 0)
+        return NULL;
     return vp8_rewrite(self, payload);
 }
 
@@ -429,7 +484,7 @@ static PyObject *Vp8_get_last_tl0(Vp8Object *self, void *closure)
 static PyMethodDef Vp8_methods[] = {
     {"restart", (PyCFunction)Vp8_restart, METH_NOARGS,
      "The next packet (a keyframe of any layer) continues from the last values sent."},
-    {"rewrite", (PyCFunction)Vp8_rewrite, METH_O,
+    {"rewrite", (PyCFunction)(void (*)(void))Vp8_rewrite, METH_FASTCALL | METH_KEYWORDS,
      "rewrite(payload) -> the payload to send (the same object when unchanged)."},
     {NULL, NULL, 0, NULL},
 };
@@ -536,17 +591,24 @@ static int cache_ready(CacheObject *c)
     return 0;
 }
 
-static PyObject *Cache_put(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *Cache_put(CacheObject *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"seq", "packet"};
+    PyObject *args[2];
     long seq;
-    if (nargs_check("put", nargs, 2) < 0 || cache_ready(self) < 0 || long_arg(args[0], &seq) < 0)
+    if (fast_args("put", fargs, nargs, kwnames, names, 2, 2, args) < 0 ||
+        cache_ready(self) < 0 || long_arg(args[0], &seq) < 0)
         return NULL;
     cache_put(self, seq, args[1]);
     Py_RETURN_NONE;
 }
 
-static PyObject *Cache_get(CacheObject *self, PyObject *arg)
+static PyObject *Cache_get(CacheObject *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"seq"};
+    PyObject *arg;
+    if (fast_args("get", fargs, nargs, kwnames, names, 1, 1, &arg) < 0)
+        return NULL;
     long seq;
     if (cache_ready(self) < 0 || long_arg(arg, &seq) < 0)
         return NULL;
@@ -556,19 +618,26 @@ static PyObject *Cache_get(CacheObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *Cache_resent_ms(CacheObject *self, PyObject *arg)
+static PyObject *Cache_resent_ms(CacheObject *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"seq"};
+    PyObject *arg;
+    if (fast_args("resent_ms", fargs, nargs, kwnames, names, 1, 1, &arg) < 0)
+        return NULL;
     long seq;
     if (cache_ready(self) < 0 || long_arg(arg, &seq) < 0)
         return NULL;
     return PyFloat_FromDouble(self->resent_ms[slot_of(seq, self->size)]);
 }
 
-static PyObject *Cache_mark_resent(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *Cache_mark_resent(CacheObject *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"seq", "now_ms"};
+    PyObject *args[2];
     long seq;
     double now_ms;
-    if (nargs_check("mark_resent", nargs, 2) < 0 || cache_ready(self) < 0 || long_arg(args[0], &seq) < 0 ||
+    if (fast_args("mark_resent", fargs, nargs, kwnames, names, 2, 2, args) < 0 ||
+        cache_ready(self) < 0 || long_arg(args[0], &seq) < 0 ||
         double_arg(args[1], &now_ms) < 0)
         return NULL;
     self->resent_ms[slot_of(seq, self->size)] = now_ms;
@@ -576,11 +645,13 @@ static PyObject *Cache_mark_resent(CacheObject *self, PyObject *const *args, Py_
 }
 
 static PyMethodDef Cache_methods[] = {
-    {"put", (PyCFunction)(void (*)(void))Cache_put, METH_FASTCALL, "put(seq, packet)"},
-    {"get", (PyCFunction)Cache_get, METH_O, "get(seq) -> the cached packet, or None."},
-    {"resent_ms", (PyCFunction)Cache_resent_ms, METH_O,
+    {"put", (PyCFunction)(void (*)(void))Cache_put, METH_FASTCALL | METH_KEYWORDS, "put(seq, packet)"},
+    {"get", (PyCFunction)(void (*)(void))Cache_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(seq) -> the cached packet, or None."},
+    {"resent_ms", (PyCFunction)(void (*)(void))Cache_resent_ms, METH_FASTCALL | METH_KEYWORDS,
      "resent_ms(seq) -> when the cached packet was last resent (very negative if never)."},
-    {"mark_resent", (PyCFunction)(void (*)(void))Cache_mark_resent, METH_FASTCALL, "mark_resent(seq, now_ms)"},
+    {"mark_resent", (PyCFunction)(void (*)(void))Cache_mark_resent, METH_FASTCALL | METH_KEYWORDS,
+     "mark_resent(seq, now_ms)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -670,20 +741,27 @@ static int history_ready(HistoryObject *h)
     return 0;
 }
 
-static PyObject *History_add(HistoryObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *History_add(HistoryObject *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"seq", "send_ms", "size"};
+    PyObject *args[3];
     long long seq;
     double send_ms;
     long size;
-    if (nargs_check("add", nargs, 3) < 0 || history_ready(self) < 0 || ext_arg(args[0], &seq) < 0 ||
+    if (fast_args("add", fargs, nargs, kwnames, names, 3, 3, args) < 0 ||
+        history_ready(self) < 0 || ext_arg(args[0], &seq) < 0 ||
         double_arg(args[1], &send_ms) < 0 || long_arg(args[2], &size) < 0)
         return NULL;
     history_add(self, (long)seq, send_ms, size);
     Py_RETURN_NONE;
 }
 
-static PyObject *History_get(HistoryObject *self, PyObject *arg)
+static PyObject *History_get(HistoryObject *self, PyObject *const *fargs, Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const char *const names[] = {"seq"};
+    PyObject *arg;
+    if (fast_args("get", fargs, nargs, kwnames, names, 1, 1, &arg) < 0)
+        return NULL;
     unsigned long long seq;
     if (history_ready(self) < 0 || low_bits(arg, &seq) < 0)
         return NULL;
@@ -703,8 +781,9 @@ static PyObject *History_get_highest(HistoryObject *self, void *closure)
 }
 
 static PyMethodDef History_methods[] = {
-    {"add", (PyCFunction)(void (*)(void))History_add, METH_FASTCALL, "add(seq, send_ms, size)"},
-    {"get", (PyCFunction)History_get, METH_O, "get(seq) -> (send_ms, size), or None."},
+    {"add", (PyCFunction)(void (*)(void))History_add, METH_FASTCALL | METH_KEYWORDS, "add(seq, send_ms, size)"},
+    {"get", (PyCFunction)(void (*)(void))History_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(seq) -> (send_ms, size), or None."},
     {NULL, NULL, 0, NULL},
 };
 
