@@ -5,9 +5,13 @@ The per-packet path in one process, outside the event loop: real VP8 clip packet
 micro_forward.py builds them) into ``Producer.on_rtp`` of the checkout under test, fanned out to
 N consumers, each sending what ``SubscribePeer.send_rtp`` sends (the transport-wide sequence
 number inserted, SRTP-protected AEAD_AES_256_GCM, one ``sendto`` on a UDP socket to a local
-receiver that drains them): through the compiled path (``OutboundSrtp.send``, one call) when the
-checkout has it and it is built, else the pure-Python way (``with_transport_seq``, pylibsrtp's
-``protect``, ``socket.sendto``). The estimator's send record and the event loop are not in it.
+receiver that drains them). In a checkout with subscriber sinks (sfu/rtc/sink.py) that is the
+sink, attached to the socket as aiortc_glue attaches it (the compiled forwarding loop sends
+without Python), the estimator's send record included; the pure-Python sink hands the stamped
+packet to pylibsrtp's ``protect`` and ``socket.sendto``. In an older checkout: the compiled path
+(``OutboundSrtp.send``, one call) when it has it and it is built, else the pure-Python way
+(``with_transport_seq``, pylibsrtp's ``protect``, ``socket.sendto``), the estimator's send
+record left out. The event loop is not in it.
 
     .venv/bin/python bench/forward_instructions.py [--consumers 15] [--root DIR] [--pure]
 
@@ -58,7 +62,39 @@ def drive(consumers: int, count: int) -> int:
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dest = rx.getsockname()
 
+    try:  # a checkout with subscriber sinks (sfu/rtc/sink.py) sends as the server does
+        from sfu.bwe.estimator import SendHistory
+        from sfu.rtc.sink import make_sink
+    except ImportError:
+        make_sink = None
+
+    def sink_sender():
+        sink = make_sink(SendHistory())
+        sink.ext_id = 3
+        if compiled is not None:  # attached to the socket, as aiortc_glue does once connected
+            connected, pair = object(), object()
+            transport = type("Transport", (), {"state": connected})()
+            try:  # the session the server would make (which libsrtp: SFU_FASTPATH_SRTP)
+                from sfu.rtc.aiortc_glue.peer_connection import compiled_srtp
+
+                srtp = compiled_srtp(profile, key, inbound=False)
+            except ImportError:
+                srtp = compiled.OutboundSrtp(profile, key)
+            sink.attach(srtp, tx.fileno(), compiled.sockaddr(*dest), {1: pair}, 1, pair, transport, "state", connected)
+        else:
+            policy = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
+            session = pylibsrtp.Session(policy)
+
+            def out(packet: bytes) -> int:
+                tx.sendto(session.protect(packet), dest)
+                return len(packet)
+
+            sink.fallback = out
+        return sink
+
     def sender():
+        if make_sink is not None:
+            return sink_sender()
         state = {"tw": 0}
         if compiled is not None:
             srtp, addr, fd = compiled.OutboundSrtp(profile, key), compiled.sockaddr(*dest), tx.fileno()

@@ -40,9 +40,15 @@
 #define MAX_PACKET 1500
 #define TRAILER_ROOM (SRTP_MAX_TRAILER_LEN + 16)
 
+/* protect / unprotect of one RTP or RTCP packet in place (libsrtp 2's signature). */
+typedef srtp_err_status_t (*srtp_fn)(srtp_t, void *, int *);
+
 typedef struct {
     PyObject_HEAD
     srtp_t session;
+    srtp_fn rtp;     /* srtp_protect (outbound) or srtp_unprotect (inbound) */
+    srtp_fn rtcp;    /* srtp_unprotect_rtcp (inbound) */
+    PyObject *owner; /* a borrowed session's owner (kept alive, deallocates it); NULL: ours */
 } OutboundSrtp;
 
 /* InboundSrtp has the same layout: one session, for what a transport receives. */
@@ -97,9 +103,16 @@ static int session_init(OutboundSrtp *self, PyObject *args, srtp_ssrc_type_t dir
     policy.window_size = 1024;
     policy.allow_repeat_tx = 1;
     policy.next = NULL;
-    if (self->session != NULL) {
+    if (self->session != NULL && self->owner == NULL)
         srtp_dealloc(self->session);
-        self->session = NULL;
+    self->session = NULL;
+    Py_CLEAR(self->owner);
+    if (direction == ssrc_any_outbound) {
+        self->rtp = srtp_protect;
+        self->rtcp = NULL;
+    } else {
+        self->rtp = srtp_unprotect;
+        self->rtcp = srtp_unprotect_rtcp;
     }
     srtp_err_status_t err = srtp_create(&self->session, &policy);
     memset(keybuf, 0, sizeof(keybuf));
@@ -123,7 +136,9 @@ static int InboundSrtp_init(InboundSrtp *self, PyObject *args, PyObject *kwds)
 
 static void OutboundSrtp_dealloc(OutboundSrtp *self)
 {
-    if (self->session != NULL)
+    if (self->owner != NULL)
+        Py_CLEAR(self->owner); /* the owner deallocates a borrowed session */
+    else if (self->session != NULL)
         srtp_dealloc(self->session);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -159,7 +174,7 @@ static int build_and_protect(OutboundSrtp *self, const unsigned char *data, Py_s
     }
     *plain_len = n;
     int out_len = (int)n;
-    if (srtp_protect(self->session, buf, &out_len) != srtp_err_status_ok)
+    if (self->rtp(self->session, buf, &out_len) != srtp_err_status_ok)
         return -1;
     return out_len;
 }
@@ -253,7 +268,11 @@ static PyObject *unprotect(InboundSrtp *self, PyObject *arg, int rtcp)
     memcpy(buf, packet.buf, packet.len);
     int len = (int)packet.len;
     PyBuffer_Release(&packet);
-    srtp_err_status_t err = rtcp ? srtp_unprotect_rtcp(self->session, buf, &len) : srtp_unprotect(self->session, buf, &len);
+    if (self->session == NULL || (rtcp ? self->rtcp : self->rtp) == NULL) {
+        PyErr_SetString(SrtpError, "no SRTP session");
+        return NULL;
+    }
+    srtp_err_status_t err = rtcp ? self->rtcp(self->session, buf, &len) : self->rtp(self->session, buf, &len);
     if (err != srtp_err_status_ok) {
         PyErr_Format(SrtpError, "SRTP unprotect failed (%d)", (int)err);
         return NULL;
@@ -955,8 +974,38 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
+/* borrow_srtp(inbound, session, rtp_fn, rtcp_fn, owner): an OutboundSrtp (inbound false) or
+ * InboundSrtp using another library's libsrtp 2 session and functions, given as addresses
+ * (pylibsrtp's, through aiortc_glue): what that library's own protect / unprotect do, with its
+ * crypto backend. owner keeps the session alive. */
+static PyObject *borrow_srtp(PyObject *module, PyObject *args)
+{
+    int inbound;
+    unsigned long long session, rtp, rtcp;
+    PyObject *owner;
+    if (!PyArg_ParseTuple(args, "pKKKO", &inbound, &session, &rtp, &rtcp, &owner))
+        return NULL;
+    if (session == 0 || rtp == 0 || (inbound && rtcp == 0)) {
+        PyErr_SetString(PyExc_ValueError, "a session and its functions are needed");
+        return NULL;
+    }
+    PyTypeObject *type = inbound ? &InboundSrtpType : &OutboundSrtpType;
+    OutboundSrtp *self = (OutboundSrtp *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->session = (srtp_t)(uintptr_t)session;
+    self->rtp = (srtp_fn)(uintptr_t)rtp;
+    self->rtcp = inbound ? (srtp_fn)(uintptr_t)rtcp : NULL;
+    Py_INCREF(owner);
+    self->owner = owner;
+    return (PyObject *)self;
+}
+
 static PyMethodDef module_methods[] = {
     {"sockaddr", make_sockaddr, METH_VARARGS, "sockaddr(host, port) -> packed sockaddr for OutboundSrtp.send"},
+    {"borrow_srtp", borrow_srtp, METH_VARARGS,
+     "borrow_srtp(inbound, session, rtp_fn, rtcp_fn, owner) -> OutboundSrtp or InboundSrtp on another library's "
+     "libsrtp session."},
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
      "fanout(consumers, gates, layer, ext_seq, timestamp, marker, payload, keyframe, arrival_ms): one packet of "
      "one layer to every consumer of a producer."},

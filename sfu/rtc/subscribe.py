@@ -45,7 +45,6 @@ from ..stream import Codec
 from ..tasks import spawn
 from . import aiortc_glue as glue
 from .datachannels import ServerChannels
-from .sink import make_sink
 from .peer import (
     PADDING_BURSTS,
     PADDING_PACKET_BYTES,
@@ -64,6 +63,7 @@ from .sdp import (
     parse_sdp,
     rtx_payload_type,
 )
+from .sink import make_sink
 
 logger = logging.getLogger(__name__)
 

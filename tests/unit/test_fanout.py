@@ -102,9 +102,13 @@ def test_an_attached_sink_sends_directly_and_falls_back_when_the_pair_changes():
         transport, pair = Transport(), object()
         nominated = {1: pair}
         srtp = compiled.OutboundSrtp(profile, key)
-        sink.attach(srtp, tx.fileno(), compiled.sockaddr(*rx.getsockname()), nominated, 1, pair, transport, "state", "connected")
+        sink.attach(
+            srtp, tx.fileno(), compiled.sockaddr(*rx.getsockname()), nominated, 1, pair, transport, "state", "connected"
+        )
         assert sink.attached
-        packets = [write_header(i & 1, 97, (65530 + i) & 0xFFFF, i * 3000, 0xABCDEF) + bytes([i]) * (50 + i) for i in range(6)]
+        packets = [
+            write_header(i & 1, 97, (65530 + i) & 0xFFFF, i * 3000, 0xABCDEF) + bytes([i]) * (50 + i) for i in range(6)
+        ]
         assert [sink.send(p) for p in packets[:3]] == [reference.send(p) for p in packets[:3]]
         received = [rx.recv(2048) for _ in range(3)]
         assert received == [reference_srtp.protect(p) for p in reference_out]
@@ -112,7 +116,17 @@ def test_an_attached_sink_sends_directly_and_falls_back_when_the_pair_changes():
         nominated[1] = object()  # another pair nominated: back to the fallback, detached
         assert sink.send(packets[3]) == reference.send(packets[3])
         assert not sink.attached and fallen_back == reference_out[3:]
-        sink.attach(srtp, tx.fileno(), compiled.sockaddr(*rx.getsockname()), nominated, 1, nominated[1], transport, "state", "connected")
+        sink.attach(
+            srtp,
+            tx.fileno(),
+            compiled.sockaddr(*rx.getsockname()),
+            nominated,
+            1,
+            nominated[1],
+            transport,
+            "state",
+            "connected",
+        )
         transport.state = "closed"  # no longer connected: the fallback again
         assert sink(packets[4]) is reference(packets[4]) is True
         assert fallen_back == reference_out[3:]

@@ -337,6 +337,11 @@ def is_connected(transport: RTCDtlsTransport) -> bool:
     return transport._state is State.CONNECTED
 
 
+try:  # pylibsrtp's cffi binding: its libsrtp functions, called from the compiled path
+    from pylibsrtp import _binding as _srtp_binding
+except ImportError:
+    _srtp_binding = None
+
 _pending_sends: set[asyncio.Future[Any]] = set()  # TURN sends in flight (kept referenced)
 _FAST = "_sfu_fast_sender"
 
@@ -438,6 +443,55 @@ def _srtp_keys(transport: RTCDtlsTransport) -> tuple[int, bytes, bytes] | None:
     )
 
 
+# Which libsrtp the compiled path runs: "bundled" (the default), pylibsrtp's own (linked with
+# its OpenSSL, the crypto aiortc's sessions use) called from C, or "system": Debian's libsrtp2
+# that the extension links (built against NSS there: about four times the instructions per packet,
+# bench/README.md).
+SRTP_ENV = "SFU_FASTPATH_SRTP"
+
+
+def _bundled_functions() -> tuple[int, int, int] | None:
+    """The addresses of pylibsrtp's srtp_protect, srtp_unprotect and srtp_unprotect_rtcp."""
+    try:
+        ffi, lib = _srtp_binding.ffi, _srtp_binding.lib
+        names = ("srtp_protect", "srtp_unprotect", "srtp_unprotect_rtcp")
+        protect, unprotect, unprotect_rtcp = (int(ffi.cast("uintptr_t", ffi.addressof(lib, n))) for n in names)
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return protect, unprotect, unprotect_rtcp
+
+
+_BUNDLED = _bundled_functions() if os.environ.get(SRTP_ENV, "bundled").strip().lower() != "system" else None
+
+
+def compiled_srtp(profile: int, key: bytes, inbound: bool) -> Any:
+    """A compiled-path SRTP session (``OutboundSrtp`` or ``InboundSrtp``) for a libsrtp profile
+    and master key + salt: on a pylibsrtp session, driven from C through pylibsrtp's own
+    functions, or (``SFU_FASTPATH_SRTP=system``, or pylibsrtp without them) on the libsrtp2 the
+    extension links."""
+    compiled = fastpath.compiled
+    assert compiled is not None
+    if _BUNDLED is not None:
+        policy = pylibsrtp.Policy(
+            key=key,
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=profile,
+        )
+        policy.allow_repeat_tx = True
+        policy.window_size = 1024
+        session = pylibsrtp.Session(policy)
+        address = int(_srtp_binding.ffi.cast("uintptr_t", session._srtp[0]))
+        protect, unprotect, unprotect_rtcp = _BUNDLED
+        if inbound:
+            return compiled.borrow_srtp(True, address, unprotect, unprotect_rtcp, session)
+        return compiled.borrow_srtp(False, address, protect, 0, session)
+    return compiled.InboundSrtp(profile, key) if inbound else compiled.OutboundSrtp(profile, key)
+
+
+def describe_srtp() -> str:
+    return "pylibsrtp's libsrtp (OpenSSL)" if _BUNDLED is not None else "the system libsrtp2"
+
+
 def _probe() -> bytes:
     """An RTP packet on a random SSRC (no stream uses it) to check a session against aiortc's."""
     return bytes((0x80, 0x7F, 0, 1, 0, 0, 0, 1)) + os.urandom(4) + b"fastpath-probe"
@@ -455,16 +509,16 @@ def _attach_fast_sender(transport: RTCDtlsTransport) -> None:
         if keys is None:
             return
         profile, tx_key, rx_key = keys
-        srtp = compiled.OutboundSrtp(profile, tx_key)
+        srtp = compiled_srtp(profile, tx_key, inbound=False)
         probe = _probe()
         if srtp.protect(probe) != transport._tx_srtp.protect(probe):
             logger.warning("compiled SRTP differs from aiortc's on this transport: pure-Python send path")
             return
         counted = transport._rx_srtp
         if isinstance(counted, _CountedSrtpSession):
-            inbound = compiled.InboundSrtp(profile, rx_key)
+            inbound = compiled_srtp(profile, rx_key, inbound=True)
             probe = _probe()
-            protected = compiled.OutboundSrtp(profile, rx_key).protect(probe)
+            protected = compiled_srtp(profile, rx_key, inbound=False).protect(probe)
             if counted.unprotect(protected) == probe and inbound.unprotect(protected) == probe:
                 counted.use_session(inbound, compiled.SrtpError)
             else:
@@ -541,7 +595,9 @@ def send_rtp_through(transport: RTCDtlsTransport, packet: bytes, sink: Any) -> i
         return len(packet) if send_packet(transport, packet) else -1
     size = fast.send(packet)
     if size >= 0 and fast._fd >= 0 and not sink.attached:
-        sink.attach(fast.srtp, fast._fd, fast._addr, fast._nominated, 1, fast._pair, transport, "_state", State.CONNECTED)
+        sink.attach(
+            fast.srtp, fast._fd, fast._addr, fast._nominated, 1, fast._pair, transport, "_state", State.CONNECTED
+        )
     return size
 
 
