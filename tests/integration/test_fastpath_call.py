@@ -61,6 +61,12 @@ async def test_subscriber_transport_uses_the_compiled_path_with_transport_cc_sta
         server_sub = room.participants[sub.id].subscriber
         assert glue.uses_compiled_path(server_sub.transport)
         assert glue.uses_compiled_path(room.participants[pub.id].publisher.transport)  # receives RTP
+        # The subscriber's sink sends by itself (attached to the pair's socket), and every
+        # consumer is forwarded by the compiled loop once steady.
+        assert server_sub.sink.attached
+        gates = [c.gate for c in server_sub.consumers()]
+        assert len(gates) == 2 and all(g.direct and not g.python_only for g in gates)
+        assert all(c.out.packets_sent > 100 for c in server_sub.consumers())
         seqs = list(sub.transport_seqs)
         assert all(s >= 0 for s in seqs), "every packet carries a transport-wide sequence number"
         assert len(set(seqs)) == len(seqs)
