@@ -78,7 +78,9 @@ def build_extension(root: Path) -> None:
     if not source.exists():
         return
     target = source.with_name("_fastpath" + sysconfig.get_config_var("EXT_SUFFIX"))
-    cmd = ["cc", "-shared", "-fPIC", "-O2", f"-I{sysconfig.get_paths()['include']}", str(source), "-lsrtp2", "-o"]
+    sources = [str(source)] + [str(p) for p in [source.with_name("_media.c")] if p.exists()]  # as setup.py lists
+    include = [f"-I{sysconfig.get_paths()['include']}", f"-I{source.parent}"]
+    cmd = ["cc", "-shared", "-fPIC", "-O2", *include, *sources, "-lsrtp2", "-o"]
     result = subprocess.run([*cmd, str(target)], capture_output=True, text=True)
     if result.returncode != 0:
         print(f"the snapshot's compiled send path did not build: {result.stderr.strip()}", file=sys.stderr)
