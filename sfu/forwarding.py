@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .bwe.allocator import PAUSED, Allocation
+from .media.compiled import twin
 from .media.keyframe import keyframe_detector, keyframe_size_reader
 from .media.munger import RtpMunger
 from .media.nack import NackGenerator, ResendBudget
@@ -30,7 +31,6 @@ from .media.rtp import PLAIN_HEADER, RtpView
 from .media.rtx import unwrap_rtx, wrap_rtx
 from .media.seq import seq_diff
 from .media.vp8 import Vp8Munger
-from .rtc import fastpath
 from .stream import LAYER_TIMEOUT_MS, Codec, Layer
 
 logger = logging.getLogger(__name__)
@@ -398,14 +398,13 @@ def py_fanout(
         consumer.forward(layer, ext_seq, timestamp, marker, payload, keyframe, arrival_ms)
 
 
-_compiled = fastpath.compiled
 if TYPE_CHECKING:  # the compiled twins have the reference classes' interface
     OutStream = PyOutStream
     Gate = PyGate
 else:
-    OutStream = _compiled.OutStream if _compiled is not None else PyOutStream
-    Gate = _compiled.Gate if _compiled is not None else PyGate
-_fanout: Callable[..., None] = _compiled.fanout if _compiled is not None else py_fanout
+    OutStream = twin("OutStream") or PyOutStream
+    Gate = twin("Gate") or PyGate
+_fanout: Callable[..., None] = twin("fanout") or py_fanout
 
 
 class Consumer:
