@@ -129,11 +129,13 @@ class Producer:
         if view.payload_type != self.payload_type:
             self.packets_dropped += 1  # e.g. RTX or padding on a PT we do not forward
             return
-        highest = layer.stats.highest_ext_seq
-        silent_ms = arrival_ms - layer.last_arrival_ms
-        if silent_ms >= SOURCE_RESUME_MS and layer.last_arrival_ms > 0:
+        stats = layer.stats
+        highest = stats.unwrapper.highest  # stats.highest_ext_seq
+        last_arrival_ms = layer.last_arrival_ms
+        silent_ms = arrival_ms - last_arrival_ms
+        if silent_ms >= SOURCE_RESUME_MS and last_arrival_ms > 0:
             self._resumed_after_silence(layer)
-        ext_seq = layer.stats.update(view.seq, view.timestamp, arrival_ms, len(data))
+        ext_seq = stats.update(view.seq, view.timestamp, arrival_ms, len(data))
         started = silent_ms >= LAYER_TIMEOUT_MS
         late = ext_seq <= highest
         if not late:

@@ -162,7 +162,7 @@ class PeerBase:
 
     def _tap(self) -> None:
         glue.detach_receivers(self.pc)
-        glue.install_tap(self.pc, self._on_rtp, self._on_rtcp)
+        glue.install_tap(self.pc, self._on_rtp, self._on_rtcp, self._rtp_now_handler())
         glue.limit_rtcp(self.pc, self.max_rtcp_bps)
         if self._rtcp_task is None and not self.closed:
             self._rtcp_task = spawn(self._run_rtcp(), name=f"rtcp-{type(self).__name__}")
@@ -182,6 +182,11 @@ class PeerBase:
 
     async def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
         pass
+
+    def _rtp_now_handler(self) -> glue.RtpNowHandler | None:
+        """A plain function doing what ``_on_rtp`` does, for the packets decrypted in the
+        socket's callback (``aiortc_glue.install_tap``); None: ``_on_rtp`` for every packet."""
+        return None
 
     async def _on_rtcp(self, data: bytes) -> None:
         """Every packet of a compound RTCP packet to ``handle_rtcp``, as a typed value. A

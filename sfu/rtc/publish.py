@@ -110,6 +110,7 @@ class PublishPeer(PeerBase):
         # transport-cc: we answer it (if offered and enabled) and send the publisher feedback.
         self._transport_cc = transport_cc
         self._twcc_ext_id: int | None = None
+        self._level_ext_id: int | None = None  # RFC 6464 audio level, from the answer
         self.feedback = FeedbackGenerator(self.rtcp_ssrc)
         self._feedback_task: asyncio.Task[None] | None = None
         self._arrivals_pc: Any = None  # the connection whose arrival times are tracked
@@ -167,6 +168,7 @@ class PublishPeer(PeerBase):
             self._ext_ids.get(MID_URI), self._ext_ids.get(RID_URI), self._ext_ids.get(REPAIRED_RID_URI)
         )
         self._twcc_ext_id = self._ext_ids.get(TWCC_URI)
+        self._level_ext_id = self._ext_ids.get(AUDIO_LEVEL_URI)
         if self._twcc_ext_id is not None and self._arrivals_pc is not self.pc:
             glue.track_arrival_times(self.pc)
             self._arrivals_pc = self.pc
@@ -249,39 +251,50 @@ class PublishPeer(PeerBase):
         return producer
 
     async def _on_rtp(self, data: bytes, aiortc_arrival_ms: int) -> None:
-        arrival_ms = self._now_ms()  # on the media clock (aiortc stamps wall-clock NTP ms)
+        self._receive_rtp(data)
+
+    def _rtp_now_handler(self) -> glue.RtpNowHandler | None:
+        return self._receive_rtp
+
+    def _receive_rtp(self, data: bytes) -> None:
+        """One decrypted RTP packet from the publisher (called from the socket's callback)."""
+        arrival_ms = int(self._now_s() * 1000)  # on the media clock (aiortc stamps wall-clock NTP ms)
         try:
             view = parse_rtp(data)
         except MalformedPacket:
             self.malformed_packets += 1
             return
-        if self._twcc_ext_id is not None:
-            tw_seq = read_transport_seq(data, view.ext_start, self._twcc_ext_id)
-            if tw_seq >= 0:
-                feedback = self.feedback
-                feedback.media_ssrc = view.ssrc
-                feedback.record(tw_seq, glue.arrival_us(self.transport))
-                if len(feedback.pending) >= TWCC_FEEDBACK_BURST:
-                    self.send_feedback()
-        route = self.router.route(data, view.ext_start, view.ssrc)
+        ext_start = view.ext_start
+        if ext_start >= 0:
+            twcc_id = self._twcc_ext_id
+            if twcc_id is not None:
+                tw_seq = read_transport_seq(data, ext_start, twcc_id)
+                if tw_seq >= 0:
+                    feedback = self.feedback
+                    feedback.media_ssrc = view.ssrc
+                    feedback.record(tw_seq, glue.arrival_us(self.transport))
+                    if len(feedback.pending) >= TWCC_FEEDBACK_BURST:
+                        self.send_feedback()
+        route = self.router.route(data, ext_start, view.ssrc)
         if route is None:
             self.unroutable_packets += 1
             return
-        producer = route[0]
-        if route[2]:  # the layer's RTX stream
+        producer, layer, rtx = route
+        if rtx:  # the layer's RTX stream
             if view.payload_type == producer.rtx_payload_type:
-                producer.on_rtx(route[1], data, view, arrival_ms)
+                producer.on_rtx(layer, data, view, arrival_ms)
             else:
                 self.unroutable_packets += 1
             return
-        if producer.kind == "audio" and view.ext_start >= 0:
-            level_id = self._ext_ids.get(AUDIO_LEVEL_URI)
+        if ext_start >= 0 and producer.kind == "audio":
+            level_id = self._level_ext_id
             if level_id is not None:
-                level = read_audio_level(data, view.ext_start, level_id)
                 meter = self.audio_levels.get(producer.id)
-                if level >= 0 and meter is not None:
-                    meter.observe(level)
-        producer.on_rtp(route[1], data, view, arrival_ms)
+                if meter is not None:
+                    level = read_audio_level(data, ext_start, level_id)
+                    if level >= 0:
+                        meter.observe(level)
+        producer.on_rtp(layer, data, view, arrival_ms)
 
     def send_feedback(self) -> None:
         """Report the transport-wide sequence numbers received since the last report."""

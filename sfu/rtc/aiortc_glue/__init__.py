@@ -48,6 +48,7 @@ from .ice import check_network_compatibility, configure_network, guard_ice_close
 from .peer_connection import (
     RtcpHandler,
     RtpHandler,
+    RtpNowHandler,
     accept_header_extensions,
     accept_rtcp_feedback,
     answer_as_dtls_server,
@@ -74,6 +75,7 @@ __all__ = [
     "NetworkSettings",
     "RtcpHandler",
     "RtpHandler",
+    "RtpNowHandler",
     "accept_header_extensions",
     "accept_rtcp_feedback",
     "answer_as_dtls_server",

@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 RtpHandler = Callable[[bytes, int], Awaitable[None]]
 RtcpHandler = Callable[[bytes], Awaitable[None]]
+# A plain function the direct receive path calls with each decrypted RTP packet (no
+# coroutine, no arrival time: the handler reads its own clock).
+RtpNowHandler = Callable[[bytes], None]
 
 
 class _PeerConnection(RTCPeerConnection):
@@ -99,11 +102,16 @@ def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
     return seen
 
 
-def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+def install_tap(
+    pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler, on_rtp_now: RtpNowHandler | None = None
+) -> None:
     """Route every decrypted RTP/RTCP packet of ``pc`` to our handlers, before aiortc's router.
 
-    ``on_rtp(data, arrival_ms)`` and ``on_rtcp(data)`` receive the plain packets. Idempotent;
-    call it after every negotiation step (a transport may be created by a new transceiver).
+    ``on_rtp(data, arrival_ms)`` and ``on_rtcp(data)`` receive the plain packets. With
+    ``on_rtp_now`` (a plain function doing what ``on_rtp`` does), the packets decrypted in
+    the socket's callback (``DatagramGuard.deliver``) go to it directly: no coroutine to
+    create and step per packet, no arrival clock read. Idempotent; call it after every
+    negotiation step (a transport may be created by a new transceiver).
     """
     for transport in dtls_transports(pc):
         if getattr(transport, TAPPED, False):
@@ -131,7 +139,7 @@ def install_tap(pc: RTCPeerConnection, on_rtp: RtpHandler, on_rtcp: RtcpHandler)
 
         transport._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
-        guard.deliver = _direct_delivery(transport, on_rtp, on_rtcp, guard)
+        guard.deliver = _direct_delivery(transport, on_rtp, on_rtcp, guard, on_rtp_now)
         setattr(transport, TAPPED, True)
 
 
@@ -139,28 +147,51 @@ _NTP_OFFSET_S = 2208988800  # 1900 to 1970: aiortc's arrival_time_ms counts from
 
 
 def _direct_delivery(
-    transport: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler, guard: DatagramGuard
+    transport: RTCDtlsTransport,
+    on_rtp: RtpHandler,
+    on_rtcp: RtcpHandler,
+    guard: DatagramGuard,
+    on_rtp_now: RtpNowHandler | None = None,
 ) -> Callable[[bytes], bool]:
     """Decrypt one SRTP/SRTCP datagram and run the tap on it now, as aiortc's receive loop
     would after the queue hop (``_recv_next``); False when it must take that way instead."""
     connection = transport.transport._connection
     queue = connection._queue
     connected = State.CONNECTED
+    srtp_error = pylibsrtp.Error
 
     pending = queue._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque: len() is qsize()
 
     def deliver(data: bytes) -> bool:
-        srtp = transport._rx_srtp
+        srtp: Any = transport._rx_srtp  # a _CountedSrtpSession once count_srtp_failures wrapped it
         if srtp is None or transport._state is not connected or pending:
             return False
-        try:
-            if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+        if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+            try:
                 coro = on_rtcp(srtp.unprotect_rtcp(data))
-            else:
+            except (srtp_error, IndexError):
+                return True  # refused (and counted) by the SRTP session: dropped, as aiortc does
+            _run_now(coro, guard)
+            return True
+        if on_rtp_now is None or type(srtp) is not _CountedSrtpSession:
+            try:
                 coro = on_rtp(srtp.unprotect(data), int((time.time() + _NTP_OFFSET_S) * 1000))
-        except (pylibsrtp.Error, IndexError):
-            return True  # refused (and counted) by the SRTP session: dropped, as aiortc does
-        _run_now(coro, guard)
+            except (srtp_error, IndexError):
+                return True
+            _run_now(coro, guard)
+            return True
+        # The hot path: the counted session's own (compiled or pylibsrtp) session, counted
+        # here, and the plain handler.
+        try:
+            plain = srtp._session.unprotect(data)
+        except srtp._refused:
+            guard.drop("srtp-auth")
+            return True
+        try:
+            on_rtp_now(plain)
+        except Exception:
+            guard.drop("handler-error")
+            logger.exception("an RTP packet was not handled")
         return True
 
     return deliver
