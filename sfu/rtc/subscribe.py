@@ -116,7 +116,6 @@ class SubscribePeer(PeerBase):
         self.downlink = DownlinkController(initial_bps)
         self.estimator = self.downlink.estimator
         self._transport_cc = transport_cc
-        self._twcc_ext_id: int | None = None
         # Every RTP packet goes out through the sink (transport-wide sequence numbers, the
         # estimator's send history, the compiled send path once the transport has one).
         self.sink = make_sink(self.estimator.history, None if now_s is time.monotonic else self._now_ms)
@@ -145,8 +144,7 @@ class SubscribePeer(PeerBase):
             self.renew_connection()
             self._offer_outstanding = False
             self._dirty = False
-            self._twcc_ext_id = None
-            self.sink.ext_id = 0
+            self.sink.ext_id = 0  # until the new connection's negotiation
             self._restart_offer = True
             self.sink.detach()  # the new connection has its own SRTP keys
             self.data = ServerChannels()  # opened on the new connection with its first offer
@@ -411,10 +409,9 @@ class SubscribePeer(PeerBase):
                 if negotiated is not None:
                     slot.codec, slot.payload_type = negotiated
                     slot.rtx_payload_type = rtx_payload_type(section, negotiated[1])
-            self._twcc_ext_id = next(
-                (ext_id for m in local.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
+            self.sink.ext_id = next(
+                (ext_id for m in local.media if (ext_id := extension_id(m, TWCC_URI)) is not None), 0
             )
-            self.sink.ext_id = self._twcc_ext_id or 0
             self._tap()
             self.negotiations += 1
         return answer_sdp
@@ -477,10 +474,9 @@ class SubscribePeer(PeerBase):
             except Exception as exc:
                 raise SignalingError("bad-sdp", f"answer could not be applied: {exc}") from exc
             answer = parse_sdp(sdp)
-            self._twcc_ext_id = next(
-                (ext_id for m in answer.media if (ext_id := extension_id(m, TWCC_URI)) is not None), None
+            self.sink.ext_id = next(
+                (ext_id for m in answer.media if (ext_id := extension_id(m, TWCC_URI)) is not None), 0
             )
-            self.sink.ext_id = self._twcc_ext_id or 0
             glue.detach_receivers(self.pc)
             self._tap()
             self._offer_outstanding = False

@@ -18,6 +18,7 @@ import sys
 import pylibsrtp
 import pytest
 
+from sfu.bwe.estimator import SendHistory
 from sfu.bwe.twcc import read_transport_seq
 from sfu.forwarding import Codec, Consumer, OutStream, Producer
 from sfu.media.rtp import parse_rtp, with_transport_seq, write_header
@@ -244,9 +245,18 @@ def test_bad_arguments_are_refused_without_sending():
 
 
 def test_the_turn_path_stamps_as_the_reference_does():
+    # A TURN-relayed pair has no socket of its own: the compiled sink stamps the packet and
+    # hands it to its fallback (aiortc_glue.send_rtp_through), never attached.
+    assert fastpath.compiled is not None, fastpath.describe()
     packet = write_header(1, 96, 7, 9000, 0xABCDEF01) + b"payload"
+    stamped: list[bytes] = []
+    sink = fastpath.compiled.Sink(SendHistory())
+    sink.fallback = lambda p: stamped.append(p) or len(p)
+    sink.ext_id = 5
     for seq in (0, 1, 255, 256, 65535):
-        assert peer_connection._with_transport_seq(packet, 5, seq) == with_transport_seq(packet, 5, seq)
+        sink.tw_seq = seq
+        assert sink.send(packet) == len(packet) + 8
+        assert stamped[-1] == with_transport_seq(packet, 5, seq)
 
 
 def test_without_the_extension_the_pure_python_path_is_used_and_said_so():
@@ -294,9 +304,10 @@ async def test_a_relayed_pair_is_protected_by_the_compiled_session_and_sent_by_a
     )
     sender = peer_connection._FastSender(fastpath.compiled.OutboundSrtp(profile, key), dtls)
     packet = write_header(1, 96, 500, 9000, 0x55) + b"relayed payload"
-    assert sender.send(packet, TWCC_EXT_ID, 77) == -1  # no selected pair yet
+    stamped = with_transport_seq(packet, TWCC_EXT_ID, 77)  # as the subscriber's sink stamps it
+    assert sender.send(stamped) == -1  # no selected pair yet
     nominated[1] = pair
-    assert sender.send(packet, TWCC_EXT_ID, 77) == len(packet) + 8
+    assert sender.send(stamped) == len(packet) + 8
     assert sender.send(packet[:-1] + b"!") == len(packet)
     ref = session(profile, key, inbound=False)
     assert protocol.transport.sent == [

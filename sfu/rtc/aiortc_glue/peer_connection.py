@@ -391,8 +391,8 @@ class _FastSender:
         self._fd = -1  # -1: the pair has no socket of its own (TURN-relayed): aioice sends
         self._addr = b""
 
-    def send(self, data: bytes, ext_id: int = 0, transport_seq: int = 0) -> int:
-        """Protect and send; the plain length sent, or -1."""
+    def send(self, data: bytes) -> int:
+        """Protect and send a packet (stamped by the subscriber's sink); the length sent, or -1."""
         if self._transport._state is not State.CONNECTED:
             return -1
         pair = self._nominated.get(1)
@@ -402,13 +402,9 @@ class _FastSender:
         elif pair is None:
             return -1
         if self._fd >= 0:
-            if ext_id:
-                return int(self.srtp.send(self._fd, data, self._addr, ext_id, transport_seq))
             return int(self.srtp.send(self._fd, data, self._addr))
         # No socket of its own (a TURN-relayed candidate): protected here (one SRTP state per
         # transport), sent by aioice.
-        if ext_id:
-            data = _with_transport_seq(data, ext_id, transport_seq)
         try:
             protected = self.srtp.protect(data)
         except ValueError:
@@ -440,17 +436,6 @@ class _FastSender:
                 self._fd = -1
         self._pair = pair
         return True
-
-
-def _with_transport_seq(packet: bytes, ext_id: int, transport_seq: int) -> bytes:
-    # The compiled path's insertion for a TURN pair (sfu.media.rtp.with_transport_seq is the
-    # reference; tests/unit/test_fastpath.py compares them).
-    return (
-        bytes((packet[0] | 0x10,))
-        + packet[1:12]
-        + bytes((0xBE, 0xDE, 0, 1, (ext_id << 4) | 1, (transport_seq >> 8) & 0xFF, transport_seq & 0xFF, 0))
-        + packet[12:]
-    )
 
 
 def _srtp_keys(transport: RTCDtlsTransport) -> tuple[int, bytes, bytes] | None:
