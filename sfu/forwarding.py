@@ -130,7 +130,7 @@ class Producer:
             self.packets_dropped += 1  # e.g. RTX or padding on a PT we do not forward
             return
         stats = layer.stats
-        highest = stats.unwrapper.highest  # stats.highest_ext_seq
+        highest = stats.highest_ext_seq
         last_arrival_ms = layer.last_arrival_ms
         silent_ms = arrival_ms - last_arrival_ms
         if silent_ms >= SOURCE_RESUME_MS and last_arrival_ms > 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .seq import SEQ_MOD, SeqUnwrapper
+from .seq import SeqUnwrapper
 
 
 class ReceiveStats:
@@ -31,16 +31,7 @@ class ReceiveStats:
 
     def update(self, seq: int, timestamp: int, arrival_ms: int, size: int) -> int:
         """Account for one packet; returns its extended sequence number."""
-        # SeqUnwrapper.unwrap, inline (once per received packet).
-        unwrapper = self.unwrapper
-        highest = unwrapper.highest
-        if highest < 0:
-            ext = unwrapper.highest = seq + SEQ_MOD
-        else:
-            d = (seq - highest) & 0xFFFF
-            ext = highest + (d - SEQ_MOD if d >= 0x8000 else d)
-            if ext > highest:
-                unwrapper.highest = ext
+        ext = self.unwrapper.unwrap(seq)
         if self.base_ext_seq < 0 or ext < self.base_ext_seq:
             self.base_ext_seq = ext
         self.packets += 1

@@ -258,7 +258,7 @@ class PublishPeer(PeerBase):
 
     def _receive_rtp(self, data: bytes) -> None:
         """One decrypted RTP packet from the publisher (called from the socket's callback)."""
-        arrival_ms = int(self._now_s() * 1000)  # on the media clock (aiortc stamps wall-clock NTP ms)
+        arrival_ms = self._now_ms()  # on the media clock (aiortc stamps wall-clock NTP ms)
         try:
             view = parse_rtp(data)
         except MalformedPacket:

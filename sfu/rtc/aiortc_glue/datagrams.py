@@ -41,7 +41,7 @@ import aioice.turn
 import pylibsrtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-from ..demux import DTLS, MAX_BACKLOG, RTP_MIN_BYTES, STUN, DropCounter, classify, count_drop
+from ..demux import DTLS, MAX_BACKLOG, RTP_MIN_BYTES, STUN, DropCounter, classify, count_drop, is_rtcp
 from ..rate import TokenBucket
 from .compat import missing_attributes, missing_names
 
@@ -104,19 +104,13 @@ def _guarded_datagram_received(self: aioice.ice.StunProtocol, data: bytes | str,
     if type(data) is not bytes:  # a datagram protocol gets bytes; the signature says otherwise
         data = data.encode() if isinstance(data, str) else bytes(data)
     if len(data) >= RTP_MIN_BYTES and 127 < data[0] < 192:  # SRTP/SRTCP: classify's hot path
-        pair = guard.nominated.get(1)
-        if pair is None or pair is not guard._pair:
-            selected = guard.is_selected(self, addr)
-        else:
-            selected = pair.protocol is self and addr[1] == guard._port and addr[0] == guard._host
-        if not (selected or guard.is_checked(self, addr)):
+        if not (guard.is_selected(self, addr) or guard.is_checked(self, addr)):
             guard.drop("unknown-address")
             return
-        if 191 < data[1] < 209:  # RTCP (demux.is_rtcp)
-            bucket = guard.rtcp_bucket
-            if bucket is not None and not bucket.take(len(data), time.monotonic()):
-                guard.drop("rtcp-rate")  # RTCP over the limit
-                return
+        bucket = guard.rtcp_bucket
+        if bucket is not None and is_rtcp(data) and not bucket.take(len(data), time.monotonic()):
+            guard.drop("rtcp-rate")  # RTCP over the limit
+            return
         deliver = guard.deliver
         if deliver is not None and deliver(data):
             guard.delivered += 1
