@@ -223,8 +223,11 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
     ]
     if args.workers is not None:
         server_cmd += ["--workers", str(args.workers)]
+    # Every generated participant signals from 127.0.0.1: lift the per-address WebSocket
+    # limit (max_connections_per_address, 64 by default) above the step's count.
+    server_env = dict(os.environ, SFU_MAX_CONNECTIONS_PER_ADDRESS=str(max(64, 2 * n)))
     server_log = (logs / f"{tag}-server.log").open("w")
-    server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(server_cmd, cwd=ROOT, env=server_env, stdout=server_log, stderr=subprocess.STDOUT)
     result: dict[str, Any] = {"participants": n}
     locust = None
     try:
