@@ -529,7 +529,8 @@ def main() -> None:
             ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip(),
         "steps": [],
-        "capacity": None,
+        "capacity": None,  # the last step before the first one over the limits
+        "first_over_limit": None,
         "stopped_because": None,
     }
     stem = args.scenario if args.workers is None else f"{args.scenario}-workers{args.workers}"
@@ -566,16 +567,24 @@ def main() -> None:
             f"  server waited for a CPU {step.get('server_runqueue_wait_pct', 0):.0f} %  {why or 'ok'}",
             flush=True,
         )
-        if why is None:
+        if why is None and report["first_over_limit"] is None:
             report["capacity"] = n
+        elif why is not None and report["first_over_limit"] is None:
+            report["first_over_limit"] = f"{n} participants: {why}"
+        if why is not None and not args.keep_going:
+            report["stopped_because"] = report["first_over_limit"]
         json_path.write_text(json.dumps(report, indent=1))
         plot(args.scenario, report, args.out / f"{stem}.png")
-        if why is not None and not args.keep_going:
-            report["stopped_because"] = f"{n} participants: {why}"
+        if report["stopped_because"]:
             break
     json_path.write_text(json.dumps(report, indent=1))
     plot(args.scenario, report, args.out / f"{stem}.png")
-    print(f"capacity: {report['capacity']} participants ({report['stopped_because'] or 'every step within limits'})")
+    summary = (
+        f"first over the limits: {report['first_over_limit']}"
+        if report["first_over_limit"]
+        else "every step within limits"
+    )
+    print(f"capacity: {report['capacity']} participants ({summary})")
     print(f"wrote {json_path} and {args.out / (stem + '.png')}")
 
 
