@@ -224,8 +224,16 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
     if args.workers is not None:
         server_cmd += ["--workers", str(args.workers)]
     # Every generated participant signals from 127.0.0.1: lift the per-address WebSocket
-    # limit (max_connections_per_address, 64 by default) above the step's count.
-    server_env = dict(os.environ, SFU_MAX_CONNECTIONS_PER_ADDRESS=str(max(64, 2 * n)))
+    # limit (max_connections_per_address, 64 by default) above the step's count. A subscribe
+    # offer holds at most max_m_sections_per_sdp m-sections (32 by default: a room of 16), and
+    # tracks beyond it are not offered: lift it so everyone receives everyone's audio and video,
+    # and max_message_bytes with it, so that the answers to such offers fit in a frame.
+    server_env = dict(
+        os.environ,
+        SFU_MAX_CONNECTIONS_PER_ADDRESS=str(max(64, 2 * n)),
+        SFU_MAX_M_SECTIONS_PER_SDP=str(max(32, 2 * n + 2)),
+        SFU_MAX_MESSAGE_BYTES=str(max(65536, 2048 * (2 * n + 2))),  # the answers to those offers
+    )
     server_log = (logs / f"{tag}-server.log").open("w")
     server = subprocess.Popen(server_cmd, cwd=ROOT, env=server_env, stdout=server_log, stderr=subprocess.STDOUT)
     result: dict[str, Any] = {"participants": n}
@@ -328,6 +336,7 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
                 "received_packets_per_s": (m1.get("sfu_packets_received", 0) - m0.get("sfu_packets_received", 0))
                 / span,
                 "consumers": m1.get("sfu_consumers"),
+                "consumers_expected": expected_consumers(scenario, n),
                 "participants_in_window": m1.get("sfu_participants"),
             }
         )
@@ -372,10 +381,22 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
     return result
 
 
+def expected_consumers(scenario: dict[str, Any], n: int) -> int:
+    """Forwarded tracks when everyone receives what the scenario says: each publisher's audio
+    and video to every other participant of its room."""
+    size = scenario["room_size"] or n
+    rooms = [size] * (n // size) + ([n % size] if n % size else [])
+    publishers = (lambda s: s) if scenario["publishers"] < 0 else (lambda s: min(s, scenario["publishers"]))
+    return sum(2 * publishers(s) * (s - 1) for s in rooms)
+
+
 def verdict(step: dict[str, Any], n: int) -> str | None:
     """Why this step is over capacity, or None."""
     if step.get("joined", 0) < n:
         return f"only {step.get('joined')} of {n} joined"
+    consumers, expected = step.get("consumers"), step.get("consumers_expected")
+    if consumers is not None and expected and consumers < expected:
+        return f"only {consumers:.0f} of {expected} tracks forwarded"
     loss = step.get("loss_pct")
     p99 = step.get("latency_ms", {}).get("p99")
     if loss is None or p99 is None:

@@ -118,6 +118,8 @@ ACCESS_LOGGER: type[AbstractAccessLogger] = RedactingAccessLogger
 
 def create_app(config: Config | None = None) -> web.Application:
     config = (config or Config()).validate()
+    for advice in config.advisories():
+        logger.warning("%s", advice)
     aiortc_glue.check_compatibility()
     aiortc_glue.set_host_addresses(config.ice_host_addresses)
     aiortc_glue.configure_network(

@@ -38,6 +38,12 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+# What an SDP answer takes per m-section, with room to spare: aiortc's answers to the server's
+# subscribe offers take about 1.2 KB (65,536 bytes ran out at about 55 m-sections, in a room
+# of 32 from bench/scenarios.py).
+SDP_BYTES_PER_M_SECTION = 2048
+
+
 @dataclass(frozen=True)
 class Config:
     # -- listening ----------------------------------------------------------------------
@@ -76,8 +82,16 @@ class Config:
     )
     token_ttl_s: int = field(default=6 * 3600, metadata=_doc("lifetime of tokens minted by `python -m sfu token`"))
     # -- rooms and signaling ------------------------------------------------------------
-    room_capacity: int = field(default=16, metadata=_doc("participants per room"))
-    max_message_bytes: int = field(default=65536, metadata=_doc("largest signaling message"))
+    room_capacity: int = field(
+        default=16,
+        metadata=_doc("participants per room (above 16, raise max_m_sections_per_sdp and max_message_bytes too)"),
+    )
+    max_message_bytes: int = field(
+        default=65536,
+        metadata=_doc(
+            "largest signaling message; an answer to a subscribe offer takes up to 2 KB per m-section, so at least 2048 x max_m_sections_per_sdp (the log points out less at start)"
+        ),
+    )
     heartbeat_interval_s: float = field(
         default=2.0,
         metadata=_doc(
@@ -145,7 +159,8 @@ class Config:
         metadata=_doc(
             "m-sections in one SDP: publish offers with more are refused (`too-many-m-sections`); a "
             "subscribe offer never has more, its data channels' m-section included (tracks beyond it "
-            "are not offered to that subscriber)"
+            "are not offered to that subscriber, and the log says so); at least 2 x (room_capacity - 1) + 1 "
+            "for everyone to receive everyone's audio and video, which the log points out at start"
         ),
     )
     negotiation_timeout_s: float = field(
@@ -344,6 +359,29 @@ class Config:
     def clustered(self) -> bool:
         """Whether this host runs a front process and workers (not one plain process)."""
         return self.worker_count > 1 or bool(self.redis_url)
+
+    def advisories(self) -> list[str]:
+        """Settings that are valid but probably not what was meant, logged at start."""
+        out = []
+        needed = 2 * (self.room_capacity - 1) + 1  # audio and video of every other one, data channels
+        if needed > self.max_m_sections_per_sdp:
+            out.append(
+                f"room_capacity {self.room_capacity} with max_m_sections_per_sdp {self.max_m_sections_per_sdp}: "
+                f"a subscriber is offered at most {self.max_m_sections_per_sdp - 1} tracks, so in a full room "
+                f"not everyone receives everyone's audio and video; max_m_sections_per_sdp = {needed} "
+                "(more for screen shares) covers it"
+            )
+        # A subscriber's answer takes about 1.2 KB per m-section (aiortc; a browser's is
+        # similar); one that does not fit in a signaling frame is refused (too-large) and that
+        # subscriber gets no further tracks.
+        sdp_bytes = SDP_BYTES_PER_M_SECTION * self.max_m_sections_per_sdp
+        if sdp_bytes > self.max_message_bytes:
+            out.append(
+                f"max_m_sections_per_sdp {self.max_m_sections_per_sdp} with max_message_bytes {self.max_message_bytes}: "
+                f"an answer to a full subscribe offer can take {sdp_bytes} bytes, more than a signaling frame may "
+                f"hold; max_message_bytes = {sdp_bytes} covers it"
+            )
+        return out
 
     def validate(self) -> Config:
         if not 0 < self.port < 65536:

@@ -103,6 +103,7 @@ class SubscribePeer(PeerBase):
         super().__init__(ice_servers, on_failed, now_s, negotiation_timeout_s, max_rtcp_bps)
         self.participant_id = participant_id
         self._max_m_sections = max_m_sections  # slots (m-sections) at most, in every offer
+        self._left_out: frozenset[str] = frozenset()  # tracks wanted but not offered (no slot)
         self.slots: list[Slot] = []
         self._by_ssrc: dict[int, Slot] = {}
         self._emit = events
@@ -249,6 +250,7 @@ class SubscribePeer(PeerBase):
             if slot.producer is not None and (slot.producer.closed or slot.producer not in self._wanted):
                 self._free(slot)
         assigned = {id(s.producer) for s in self.slots if s.producer is not None}
+        left_out: set[str] = set()
         for producer in self._wanted:
             if producer.closed or id(producer) in assigned:
                 continue
@@ -265,12 +267,22 @@ class SubscribePeer(PeerBase):
             )
             if free is None:
                 if len(self.slots) >= self._max_m_sections - 1:  # one m-section is the data channels
+                    left_out.add(producer.id)
                     continue  # not offered until a slot is free: the offer stays answerable
                 free = self._new_slot(producer.kind, producer.codec, producer.participant_id, producer.id)
             slot = free
             slot.producer = producer
             glue.prepare_forwarding_sender(slot.transceiver, producer.participant_id, producer.id)
             assigned.add(id(producer))
+        if left_out - self._left_out:
+            logger.warning(
+                "subscriber %s: %d track(s) not offered, every one of max_m_sections_per_sdp (%d) "
+                "m-sections is taken; they are offered when a slot frees",
+                self.participant_id,
+                len(left_out),
+                self._max_m_sections,
+            )
+        self._left_out = frozenset(left_out)
         self._wanted = [p for p in self._wanted if not p.closed]
         for slot in self.slots:
             direction = "sendonly" if slot.producer is not None else "inactive"

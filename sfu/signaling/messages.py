@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -18,7 +19,10 @@ from ..errors import BadRequest
 PROTOCOL_VERSION = 1
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # always with fullmatch
 SOURCES = frozenset({"camera", "microphone", "screen"})
-MAX_SDP_CHARS = 60000
+# An SDP has no length limit of its own: the frame it comes in does (max_message_bytes, checked
+# before parsing), so that raising max_m_sections_per_sdp and max_message_bytes together is
+# enough for a big room's offers and answers.
+MAX_SDP_CHARS = sys.maxsize
 MAX_CHAT_CHARS = 2000
 MAX_TOKEN_CHARS = 4096
 MAX_RESUME_TOKEN_CHARS = 128

@@ -158,7 +158,8 @@ async def test_tracks_per_publisher_and_m_sections_per_offer_are_capped_and_the_
         await b.close()
 
 
-async def test_a_subscribe_offer_never_has_more_m_sections_than_the_limit():
+async def test_a_subscribe_offer_never_has_more_m_sections_than_the_limit(caplog):
+    caplog.set_level(logging.WARNING, logger="sfu.rtc.subscribe")
     server = await start_server(max_m_sections_per_sdp=3, max_tracks_per_publisher=2)
     watcher = Participant(server.ws_url, "many", "watcher")
     await watcher.join()
@@ -172,6 +173,10 @@ async def test_a_subscribe_offer_never_has_more_m_sections_than_the_limit():
         )
         assert watcher.subscribe_pc.remoteDescription.sdp.count("m=") == 3
         assert watcher.subscribe_pc.remoteDescription.sdp.count("m=application") == 1
+        # The server says so in its log, naming the subscriber.
+        await eventually(
+            lambda: any("not offered" in r.getMessage() and watcher.id in r.getMessage() for r in caplog.records), 10
+        )
         # When a publisher leaves, a track not offered so far takes its place.
         first = publishers.pop(0)
         await first.close()

@@ -61,6 +61,25 @@ def test_open_rooms_only_on_loopback_unless_configured():
         load(None, {}, {"SFU_AUTH_SECRET": "short"})
 
 
+def test_a_room_larger_than_a_subscribe_offer_can_carry_is_pointed_out_at_start(caplog):
+    assert Config().advisories() == []  # 16 participants: 30 tracks and the data channels fit in 32
+    big = load(None, {"room_capacity": 24}, {})
+    (advice,) = big.advisories()
+    assert "room_capacity 24" in advice and "max_m_sections_per_sdp = 47" in advice
+    room_of_24 = {"SFU_MAX_M_SECTIONS_PER_SDP": "47", "SFU_MAX_MESSAGE_BYTES": str(47 * 2048)}
+    assert load(None, {"room_capacity": 24}, room_of_24).advisories() == []
+    # More m-sections than an answer to them can carry in one signaling frame.
+    (advice_frame,) = load(None, {"room_capacity": 40}, {"SFU_MAX_M_SECTIONS_PER_SDP": "79"}).advisories()
+    assert "max_message_bytes 65536" in advice_frame and "max_message_bytes = 161792" in advice_frame
+    wide = {"SFU_MAX_M_SECTIONS_PER_SDP": "79", "SFU_MAX_MESSAGE_BYTES": "161792"}
+    assert load(None, {"room_capacity": 40}, wide).advisories() == []
+    from sfu.app import create_app
+
+    with caplog.at_level("WARNING", logger="sfu.app"):
+        create_app(big)
+    assert any(advice in r.getMessage() for r in caplog.records)
+
+
 def test_tls_ice_and_turn_options_are_checked(tmp_path):
     bad = [
         ({"tls_cert_file": tmp_path / "c.pem"}, "go together"),

@@ -19,6 +19,18 @@ def test_valid_join_is_normalised():
     assert msg == Join("demo-1", "Ada", None)
 
 
+def test_an_sdp_is_as_long_as_its_frame_allows():
+    # A big room's subscribe answer (about 1.2 KB per m-section) outgrows any fixed SDP cap:
+    # only the frame limit (max_message_bytes, checked before parsing) bounds it.
+    sdp = "v=0\r\n" + "a=x\r\n" * 40000
+    assert parse(json.dumps({"type": "answer", "pc": "subscribe", "sdp": sdp})).sdp == sdp
+    assert parse(json.dumps({"type": "offer", "pc": "publish", "sdp": sdp})).sdp == sdp
+    for kind, pc in (("answer", "subscribe"), ("offer", "publish")):
+        with pytest.raises(BadRequest) as err:
+            parse(json.dumps({"type": kind, "pc": pc, "sdp": ""}))
+        assert err.value.code == "bad-message"
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
