@@ -58,7 +58,9 @@ def main() -> None:
             run = load(directory, scenario)
             if run is None:
                 continue
-            name = f"{label} ({str(run.get('revision', '?'))[:8]}, capacity {run.get('capacity')})"
+            revisions = run.get("revision", "?")  # one, or a list when runs were merged
+            revision = "+".join(r[:7] for r in revisions) if isinstance(revisions, list) else revisions[:8]
+            name = f"{label} ({revision}, capacity {run.get('capacity')})"
             for row, (key, _) in enumerate(rows):
                 xs, ys = series(run, key)
                 axes[row][col].plot(xs, ys, style, label=name)

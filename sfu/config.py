@@ -305,10 +305,10 @@ class Config:
         default=1.0, metadata=_doc("how often a node reads its workers' load and writes its heartbeat")
     )
     max_tracks_per_worker: int = field(
-        default=768,
+        default=1152,
         metadata=_doc(
             "no new room is placed on a worker forwarding this many tracks (in plus out; 0: no limit); "
-            "768 is the small-rooms capacity of one core: 96 participants x (2 in + 6 out)"
+            "1152 is 144 participants in rooms of four x (2 in + 6 out), 81 % of one core in the small-rooms benchmark"
         ),
     )
     max_worker_cpu_percent: float = field(
