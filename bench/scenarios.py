@@ -36,6 +36,8 @@ from typing import Any
 
 import psutil
 
+from sfu.config import SDP_BYTES_PER_M_SECTION
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 LOCUSTFILE = BENCH / "locustfile.py"
@@ -232,7 +234,7 @@ def run_step(name: str, scenario: dict[str, Any], n: int, args: argparse.Namespa
         os.environ,
         SFU_MAX_CONNECTIONS_PER_ADDRESS=str(max(64, 2 * n)),
         SFU_MAX_M_SECTIONS_PER_SDP=str(max(32, 2 * n + 2)),
-        SFU_MAX_MESSAGE_BYTES=str(max(65536, 2048 * (2 * n + 2))),  # the answers to those offers
+        SFU_MAX_MESSAGE_BYTES=str(max(65536, SDP_BYTES_PER_M_SECTION * (2 * n + 2))),  # their answers
     )
     server_log = (logs / f"{tag}-server.log").open("w")
     server = subprocess.Popen(server_cmd, cwd=ROOT, env=server_env, stdout=server_log, stderr=subprocess.STDOUT)
@@ -386,8 +388,8 @@ def expected_consumers(scenario: dict[str, Any], n: int) -> int:
     and video to every other participant of its room."""
     size = scenario["room_size"] or n
     rooms = [size] * (n // size) + ([n % size] if n % size else [])
-    publishers = (lambda s: s) if scenario["publishers"] < 0 else (lambda s: min(s, scenario["publishers"]))
-    return sum(2 * publishers(s) * (s - 1) for s in rooms)
+    cap = scenario["publishers"]  # -1: everyone publishes
+    return sum(2 * (s if cap < 0 else min(s, cap)) * (s - 1) for s in rooms)
 
 
 def verdict(step: dict[str, Any], n: int) -> str | None:
