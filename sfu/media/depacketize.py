@@ -119,8 +119,9 @@ class FrameAssembler:
 
     ``codec`` is "VP8", "H264" or an audio codec (one packet is one frame, nothing waits).
     ``push`` returns the frames completed by the packet; ``poll`` the ones released by time
-    (an incomplete frame given up). ``keyframe_wanted`` turns True when a frame was lost: the
-    caller asks for a keyframe and calls ``keyframe_asked``.
+    (an incomplete frame given up). ``keyframe_wanted`` turns True when a frame was lost, and
+    again with every frame dropped while the keyframe has not come: the caller asks for one
+    (at its own rate) and calls ``keyframe_asked``.
     """
 
     def __init__(self, codec: str, hold_ms: int = DEFAULT_HOLD_MS) -> None:
@@ -176,6 +177,7 @@ class FrameAssembler:
         ):
             if not self._keyframe(payload):
                 self.frames_dropped += marker
+                self.keyframe_wanted |= bool(marker)  # a whole frame went by: ask again
                 return []
             # Start, or resume after a loss, on a keyframe: what waits before it is useless.
             older = [s for s in self._pending if s < ext]
@@ -243,6 +245,9 @@ class FrameAssembler:
         keyframe = self._keyframe(first)
         if self.waiting_for_keyframe and not keyframe:
             self.frames_dropped += 1
+            # Still waiting: the keyframe asked for may never come (lost, or asked for while the
+            # publisher was paused), so ask again; the caller's requests are rate-limited.
+            self.keyframe_wanted = True
             return None
         if not self._start(first):
             self._lost()

@@ -101,6 +101,43 @@ def test_a_keyframe_is_asked_for_when_a_frame_is_given_up(clip):
     assert assembler.frames_dropped >= next_key - 1
 
 
+def test_a_keyframe_is_asked_for_again_while_only_delta_frames_come(clip):
+    # The keyframe asked for never arrives (lost, or asked for while the publisher was muted):
+    # each delta frame dropped meanwhile asks again, until a keyframe ends the wait.
+    assembler = FrameAssembler("VP8")
+    assembler.keyframe_asked()
+    delta = [(data, key) for data, key in clip if not key][:10]
+    keyframe = next((data, key) for data, key in clip if key)
+    packets = vp8_packets(delta + [keyframe])
+    frames, asks = [], 0
+    for seq, ts, marker, payload in packets:
+        frames += assembler.push(seq, ts, marker, payload, 0)
+        if assembler.keyframe_wanted:
+            asks += 1
+            assembler.keyframe_asked()
+    assert asks == 10 and assembler.frames_dropped == 10
+    assert [f.data for f in frames] == [keyframe[0]] and frames[0].keyframe
+
+
+def test_after_a_loss_every_delta_frame_dropped_asks_again(clip):
+    next_key = next(i for i, (_, key) in enumerate(clip[1:], 1) if key)
+    assert next_key > 8
+    assembler = FrameAssembler("VP8", hold_ms=100)
+    packets = vp8_packets(clip[:next_key])
+    first_delta = next(i for i, p in enumerate(packets) if i > 0 and p[1] != packets[0][1])
+    del packets[first_delta]  # the first delta frame's first packet never comes
+    asks, now_ms = 0, 0
+    for seq, ts, marker, payload in packets:
+        now_ms += 150  # past the hold: the hole is given up on
+        assembler.push(seq, ts, marker, payload, now_ms)
+        assembler.poll(now_ms)
+        if assembler.keyframe_wanted:
+            asks += 1
+            assembler.keyframe_asked()
+    assert assembler.frames == 1  # the keyframe, then nothing can be shown
+    assert asks >= next_key - 3, (asks, next_key)  # the start, the loss, and each frame dropped since
+
+
 def test_a_loss_in_a_delta_frame_waits_for_the_next_keyframe(clip):
     packets = vp8_packets(clip)
     # A delta frame's packet is lost; the frames that follow reference it.
