@@ -3,7 +3,7 @@
 PublishPeer (sfu/rtc/publish.py): the client offers, we answer; every sending m-section
 becomes a Producer. SubscribePeer (sfu/rtc/subscribe.py): we offer, the client answers; every
 m-section carries one Consumer at a time. Both are a PeerBase: the aiortc connection, the RTP
-and RTCP tap, the periodic tick and RTCP reports, trickled ICE candidates.
+and RTCP tap, the periodic tick and RTCP reports (one timer for all peers: sfu/rtc/ticker.py), trickled ICE candidates.
 
 aiortc is used through its public API plus the handful of internals in aiortc_glue.
 """
@@ -25,6 +25,7 @@ from ..events import EventSink, MediaEvent
 from ..media.rtcp import MalformedPacket, RtcpPacket, parse_packet, split_compound
 from ..tasks import spawn
 from . import aiortc_glue as glue
+from .ticker import ticker
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class PeerBase:
         self.closed = False
         self._on_failed = on_failed
         self._transport: Any = None
-        self._rtcp_task: asyncio.Task[None] | None = None
+        self._next_report_s = 0.0  # when the next RTCP reports are due (self._now_s)
         self.connected = False  # the connection has been established (ICE and DTLS) once
         # Answer a=setup:passive where the offer lets us choose (aiortc_glue.answer_as_dtls_server).
         self.dtls_server = False
@@ -164,8 +165,9 @@ class PeerBase:
         glue.detach_receivers(self.pc)
         glue.install_tap(self.pc, self._on_rtp, self._on_rtcp, self._rtp_now_handler())
         glue.limit_rtcp(self.pc, self.max_rtcp_bps)
-        if self._rtcp_task is None and not self.closed:
-            self._rtcp_task = spawn(self._run_rtcp(), name=f"rtcp-{type(self).__name__}")
+        if not self.closed:
+            self._next_report_s = self._now_s()
+            ticker(TICK_INTERVAL_S).add(self)
 
     def tick(self, now_ms: int) -> None:
         """Periodic work between RTCP reports (every TICK_INTERVAL_S)."""
@@ -211,20 +213,15 @@ class PeerBase:
     def rtcp_reports(self) -> list[RtcpPacket]:
         return []
 
-    async def _run_rtcp(self) -> None:
-        next_report = self._now_s()
-        try:
-            while not self.closed:
-                await asyncio.sleep(TICK_INTERVAL_S)
-                try:
-                    self.tick(self._now_ms())
-                    if self._now_s() >= next_report:
-                        next_report = self._now_s() + RTCP_INTERVAL_S * (0.5 + random.random())
-                        self.send_rtcp(self.rtcp_reports())
-                except Exception:
-                    logger.exception("periodic RTCP work failed")
-        except asyncio.CancelledError:
-            pass
+    def periodic(self) -> None:
+        """The tick, and the RTCP reports when due (sfu.rtc.ticker calls it every tick)."""
+        if self.closed:
+            return
+        self.tick(self._now_ms())
+        now = self._now_s()
+        if now >= self._next_report_s:
+            self._next_report_s = now + RTCP_INTERVAL_S * (0.5 + random.random())
+            self.send_rtcp(self.rtcp_reports())
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         async with self.deadline("the ICE candidate"):
@@ -254,8 +251,7 @@ class PeerBase:
             return
         self.closed = True
         self._close_children()
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
+        ticker(TICK_INTERVAL_S).discard(self)
         await self._close_connection(self.pc)
 
     async def _close_connection(self, pc: Any) -> None:

@@ -5,7 +5,9 @@ import asyncio
 from aiortc import RTCPeerConnection
 
 from sfu.forwarding import Codec, Consumer, OutStream, Producer
+from sfu.rtc.peer import TICK_INTERVAL_S
 from sfu.rtc.publish import PublishPeer
+from sfu.rtc.ticker import ticker
 
 VP8 = Codec("VP8", 90000)
 
@@ -35,11 +37,12 @@ async def test_closing_a_publish_peer_twice_closes_its_producers_consumers_and_t
     try:
         _, added, _ = await peer.handle_offer(client.localDescription.sdp, {})
         consumers = [consumer_of(p) for p in added]
-        tasks = [t for t in (peer._rtcp_task, peer._feedback_task) if t is not None]
-        assert tasks, "the peer runs its RTCP timer"
+        tasks = [t for t in (peer._feedback_task,) if t is not None]
+        assert peer in ticker(TICK_INTERVAL_S), "the peer's periodic work is on the ticker"
         await peer.close()
         assert all(p.closed for p in added) and all(c.closed for c in consumers)
         assert peer.producers == {} and peer.pc.connectionState == "closed"
+        assert peer not in ticker(TICK_INTERVAL_S)
         await asyncio.sleep(0)
         assert all(t.done() for t in tasks)
         await peer.close()  # nothing left to do, nothing raised
