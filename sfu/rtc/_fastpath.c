@@ -455,10 +455,8 @@ static int sink_still_valid(SinkObject *self)
 }
 
 /* A copy of a packet with a plain 12-byte header, stamped as sfu.media.rtp.with_transport_seq does. */
-static PyObject *stamp_packet(PyObject *packet, int ext_id, int tw)
+static PyObject *stamp_packet(const unsigned char *data, Py_ssize_t len, int ext_id, int tw)
 {
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(packet);
-    Py_ssize_t len = PyBytes_GET_SIZE(packet);
     if (len < 12) {
         PyErr_SetString(PyExc_ValueError, "RTP packet shorter than its header");
         return NULL;
@@ -481,8 +479,9 @@ static PyObject *stamp_packet(PyObject *packet, int ext_id, int tw)
     return out;
 }
 
-/* Send one RTP packet (bytes); the length sent, -1 if not sent, -2 with an exception set. */
-static long sink_send(SinkObject *self, PyObject *packet)
+/* Send one RTP packet (data, len; packet: the same as bytes, or NULL to make it only if the
+ * fallback needs it); the length sent, -1 if not sent, -2 with an exception set. */
+static long sink_send_raw(SinkObject *self, const unsigned char *data, Py_ssize_t len, PyObject *packet)
 {
     int ext_id = self->ext_id, tw = 0;
     long size = -1;
@@ -495,8 +494,7 @@ static long sink_send(SinkObject *self, PyObject *packet)
     if (self->srtp != NULL) {
         unsigned char buf[MAX_PACKET + 8 + TRAILER_ROOM];
         Py_ssize_t plain;
-        int n = build_and_protect(self->srtp, (const unsigned char *)PyBytes_AS_STRING(packet),
-                                  PyBytes_GET_SIZE(packet), ext_id, tw, buf, &plain);
+        int n = build_and_protect(self->srtp, data, len, ext_id, tw, buf, &plain);
         if (n >= 0) {
             ssize_t sent;
             do {
@@ -506,14 +504,15 @@ static long sink_send(SinkObject *self, PyObject *packet)
                 size = (long)plain;
         }
     } else if (self->fallback != NULL && self->fallback != Py_None) {
-        PyObject *stamped = packet;
-        if (ext_id) {
-            stamped = stamp_packet(packet, ext_id, tw);
-            if (stamped == NULL)
-                return -2;
-        } else {
-            Py_INCREF(stamped);
-        }
+        PyObject *stamped;
+        if (ext_id)
+            stamped = stamp_packet(data, len, ext_id, tw);
+        else if (packet != NULL)
+            stamped = Py_NewRef(packet);
+        else
+            stamped = PyBytes_FromStringAndSize((const char *)data, len);
+        if (stamped == NULL)
+            return -2;
         PyObject *r = PyObject_CallOneArg(self->fallback, stamped);
         Py_DECREF(stamped);
         if (r == NULL)
@@ -540,6 +539,12 @@ static long sink_send(SinkObject *self, PyObject *packet)
     }
     self->bytes_sent += size;
     return size;
+}
+
+/* Send one RTP packet (bytes); as sink_send_raw. */
+static long sink_send(SinkObject *self, PyObject *packet)
+{
+    return sink_send_raw(self, (const unsigned char *)PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet), packet);
 }
 
 static PyObject *Sink_send(SinkObject *self, PyObject *packet)
@@ -844,7 +849,11 @@ static PyTypeObject GateType = {
     .tp_members = Gate_members,
 };
 
-/* What Consumer.forward does for a consumer steady on the packet's layer; 0, or -1 on error. */
+/* What Consumer.forward does for a consumer steady on the packet's layer; 0, or -1 on error.
+ *
+ * The packet is built on the stack and the cache keeps it as parts (the shared payload, this
+ * consumer's header and VP8 rewrite): nothing is allocated per consumer unless the send goes
+ * through Python (no direct path, or a send function that is not a Sink). */
 static int forward_steady(GateObject *gate, long long ext_seq, uint32_t timestamp, int marker, PyObject *payload,
                           long long arrival_ms)
 {
@@ -855,42 +864,43 @@ static int forward_steady(GateObject *gate, long long ext_seq, uint32_t timestam
         gate->packets_dropped++;
         return 0;
     }
-    PyObject *body;
-    if (gate->rewrite_vp8) {
-        body = vp8_rewrite((Vp8Object *)out->vp8, payload);
-        if (body == NULL)
+    const unsigned char *body = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t n = PyBytes_GET_SIZE(payload);
+    Vp8Patch patch = {.pid_pos = -1, .tl0_pos = -1};
+    if (gate->rewrite_vp8)
+        vp8_plan((Vp8Object *)out->vp8, body, n, &patch);
+    unsigned char header[12];
+    header[0] = 0x80;
+    header[1] = (unsigned char)(((marker & 1) << 7) | gate->payload_type);
+    header[2] = (unsigned char)(seq >> 8);
+    header[3] = (unsigned char)seq;
+    header[4] = (unsigned char)(ts >> 24);
+    header[5] = (unsigned char)(ts >> 16);
+    header[6] = (unsigned char)(ts >> 8);
+    header[7] = (unsigned char)ts;
+    header[8] = (unsigned char)(out->ssrc >> 24);
+    header[9] = (unsigned char)(out->ssrc >> 16);
+    header[10] = (unsigned char)(out->ssrc >> 8);
+    header[11] = (unsigned char)out->ssrc;
+    cache_put_parts((CacheObject *)gate->cache, seq, payload, header, &patch);
+    PyObject *packet = NULL; /* the packet as bytes, when it cannot be sent from the stack */
+    unsigned char stack[MAX_PACKET];
+    unsigned char *b = stack;
+    int on_stack = 12 + n <= MAX_PACKET && Py_TYPE(gate->send) == &SinkType;
+    if (!on_stack) {
+        packet = PyBytes_FromStringAndSize(NULL, 12 + n);
+        if (packet == NULL)
             return -1;
-    } else {
-        Py_INCREF(payload);
-        body = payload;
+        b = (unsigned char *)PyBytes_AS_STRING(packet);
     }
-    Py_ssize_t n = PyBytes_GET_SIZE(body);
-    PyObject *packet = PyBytes_FromStringAndSize(NULL, 12 + n);
-    if (packet == NULL) {
-        Py_DECREF(body);
-        return -1;
-    }
-    unsigned char *b = (unsigned char *)PyBytes_AS_STRING(packet);
-    b[0] = 0x80;
-    b[1] = (unsigned char)(((marker & 1) << 7) | gate->payload_type);
-    b[2] = (unsigned char)(seq >> 8);
-    b[3] = (unsigned char)seq;
-    b[4] = (unsigned char)(ts >> 24);
-    b[5] = (unsigned char)(ts >> 16);
-    b[6] = (unsigned char)(ts >> 8);
-    b[7] = (unsigned char)ts;
-    b[8] = (unsigned char)(out->ssrc >> 24);
-    b[9] = (unsigned char)(out->ssrc >> 16);
-    b[10] = (unsigned char)(out->ssrc >> 8);
-    b[11] = (unsigned char)out->ssrc;
-    memcpy(b + 12, PyBytes_AS_STRING(body), n);
-    Py_DECREF(body);
-    cache_put((CacheObject *)gate->cache, seq, packet);
+    memcpy(b, header, 12);
+    memcpy(b + 12, body, n);
+    vp8_apply(b + 12, &patch);
     int ok;
     if (Py_TYPE(gate->send) == &SinkType) {
-        long size = sink_send((SinkObject *)gate->send, packet);
+        long size = sink_send_raw((SinkObject *)gate->send, b, 12 + n, packet);
         if (size == -2) {
-            Py_DECREF(packet);
+            Py_XDECREF(packet);
             return -1;
         }
         ok = size >= 0;
@@ -907,7 +917,7 @@ static int forward_steady(GateObject *gate, long long ext_seq, uint32_t timestam
             return -1;
         }
     }
-    Py_DECREF(packet);
+    Py_XDECREF(packet);
     if (ok) {
         out->packets_sent++;
         out->octets_sent += n;

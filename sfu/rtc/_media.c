@@ -383,6 +383,54 @@ static void vp8_remember(Vp8Object *v, int pid, int tl0, int mask)
         v->last_tl0 = tl0;
 }
 
+int vp8_plan(Vp8Object *v, const unsigned char *p, Py_ssize_t n, Vp8Patch *patch)
+{
+    Vp8Descriptor d;
+    patch->pid_pos = patch->tl0_pos = -1;
+    if (!parse_descriptor(p, n, &d) || d.picture_id < 0)
+        return 0;
+    int mask = d.picture_id_bits == 15 ? 0x7FFF : 0x7F;
+    if (v->pending || !v->started) {
+        if (v->started && v->last_pid >= 0) {
+            v->pid_offset = (v->last_pid + 1 - d.picture_id) & 0x7FFF;
+            if (d.tl0picidx >= 0 && v->last_tl0 >= 0)
+                v->tl0_offset = (v->last_tl0 + 1 - d.tl0picidx) & 0xFF;
+        }
+        v->started = 1;
+        v->pending = 0;
+    }
+    if (v->pid_offset == 0 && v->tl0_offset == 0) {
+        vp8_remember(v, d.picture_id, d.tl0picidx, mask);
+        return 0;
+    }
+    int pid = (d.picture_id + v->pid_offset) & mask;
+    patch->pid_pos = (int)d.picture_id_pos;
+    patch->pid_bits = d.picture_id_bits;
+    patch->pid = pid;
+    int tl0 = -1;
+    if (d.tl0picidx >= 0) {
+        tl0 = (d.tl0picidx + v->tl0_offset) & 0xFF;
+        patch->tl0_pos = (int)d.tl0picidx_pos;
+        patch->tl0 = tl0;
+    }
+    vp8_remember(v, pid, tl0, mask);
+    return 1;
+}
+
+void vp8_apply(unsigned char *out, const Vp8Patch *patch)
+{
+    if (patch->pid_pos >= 0) {
+        if (patch->pid_bits == 15) {
+            out[patch->pid_pos] = (unsigned char)(0x80 | (patch->pid >> 8));
+            out[patch->pid_pos + 1] = (unsigned char)(patch->pid & 0xFF);
+        } else {
+            out[patch->pid_pos] = (unsigned char)patch->pid;
+        }
+    }
+    if (patch->tl0_pos >= 0)
+        out[patch->tl0_pos] = (unsigned char)patch->tl0;
+}
+
 PyObject *vp8_rewrite(Vp8Object *v, PyObject *payload)
 {
     Py_buffer view;
@@ -398,45 +446,15 @@ PyObject *vp8_rewrite(Vp8Object *v, PyObject *payload)
         p = (const unsigned char *)view.buf;
         n = view.len;
     }
-    PyObject *result = NULL;
-    Vp8Descriptor d;
-    if (!parse_descriptor(p, n, &d) || d.picture_id < 0) {
+    PyObject *result;
+    Vp8Patch patch;
+    if (!vp8_plan(v, p, n, &patch)) {
         result = Py_NewRef(payload);
-        goto done;
-    }
-    int mask = d.picture_id_bits == 15 ? 0x7FFF : 0x7F;
-    if (v->pending || !v->started) {
-        if (v->started && v->last_pid >= 0) {
-            v->pid_offset = (v->last_pid + 1 - d.picture_id) & 0x7FFF;
-            if (d.tl0picidx >= 0 && v->last_tl0 >= 0)
-                v->tl0_offset = (v->last_tl0 + 1 - d.tl0picidx) & 0xFF;
-        }
-        v->started = 1;
-        v->pending = 0;
-    }
-    if (v->pid_offset == 0 && v->tl0_offset == 0) {
-        vp8_remember(v, d.picture_id, d.tl0picidx, mask);
-        result = Py_NewRef(payload);
-        goto done;
-    }
-    int pid = (d.picture_id + v->pid_offset) & mask;
-    result = PyBytes_FromStringAndSize((const char *)p, n);
-    if (result == NULL)
-        goto done;
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-    if (d.picture_id_bits == 15) {
-        out[d.picture_id_pos] = (unsigned char)(0x80 | (pid >> 8));
-        out[d.picture_id_pos + 1] = (unsigned char)(pid & 0xFF);
     } else {
-        out[d.picture_id_pos] = (unsigned char)pid;
+        result = PyBytes_FromStringAndSize((const char *)p, n);
+        if (result != NULL)
+            vp8_apply((unsigned char *)PyBytes_AS_STRING(result), &patch);
     }
-    int tl0 = -1;
-    if (d.tl0picidx >= 0) {
-        tl0 = (d.tl0picidx + v->tl0_offset) & 0xFF;
-        out[d.tl0picidx_pos] = (unsigned char)tl0;
-    }
-    vp8_remember(v, pid, tl0, mask);
-done:
     if (!is_bytes)
         PyBuffer_Release(&view);
     return result;
@@ -516,7 +534,41 @@ void cache_put(CacheObject *c, long seq, PyObject *packet)
     c->packets[i] = packet;
     c->seqs[i] = seq;
     c->resent_ms[i] = NEVER_RESENT;
+    c->parts[i].shared = 0;
     Py_XDECREF(old);
+}
+
+void cache_put_parts(CacheObject *c, long seq, PyObject *payload, const unsigned char header[12], const Vp8Patch *patch)
+{
+    Py_ssize_t i = slot_of(seq, c->size);
+    PyObject *old = c->packets[i];
+    Py_INCREF(payload);
+    c->packets[i] = payload;
+    c->seqs[i] = seq;
+    c->resent_ms[i] = NEVER_RESENT;
+    CacheParts *parts = &c->parts[i];
+    parts->shared = 1;
+    memcpy(parts->header, header, 12);
+    parts->patch = *patch;
+    Py_XDECREF(old);
+}
+
+/* The packet of slot i (not empty): the object itself, or built from its parts. */
+static PyObject *cache_packet(CacheObject *c, Py_ssize_t i)
+{
+    PyObject *stored = c->packets[i];
+    const CacheParts *parts = &c->parts[i];
+    if (!parts->shared)
+        return Py_NewRef(stored);
+    Py_ssize_t n = PyBytes_GET_SIZE(stored);
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, 12 + n);
+    if (packet == NULL)
+        return NULL;
+    unsigned char *b = (unsigned char *)PyBytes_AS_STRING(packet);
+    memcpy(b, parts->header, 12);
+    memcpy(b + 12, PyBytes_AS_STRING(stored), n);
+    vp8_apply(b + 12, &parts->patch);
+    return packet;
 }
 
 static void cache_free(CacheObject *c)
@@ -528,6 +580,8 @@ static void cache_free(CacheObject *c)
     PyMem_Free(c->packets);
     PyMem_Free(c->seqs);
     PyMem_Free(c->resent_ms);
+    PyMem_Free(c->parts);
+    c->parts = NULL;
     c->packets = NULL;
     c->seqs = NULL;
     c->resent_ms = NULL;
@@ -548,7 +602,8 @@ static int Cache_init(CacheObject *self, PyObject *args, PyObject *kwds)
     self->seqs = PyMem_Calloc((size_t)size, sizeof(long));
     self->packets = PyMem_Calloc((size_t)size, sizeof(PyObject *));
     self->resent_ms = PyMem_Calloc((size_t)size, sizeof(double));
-    if (self->seqs == NULL || self->packets == NULL || self->resent_ms == NULL) {
+    self->parts = PyMem_Calloc((size_t)size, sizeof(CacheParts));
+    if (self->seqs == NULL || self->packets == NULL || self->resent_ms == NULL || self->parts == NULL) {
         cache_free(self);
         PyErr_NoMemory();
         return -1;
@@ -614,7 +669,7 @@ static PyObject *Cache_get(CacheObject *self, PyObject *const *fargs, Py_ssize_t
         return NULL;
     Py_ssize_t i = slot_of(seq, self->size);
     if (self->packets[i] != NULL && self->seqs[i] == seq)
-        return Py_NewRef(self->packets[i]);
+        return cache_packet(self, i);
     Py_RETURN_NONE;
 }
 

@@ -27,13 +27,30 @@ typedef struct {
     int pid_offset, tl0_offset, last_pid, last_tl0, started, pending;
 } Vp8Object;
 
+/* What Vp8Munger.rewrite changes in one payload: the picture ID and TL0PICIDX bytes (a
+ * position of -1: left as it is). */
+typedef struct {
+    int pid_pos, pid_bits, pid;
+    int tl0_pos, tl0;
+} Vp8Patch;
+
+/* A cache slot holding a packet as its parts: the payload object the producer received (shared
+ * by every consumer of that packet, so a forwarded packet allocates nothing), the 12-byte
+ * header this consumer sent it with, and the VP8 rewrite applied to the payload. */
+typedef struct {
+    int shared; /* 0: packets[i] is the whole packet */
+    unsigned char header[12];
+    Vp8Patch patch;
+} CacheParts;
+
 /* sfu.media.packet_cache.PacketCache */
 typedef struct {
     PyObject_HEAD
     Py_ssize_t size;
     long *seqs;         /* -1: empty slot */
-    PyObject **packets; /* owned references (NULL: empty) */
+    PyObject **packets; /* owned references (NULL: empty): the packet, or its payload (parts) */
     double *resent_ms;
+    CacheParts *parts;
 } CacheObject;
 
 /* sfu.bwe.estimator.SendHistory (with its SeqUnwrapper) */
@@ -52,8 +69,15 @@ extern PyTypeObject MungerType, Vp8Type, CacheType, HistoryType;
 int munger_map(MungerObject *m, long long ext_seq, uint32_t timestamp, uint16_t *out_seq, uint32_t *out_ts);
 /* Vp8Munger.rewrite: a new reference to the payload to send (the same object when unchanged). */
 PyObject *vp8_rewrite(Vp8Object *v, PyObject *payload);
+/* The same state change as vp8_rewrite, the change itself in *patch: 1, or 0 when the payload
+ * is sent as it is. vp8_apply makes it on a copy of the payload. */
+int vp8_plan(Vp8Object *v, const unsigned char *p, Py_ssize_t n, Vp8Patch *patch);
+void vp8_apply(unsigned char *payload, const Vp8Patch *patch);
 /* PacketCache.put: the cache takes its own new reference to packet (the caller keeps its). */
 void cache_put(CacheObject *c, long seq, PyObject *packet);
+/* PacketCache.put of header + payload (bytes) with patch applied, kept as those parts: get()
+ * builds the same bytes. */
+void cache_put_parts(CacheObject *c, long seq, PyObject *payload, const unsigned char header[12], const Vp8Patch *patch);
 /* SendHistory.add */
 void history_add(HistoryObject *h, long seq, double send_ms, long size);
 
