@@ -5,7 +5,7 @@ sends its RTCP reports about once a second. One asyncio task per peer sleeping a
 that costs more than the work itself once there are many peers: every wake-up runs cold code
 (the interpreter's caches were evicted by the packets in between) plus a timer, a future and a
 task step. So one task per event loop wakes every TICK_INTERVAL_S and runs the due peers one
-after the other, where all but the first run warm (bench/README.md, "Periodic work").
+after the other, where all but the first run warm.
 
 A peer is ``add``-ed once it is connected and ``discard``-ed when it closes; its ``periodic``
 is called with no argument (the peer reads its own clock). An exception in one peer's work is
