@@ -893,9 +893,7 @@ static int forward_steady(GateObject *gate, long long ext_seq, uint32_t timestam
             return -1;
         b = (unsigned char *)PyBytes_AS_STRING(packet);
     }
-    memcpy(b, header, 12);
-    memcpy(b + 12, body, n);
-    vp8_apply(b + 12, &patch);
+    write_parts(b, header, body, n, &patch);
     int ok;
     if (Py_TYPE(gate->send) == &SinkType) {
         long size = sink_send_raw((SinkObject *)gate->send, b, 12 + n, packet);

@@ -526,31 +526,39 @@ PyTypeObject Vp8Type = {
 
 /* ---------------------------------------------------------------- PacketCache */
 
-void cache_put(CacheObject *c, long seq, PyObject *packet)
+/* Slot of seq takes a new reference to obj (the packet, or its payload when shared); the
+ * slot's index. */
+static Py_ssize_t cache_store(CacheObject *c, long seq, PyObject *obj, int shared)
 {
     Py_ssize_t i = slot_of(seq, c->size);
     PyObject *old = c->packets[i];
-    Py_INCREF(packet);
-    c->packets[i] = packet;
+    Py_INCREF(obj);
+    c->packets[i] = obj;
     c->seqs[i] = seq;
     c->resent_ms[i] = NEVER_RESENT;
-    c->parts[i].shared = 0;
+    c->parts[i].shared = shared;
     Py_XDECREF(old);
+    return i;
+}
+
+void cache_put(CacheObject *c, long seq, PyObject *packet)
+{
+    cache_store(c, seq, packet, 0);
 }
 
 void cache_put_parts(CacheObject *c, long seq, PyObject *payload, const unsigned char header[12], const Vp8Patch *patch)
 {
-    Py_ssize_t i = slot_of(seq, c->size);
-    PyObject *old = c->packets[i];
-    Py_INCREF(payload);
-    c->packets[i] = payload;
-    c->seqs[i] = seq;
-    c->resent_ms[i] = NEVER_RESENT;
-    CacheParts *parts = &c->parts[i];
-    parts->shared = 1;
+    CacheParts *parts = &c->parts[cache_store(c, seq, payload, 1)];
     memcpy(parts->header, header, 12);
     parts->patch = *patch;
-    Py_XDECREF(old);
+}
+
+void write_parts(unsigned char *out, const unsigned char header[12], const unsigned char *payload, Py_ssize_t n,
+                 const Vp8Patch *patch)
+{
+    memcpy(out, header, 12);
+    memcpy(out + 12, payload, n);
+    vp8_apply(out + 12, patch);
 }
 
 /* The packet of slot i (not empty): the object itself, or built from its parts. */
@@ -562,12 +570,9 @@ static PyObject *cache_packet(CacheObject *c, Py_ssize_t i)
         return Py_NewRef(stored);
     Py_ssize_t n = PyBytes_GET_SIZE(stored);
     PyObject *packet = PyBytes_FromStringAndSize(NULL, 12 + n);
-    if (packet == NULL)
-        return NULL;
-    unsigned char *b = (unsigned char *)PyBytes_AS_STRING(packet);
-    memcpy(b, parts->header, 12);
-    memcpy(b + 12, PyBytes_AS_STRING(stored), n);
-    vp8_apply(b + 12, &parts->patch);
+    if (packet != NULL)
+        write_parts((unsigned char *)PyBytes_AS_STRING(packet), parts->header,
+                    (const unsigned char *)PyBytes_AS_STRING(stored), n, &parts->patch);
     return packet;
 }
 

@@ -78,6 +78,9 @@ void cache_put(CacheObject *c, long seq, PyObject *packet);
 /* PacketCache.put of header + payload (bytes) with patch applied, kept as those parts: get()
  * builds the same bytes. */
 void cache_put_parts(CacheObject *c, long seq, PyObject *payload, const unsigned char header[12], const Vp8Patch *patch);
+/* The packet of such parts into out (12 + n bytes): what PacketCache.get gives back for them. */
+void write_parts(unsigned char *out, const unsigned char header[12], const unsigned char *payload, Py_ssize_t n,
+                 const Vp8Patch *patch);
 /* SendHistory.add */
 void history_add(HistoryObject *h, long seq, double send_ms, long size);
 
