@@ -52,19 +52,25 @@ class Ticker:
         self._peers.pop(peer, None)
 
     async def _run(self) -> None:
-        while self._peers:
-            await asyncio.sleep(self.interval_s)
-            peers = list(self._peers)
-            if peers:
-                self.rounds += 1
-            for peer in peers:
-                if peer not in self._peers:
-                    continue  # removed by an earlier peer's work in this round
-                try:
-                    peer.periodic()
-                except Exception:
-                    logger.exception("periodic work of %s failed", type(peer).__name__)
-        self._task = None
+        try:
+            while self._peers:
+                await asyncio.sleep(self.interval_s)
+                peers = list(self._peers)
+                if peers:
+                    self.rounds += 1
+                for peer in peers:
+                    if peer not in self._peers:
+                        continue  # removed by an earlier peer's work in this round
+                    try:
+                        peer.periodic()
+                    except Exception:
+                        logger.exception("periodic work of %s failed", type(peer).__name__)
+        except asyncio.CancelledError:
+            # The loop is shutting down: keep nothing of it (nor the peers) alive.
+            self._peers.clear()
+            raise
+        finally:
+            self._task = None  # the done task would keep its loop, the registry's key, alive
 
 
 _tickers: WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = WeakKeyDictionary()

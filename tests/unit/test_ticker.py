@@ -1,7 +1,9 @@
 """sfu.rtc.ticker: one timer runs every peer's periodic work."""
 
 import asyncio
+import gc
 import logging
+import weakref
 
 from sfu.rtc.ticker import Ticker, ticker
 
@@ -85,3 +87,17 @@ async def test_a_peer_discarded_by_an_earlier_peer_in_the_same_round_is_skipped(
 
 async def test_one_ticker_per_event_loop():
     assert ticker(0.2) is ticker(0.2)
+
+
+def test_a_finished_event_loop_leaves_neither_its_ticker_nor_its_peers_alive():
+    log = []
+
+    async def main():
+        peer = Peer(log, "left")
+        ticker(0.01).add(peer)  # never discarded: the loop ends with the peer still on it
+        await wait_for(lambda: log)
+        return weakref.ref(peer), weakref.ref(asyncio.get_running_loop())
+
+    peer, loop = asyncio.run(main())
+    gc.collect()
+    assert peer() is None and loop() is None
